@@ -1,0 +1,85 @@
+"""The Dask boundary: where batches of inner loops run.
+
+``connect`` gives an executor with one method, ``map(fn, items)``, returning results in
+order. By default it starts (and stops) an embedded ``LocalCluster`` with one single-threaded
+worker process per core; ``scheduler="tcp://HOST:PORT"`` uses a running cluster instead;
+``workers=0`` runs everything in this process, for debugging.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+
+class Executor(Protocol):
+    """Runs a function over items and returns the results in order."""
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]: ...
+
+
+class InProcess:
+    """Runs tasks one after another in this process."""
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        return [fn(*item) for item in items]
+
+
+class DaskExecutor:
+    """Runs tasks on a Dask cluster; a task lost with a dead worker is retried elsewhere."""
+
+    def __init__(self, client: Any, retries: int = 3) -> None:
+        self.client, self.retries = client, retries
+
+    def map(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+        futures = [
+            self.client.submit(fn, *item, pure=False, retries=self.retries) for item in items
+        ]
+        return self.client.gather(futures)
+
+
+class SchedulerUnreachable(RuntimeError):
+    """The Dask scheduler given by address could not be reached."""
+
+
+@contextmanager
+def connect(
+    workers: int, scheduler: str | None = None, timeout: float = 10.0
+) -> Iterator[Executor]:
+    """An executor for the run; the local cluster it may start is stopped on exit."""
+    if scheduler is None and workers == 0:
+        yield InProcess()
+        return
+    from dask.distributed import Client, LocalCluster
+
+    # Dask's INFO chatter (scheduler addresses, nannies) would drown the epoch lines.
+    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "tornado"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    if scheduler is not None:
+        try:
+            client = Client(scheduler, timeout=timeout)
+        except OSError as err:
+            raise SchedulerUnreachable(
+                f"no Dask scheduler answered at {scheduler} within {timeout:g} s ({err})"
+            ) from None
+        try:
+            yield DaskExecutor(client)
+        finally:
+            client.close()
+        return
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    client = Client(cluster)
+    try:
+        yield DaskExecutor(client)
+    finally:
+        client.close()
+        cluster.close()

@@ -1,0 +1,107 @@
+"""Gin plumbing for the driver: finding config files, parsing them, reporting mistakes."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util  # noqa: F401  (gin 0.5 uses importlib.util without importing it)
+import logging
+import re
+import tokenize
+from collections.abc import Sequence
+from pathlib import Path
+
+import gin
+
+GIN_DIR = Path(__file__).resolve().parent.parent / "gin"
+
+
+class ConfigError(ValueError):
+    """A mistake in the user's configuration, reported in one message without a traceback."""
+
+
+def available() -> list[str]:
+    """The gin files shipped with epgkit, relative to the gin folder."""
+    return sorted(str(p.relative_to(GIN_DIR)) for p in GIN_DIR.rglob("*.gin"))
+
+
+def resolve(name: str) -> Path:
+    """A config path as given, or a file of the gin folder by name (``quickstart``)."""
+    for candidate in (Path(name), GIN_DIR / name, GIN_DIR / f"{name}.gin"):
+        if candidate.is_file():
+            return candidate
+    close = difflib.get_close_matches(Path(name).name, available(), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ConfigError(
+        f"config file {name!r} not found.{hint} Shipped configs: {', '.join(available())}"
+    )
+
+
+def _known_configurables() -> list[str]:
+    from epgkit.registry import KINDS, registered
+
+    return ["Experiment", *(name for kind in KINDS for name in registered(kind))]
+
+
+def _explain(err: Exception) -> str:
+    """Gin's message plus close names for an unknown configurable or parameter."""
+    text = str(err).strip()
+    match = re.search(r"No configurable matching '([\w.]+)'", text)
+    if match:
+        close = difflib.get_close_matches(match.group(1).split(".")[-1], _known_configurables())
+        if close:
+            text += f"\nDid you mean {', '.join(close)}?"
+    match = re.search(r"Configurable '(\w+)' doesn't have a parameter named '(\w+)'", text)
+    if match:
+        params = _parameters(match.group(1))
+        close = difflib.get_close_matches(match.group(2), params)
+        text += f"\nDid you mean {', '.join(close)}?" if close else ""
+        text += f"\nIts parameters: {', '.join(params)}" if params else ""
+    return text
+
+
+def _parameters(configurable: str) -> list[str]:
+    from epgkit.experiment import Experiment
+    from epgkit.registry import KINDS, registered
+
+    known = {"Experiment": Experiment}
+    for kind in KINDS:
+        known.update(registered(kind))
+    obj = known.get(configurable)
+    return [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+
+
+class _QuietIncludeMisses(logging.Filter):
+    """Gin logs an ERROR for every search-path entry an include is not in; that is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Path not found")
+
+
+def parse(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> list[Path]:
+    """Clears gin and parses ``files`` then ``bindings`` (later ones win); returns the paths."""
+    import epgkit.components  # noqa: F401  (registers every built-in configurable)
+
+    paths = [resolve(str(f)) for f in files]
+    root = logging.getLogger()
+    if not any(isinstance(f, _QuietIncludeMisses) for f in root.filters):
+        root.addFilter(_QuietIncludeMisses())
+    gin.clear_config()
+    gin.add_config_file_search_path(str(GIN_DIR))
+    try:
+        gin.parse_config_files_and_bindings([str(p) for p in paths], list(bindings))
+    except tokenize.TokenError as err:
+        raise ConfigError(
+            f"unbalanced brackets in {', '.join(map(str, paths))} or the bindings: {err.args[0]}"
+        ) from None
+    except (ValueError, SyntaxError, ImportError, TypeError, OSError) as err:
+        raise ConfigError(_explain(err)) from None
+    return paths
+
+
+def build(factory):
+    """Calls a gin-configured factory, turning bad values into a ``ConfigError``."""
+    try:
+        return factory()
+    except (ValueError, TypeError) as err:
+        raise ConfigError(_explain(err)) from None

@@ -1,0 +1,153 @@
+"""Policies π_θ as stacked weights: K independent MLPs evaluated in one batched matmul a layer.
+
+Every parameter carries a leading dimension K (one slice per inner loop running in lockstep),
+so acting and the loss's gradient for all K inner loops cost one ``baddbmm`` per layer
+(Section 3.3: an MLP with 2 hidden layers of 64 tanh units; a Gaussian with a learnable,
+state-independent log-std for Box actions, a categorical for Discrete actions).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from epgkit.dims import Dims
+from epgkit.registry import register
+
+Params = dict[str, torch.Tensor]
+
+
+def init_mlp(
+    sizes: Sequence[int], rngs: Sequence[np.random.Generator], prefix: str, out_scale: float
+) -> Params:
+    """Stacked MLP weights, one slice per generator (so a slice never depends on K).
+
+    Hidden layers use PyTorch's default uniform(±1/√fan_in); the output layer is scaled by
+    ``out_scale`` so that a fresh policy starts near its mean action.
+    """
+    params: Params = {}
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        bound = 1.0 / math.sqrt(fan_in)
+        scale = out_scale if i == len(sizes) - 2 else 1.0
+        w = np.stack([rng.uniform(-bound, bound, (fan_in, fan_out)) for rng in rngs]) * scale
+        b = np.stack([rng.uniform(-bound, bound, (1, fan_out)) for rng in rngs]) * scale
+        params[f"{prefix}w{i}"] = torch.tensor(w, dtype=torch.float32)
+        params[f"{prefix}b{i}"] = torch.tensor(b, dtype=torch.float32)
+    return params
+
+
+def mlp(params: Params, prefix: str, x: torch.Tensor) -> torch.Tensor:
+    """Applies a stacked tanh MLP to ``x`` of shape (K, T, in); returns (K, T, out)."""
+    n = sum(1 for k in params if k.startswith(f"{prefix}w"))
+    for i in range(n):
+        x = torch.baddbmm(params[f"{prefix}b{i}"], x, params[f"{prefix}w{i}"])
+        if i < n - 1:
+            x = torch.tanh(x)
+    return x
+
+
+@register("policy")
+@dataclass(frozen=True)
+class GaussianMLP:
+    """Diagonal Gaussian over Box actions; the mean is an MLP, the log-std a free vector.
+
+    Attributes:
+        hidden: Hidden layer sizes.
+        init_log_std: Initial log standard deviation of every action dimension.
+    """
+
+    hidden: tuple[int, ...] = (64, 64)
+    init_log_std: float = 0.0
+
+    def dist_dim(self, dims: Dims) -> int:
+        """Size of π(·|s) as a loss input: the mean and the log-std."""
+        return 2 * dims.act_dim
+
+    def init(self, dims: Dims, rngs: Sequence[np.random.Generator]) -> Params:
+        """Fresh θ for len(rngs) inner loops."""
+        params = init_mlp((dims.obs_dim, *self.hidden, dims.act_dim), rngs, "pi_", 0.01)
+        params["log_std"] = torch.full((len(rngs), 1, dims.act_dim), float(self.init_log_std))
+        return params
+
+    def dist(self, theta: Params, obs: torch.Tensor) -> torch.Tensor:
+        """π(·|s) for obs (K, T, obs_dim): (K, T, 2·act_dim), the mean then the log-std."""
+        mean = mlp(theta, "pi_", obs)
+        return torch.cat([mean, theta["log_std"].expand_as(mean)], dim=-1)
+
+    def sample(self, dist: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Actions from ``dist`` given standard-normal ``noise`` of the action's shape."""
+        mean, log_std = dist.chunk(2, dim=-1)
+        return mean + log_std.exp() * noise
+
+    def mode(self, dist: torch.Tensor) -> torch.Tensor:
+        """The most likely action."""
+        return dist.chunk(2, dim=-1)[0]
+
+    def log_prob(self, dist: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """log π(a|s), shape dist.shape[:-1]."""
+        mean, log_std = dist.chunk(2, dim=-1)
+        z = (actions - mean) * torch.exp(-log_std)
+        return (-0.5 * z.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def kl(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """KL(p || q) between two batches of distributions."""
+        mp, lp = p.chunk(2, dim=-1)
+        mq, lq = q.chunk(2, dim=-1)
+        return (
+            lq - lp + (torch.exp(2 * lp) + (mp - mq).square()) / (2 * torch.exp(2 * lq)) - 0.5
+        ).sum(-1)
+
+    def draw_noise(self, rng: np.random.Generator, steps: int, dims: Dims) -> np.ndarray:
+        """The standard-normal numbers ``steps`` actions draw, (steps, act_dim)."""
+        return rng.standard_normal((steps, dims.act_dim), dtype=np.float32)
+
+
+@register("policy")
+@dataclass(frozen=True)
+class CategoricalMLP:
+    """Categorical over Discrete actions; π(·|s) given to the loss as probabilities.
+
+    Attributes:
+        hidden: Hidden layer sizes.
+    """
+
+    hidden: tuple[int, ...] = (64, 64)
+
+    def dist_dim(self, dims: Dims) -> int:
+        """Size of π(·|s) as a loss input: one probability per action."""
+        return dims.act_dim
+
+    def init(self, dims: Dims, rngs: Sequence[np.random.Generator]) -> Params:
+        """Fresh θ for len(rngs) inner loops."""
+        return init_mlp((dims.obs_dim, *self.hidden, dims.act_dim), rngs, "pi_", 0.01)
+
+    def dist(self, theta: Params, obs: torch.Tensor) -> torch.Tensor:
+        """π(·|s) as probabilities, (K, T, n_actions)."""
+        return torch.softmax(mlp(theta, "pi_", obs), dim=-1)
+
+    def sample(self, dist: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Inverse-CDF sampling with one uniform number per action; returns float indices."""
+        cdf = dist.cumsum(-1)
+        idx = (cdf < noise[..., :1]).sum(-1, keepdim=True)
+        return idx.clamp(max=dist.shape[-1] - 1).to(dist.dtype)
+
+    def mode(self, dist: torch.Tensor) -> torch.Tensor:
+        """The most likely action index, as a float of shape (..., 1)."""
+        return dist.argmax(-1, keepdim=True).to(dist.dtype)
+
+    def log_prob(self, dist: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """log π(a|s) for float action indices of shape (..., 1)."""
+        picked = dist.gather(-1, actions.long()).squeeze(-1)
+        return torch.log(picked.clamp_min(1e-8))
+
+    def kl(self, p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """KL(p || q) between two batches of categoricals."""
+        return (p * (torch.log(p.clamp_min(1e-8)) - torch.log(q.clamp_min(1e-8)))).sum(-1)
+
+    def draw_noise(self, rng: np.random.Generator, steps: int, dims: Dims) -> np.ndarray:
+        """The uniform numbers ``steps`` actions draw, (steps, 1)."""
+        return rng.random((steps, 1), dtype=np.float32)

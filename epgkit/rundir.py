@@ -1,0 +1,187 @@
+"""The run directory: configs, metadata, metrics, per-inner-loop records, checkpoints, losses.
+
+Layout: ``config.gin`` (every binding of the run), ``operative_config.gin`` (what was used),
+``meta.json`` (argv, versions, git sha), ``metrics.jsonl`` (a line per epoch),
+``inner_loops.jsonl`` (a line per inner loop, with its seeds), ``checkpoint.pt`` (the full ES
+state, written atomically), ``best_loss.pt`` and ``loss.pt`` (φ), ``plots/``.
+Files hold tensors, numbers and strings only and load with ``torch.load(weights_only=True)``,
+which never executes code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+METRICS = "metrics.jsonl"
+RECORDS = "inner_loops.jsonl"
+CHECKPOINT = "checkpoint.pt"
+BEST_LOSS = "best_loss.pt"
+LAST_LOSS = "loss.pt"
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used as asked (exists, missing, corrupt)."""
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats become null so every line is standard JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    return value
+
+
+def atomic_save(obj: dict[str, Any], path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def safe_load(path: Path, required: dict[str, type]) -> dict[str, Any]:
+    """Loads a file saved by epgkit without executing code; checks its keys and types."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise RunDirError(f"{path}: no such file") from None
+    except Exception as err:  # noqa: BLE001  (any unpickling failure means a bad file)
+        raise RunDirError(
+            f"{path} is not a readable epgkit file ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''})"
+        ) from None
+    if not isinstance(obj, dict):
+        raise RunDirError(f"{path} does not hold an epgkit dictionary")
+    for key, kind in required.items():
+        if not isinstance(obj.get(key), kind):
+            raise RunDirError(f"{path} lacks {key!r} of type {kind.__name__}")
+    return obj
+
+
+def save_loss(path: Path, phi: np.ndarray, meta: dict[str, Any]) -> None:
+    """Writes φ with its provenance (the operative config, the env, the epoch)."""
+    atomic_save(
+        {
+            "phi": torch.tensor(np.asarray(phi), dtype=torch.float32),
+            "meta": json.dumps(_json_safe(meta)),
+        },
+        path,
+    )
+
+
+def load_loss(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """φ and its metadata from a loss file, refusing anything else."""
+    obj = safe_load(Path(path), {"phi": torch.Tensor, "meta": str})
+    try:
+        meta = json.loads(obj["meta"])
+    except json.JSONDecodeError:
+        raise RunDirError(f"{path}: its metadata is not valid JSON") from None
+    return obj["phi"].numpy().astype(np.float32), meta
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python and the libraries a result depends on."""
+    import dask
+    import gymnasium
+    import mujoco
+
+    import epgkit
+
+    return {
+        "python": platform.python_version(),
+        "epgkit": epgkit.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "gymnasium": gymnasium.__version__,
+        "mujoco": mujoco.__version__,
+        "dask": dask.__version__,
+    }
+
+
+class RunDir:
+    """One run's folder; every write is an append or an atomic replace."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def holds_run(self) -> bool:
+        """Whether the folder already holds (part of) a run."""
+        return any((self.path / name).exists() for name in ("config.gin", CHECKPOINT, METRICS))
+
+    def create(self, config: str, files: list[str]) -> None:
+        """Starts a new run; refuses a folder that already holds one."""
+        if self.holds_run():
+            raise RunDirError(
+                f"{self.path} already holds a run; pass --resume {self.path} to "
+                "continue it or choose another --run-dir"
+            )
+        (self.path / "plots").mkdir(parents=True, exist_ok=True)
+        (self.path / "config.gin").write_text(config)
+        meta = {
+            "argv": sys.argv,
+            "config_files": files,
+            "versions": versions(),
+            "git_sha": _git_sha(),
+            "host": platform.node(),
+        }
+        (self.path / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    def write_operative(self, text: str) -> None:
+        """Writes the operative gin config (the values actually used)."""
+        (self.path / "operative_config.gin").write_text(text)
+
+    def append(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """Appends JSON lines to ``name``."""
+        with open(self.path / name, "a") as f:
+            f.writelines(json.dumps(_json_safe(r)) + "\n" for r in rows)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Every epoch's metrics so far."""
+        path = self.path / METRICS
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        """Atomically replaces the checkpoint."""
+        atomic_save(state, self.path / CHECKPOINT)
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        """The last complete checkpoint."""
+        return safe_load(self.path / CHECKPOINT, {"epoch": int, "phi": torch.Tensor})

@@ -1,0 +1,73 @@
+"""Every shipped gin file parses and builds, alone and with debug.gin; mistakes are explained."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gin
+import pytest
+
+from epgkit import config
+from epgkit.experiment import Experiment
+
+CONFIGS = [c for c in config.available() if c not in ("debug.gin",)]
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("with_debug", [False, True])
+def test_config_parses_and_builds_an_experiment(name, with_debug):
+    files = [name, "debug.gin"] if with_debug else [name]
+    config.parse(files)
+    exp = config.build(Experiment)
+    assert exp.inner_loops % exp.strategy.population == 0
+    assert exp.inner.phi_size() > 0
+    if with_debug:
+        assert exp.epochs <= 3 and exp.inner.steps <= 256
+
+
+def test_debug_shrinks_every_experiment_but_keeps_its_env():
+    for name in CONFIGS:
+        config.parse([name])
+        env = config.build(Experiment).inner.env_id
+        config.parse([name, "debug.gin"])
+        assert config.build(Experiment).inner.env_id == env
+
+
+def test_config_files_resolve_by_name_and_path():
+    assert (
+        config.resolve("quickstart") == config.resolve("gin/quickstart.gin").resolve()
+        or config.resolve("quickstart").name == "quickstart.gin"
+    )
+    with pytest.raises(config.ConfigError, match="quickstart.gin"):
+        config.resolve("quickstrat.gin")
+
+
+def test_unknown_configurable_names_file_line_and_close_names(tmp_path: Path):
+    bad = tmp_path / "bad.gin"
+    bad.write_text("include 'base.gin'\n\nOpenES.sigma = 0.1\nOpenEs.sigma = 0.1\n")
+    with pytest.raises(config.ConfigError) as err:
+        config.parse([bad])
+    text = str(err.value)
+    assert "bad.gin" in text and "4" in text and "OpenES" in text
+
+
+def test_syntax_errors_name_the_file(tmp_path: Path):
+    bad = tmp_path / "broken.gin"
+    bad.write_text("Experiment.epochs = (3\n")
+    with pytest.raises(config.ConfigError, match="broken.gin"):
+        config.parse([bad])
+
+
+def test_invalid_values_are_config_errors():
+    config.parse(["quickstart.gin"], ["Experiment.inner_loops = 30"])
+    with pytest.raises(config.ConfigError, match="multiple of the ES population"):
+        config.build(Experiment)
+    config.parse(["quickstart.gin"], ["OpenES.sigma = 0.0"])
+    with pytest.raises(config.ConfigError, match="sigma"):
+        config.build(Experiment)
+
+
+def test_bindings_override_files_and_land_in_the_config_string():
+    config.parse(["quickstart.gin"], ["OpenES.sigma = 0.123"])
+    assert config.build(Experiment).strategy.sigma == 0.123
+    assert "OpenES.sigma = 0.123" in gin.config_str()

@@ -1,0 +1,155 @@
+"""The outer loop: job assignment, determinism across workers, run directory, resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from epgkit import config
+from epgkit.cluster import InProcess, connect
+from epgkit.evolve import TASK_SEED_LIMIT, epoch_jobs, evolve
+from epgkit.experiment import Experiment
+from epgkit.rundir import RunDir, load_loss
+
+TIMING = ("wall_s",)
+
+
+def experiment(*bindings: str) -> Experiment:
+    config.parse(["quickstart.gin", "debug.gin"], ["Experiment.epochs = 3", *bindings])
+    return config.build(Experiment)
+
+
+def metrics(run: RunDir) -> list[dict]:
+    return [{k: v for k, v in m.items() if k not in TIMING} for m in run.metrics()]
+
+
+def new_run(path) -> RunDir:
+    run = RunDir(path)
+    run.create("# test\n", [])
+    return run
+
+
+def test_each_worker_gets_candidate_ceil_wv_over_w_and_its_own_task():
+    exp = experiment(
+        "Experiment.inner_loops = 8", "OpenES.population = 4", "OpenES.antithetic = False"
+    )
+    jobs = epoch_jobs(exp, np.arange(4.0)[:, None], epoch=5)
+    assert [j.candidate for j in jobs] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert [float(j.phi[0]) for j in jobs] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert len({j.task_seed for j in jobs}) == 8
+    assert all(0 <= j.task_seed < TASK_SEED_LIMIT for j in jobs)
+    assert [j.task_seed for j in jobs] == [
+        j.task_seed for j in epoch_jobs(exp, np.arange(4.0)[:, None], epoch=5)
+    ]
+
+
+def test_antithetic_pairs_share_tasks_and_seeds():
+    exp = experiment(
+        "Experiment.inner_loops = 8", "OpenES.population = 4", "OpenES.antithetic = True"
+    )
+    jobs = epoch_jobs(exp, np.arange(4.0)[:, None], epoch=0)
+    for j, mirror in zip(jobs[:4], jobs[4:], strict=True):
+        assert (j.task_seed, j.seed) == (mirror.task_seed, mirror.seed)
+        assert mirror.candidate == j.candidate + 2
+
+
+def test_run_writes_metrics_records_checkpoint_and_losses(tmp_path):
+    exp = experiment()
+    run = new_run(tmp_path / "run")
+    state = evolve(exp, run, InProcess(), loss_meta={"env_id": exp.inner.env_id})
+    rows = run.metrics()
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    for key in ("fitness_mean", "fitness_std", "fitness_max", "alpha", "env_steps", "wall_s"):
+        assert all(key in r for r in rows)
+    assert [r["alpha"] for r in rows] == [1.0, 0.5, 0.0]
+    assert rows[-1]["env_steps"] > rows[0]["env_steps"] > 0
+    records = [json.loads(x) for x in (run.path / "inner_loops.jsonl").read_text().splitlines()]
+    assert len(records) == 3 * exp.inner_loops
+    assert {"task_seed", "seed", "fitness", "candidate", "task"} <= set(records[0])
+    ckpt = run.load_checkpoint()
+    assert ckpt["epoch"] == 3 and ckpt["step"] == 3
+    np.testing.assert_array_equal(ckpt["phi"].numpy(), state.phi)
+    phi, meta = load_loss(run.path / "loss.pt")
+    np.testing.assert_allclose(phi, state.phi.astype(np.float32))
+    best, best_meta = load_loss(run.path / "best_loss.pt")
+    assert best.shape == phi.shape and best_meta["env_id"] == exp.inner.env_id
+    assert best_meta["fitness_mean"] == pytest.approx(max(r["fitness_mean"] for r in rows))
+
+
+def test_same_seed_gives_identical_metrics_in_process_and_on_1_or_2_dask_workers(tmp_path):
+    exp = experiment()
+    results = []
+    for workers in (0, 1, 2):
+        run = new_run(tmp_path / f"w{workers}")
+        with connect(workers) as executor:
+            evolve(exp, run, executor)
+        results.append((metrics(run), run.load_checkpoint()["phi"].numpy()))
+    for other in results[1:]:
+        assert other[0] == results[0][0]
+        np.testing.assert_array_equal(other[1], results[0][1])
+
+
+def test_another_seed_gives_another_run(tmp_path):
+    a, b = new_run(tmp_path / "a"), new_run(tmp_path / "b")
+    evolve(experiment(), a, InProcess())
+    evolve(experiment("Experiment.seed = 1"), b, InProcess())
+    assert metrics(a) != metrics(b)
+
+
+class CrashAfter(InProcess):
+    """An executor that dies in the middle of epoch ``n`` (counting from 0)."""
+
+    def __init__(self, n: int) -> None:
+        self.calls, self.n = 0, n
+
+    def map(self, fn, items):
+        if self.calls == self.n:
+            raise KeyboardInterrupt("simulated crash")
+        self.calls += 1
+        return super().map(fn, items)
+
+
+@pytest.mark.parametrize("crash_epoch", [0, 1, 2])
+def test_resume_after_a_crash_repeats_an_uninterrupted_run(tmp_path, crash_epoch):
+    exp = experiment()
+    whole = new_run(tmp_path / "whole")
+    evolve(exp, whole, InProcess())
+    crashed = new_run(tmp_path / "crashed")
+    with pytest.raises(KeyboardInterrupt):
+        evolve(exp, crashed, CrashAfter(crash_epoch))
+    assert len(crashed.metrics()) == crash_epoch
+    evolve(exp, crashed, InProcess())
+    assert metrics(crashed) == metrics(whole)
+    assert (crashed.path / "inner_loops.jsonl").read_text().count("\n") == (
+        whole.path / "inner_loops.jsonl"
+    ).read_text().count("\n")
+
+
+def test_resume_completes_logs_lost_between_checkpoint_and_append(tmp_path):
+    exp = experiment()
+    run = new_run(tmp_path / "run")
+    evolve(exp, run, InProcess())
+    expected = metrics(run)
+    lines = (run.path / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run.path / "metrics.jsonl").write_text("".join(lines[:-1]))
+    records = (run.path / "inner_loops.jsonl").read_text().splitlines(keepends=True)
+    (run.path / "inner_loops.jsonl").write_text("".join(records[: -exp.inner_loops]))
+    evolve(exp, run, InProcess())
+    assert metrics(run) == expected
+    assert (run.path / "inner_loops.jsonl").read_text().splitlines(keepends=True) == records
+
+
+def test_failed_inner_loops_are_counted_and_ranked_last(tmp_path):
+    exp = experiment("OpenES.sigma = 1e9")  # absurd perturbations make the loss overflow
+    run = new_run(tmp_path / "run")
+    evolve(exp, run, InProcess())
+    rows = run.metrics()
+    assert sum(r["failures"] for r in rows[1:]) > 0  # epoch 0 is pure guidance (α = 1)
+    records = [json.loads(x) for x in (run.path / "inner_loops.jsonl").read_text().splitlines()]
+    failed = [r for r in records if r["failed"]]
+    assert failed and all(r["fitness"] is None for r in failed)
+    assert all(math.isfinite(torch.tensor(r["fitness"]).item()) for r in records if not r["failed"])

@@ -1,0 +1,205 @@
+"""Losses: every registered one by parametrization, then the paper's architecture in detail."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from epgkit.dims import Dims
+from epgkit.losses import EPGLoss, History, LossContext, PPOLoss, gae
+from epgkit.policies import GaussianMLP
+from epgkit.registry import registered
+
+DIMS = Dims(
+    obs_dim=3,
+    act_dim=2,
+    discrete=False,
+    signal_dim=2,
+    reward_in_loss=True,
+    act_low=(-1.0, -1.0),
+    act_high=(1.0, 1.0),
+)
+K, N, M, B = 3, 64, 16, 8
+CTX = LossContext(DIMS, dist_dim=4, buffer_size=N, update_every=M)
+SMALL = {"EPGLoss": {"strides": (4, 2)}}
+
+
+def history(seed: int = 0, k: int = K) -> History:
+    g = torch.Generator().manual_seed(seed)
+    t = N + M - 1
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g)
+
+    return History(
+        obs=r(k, t, 3),
+        act=r(k, t, 2),
+        act_raw=r(k, t, 2),
+        reward=r(k, t),
+        reward_scaled=r(k, t),
+        done=(torch.rand(k, t, generator=g) < 0.05).float(),
+        signal=r(k, t, 2),
+        logp_old=r(k, t),
+        next_obs=r(k, 3),
+        pi_old=r(k, t, 4),
+    )
+
+
+def setup(name: str, k: int = K, seed: int = 0):
+    loss = registered("loss")[name](**SMALL.get(name, {}))
+    rngs = [np.random.default_rng(seed + i) for i in range(k)]
+    phi = torch.from_numpy(np.stack([loss.init_phi(CTX, r) for r in rngs]))
+    policy = GaussianMLP()
+    theta = policy.init(DIMS, rngs)
+    state = loss.init_state(CTX, phi, rngs)
+    for p in [*theta.values(), *state.values()]:
+        p.requires_grad_(True)
+    return loss, phi, policy, theta, state
+
+
+def evaluate(loss, phi, policy, theta, state, hist, rows):
+    pi = policy.dist(theta, hist.obs)
+    logp = policy.log_prob(pi, hist.act_raw)
+    with torch.no_grad():
+        prep = loss.begin_update(CTX, state, hist)
+    return loss(CTX, phi, state, hist, pi, logp, rows, prep)
+
+
+def last_m_rows(k: int = K) -> torch.Tensor:
+    return torch.stack(
+        [torch.randperm(M, generator=torch.Generator().manual_seed(i))[:B] for i in range(k)]
+    ) + (N - 1)
+
+
+@pytest.mark.parametrize("name", list(registered("loss")))
+def test_loss_gives_one_finite_loss_per_step_and_grads_reach_the_policy(name):
+    loss, phi, policy, theta, state = setup(name)
+    out = evaluate(loss, phi, policy, theta, state, history(), last_m_rows())
+    assert out.shape == (K, B) and torch.isfinite(out).all()
+    out.sum().backward()
+    assert theta["pi_w0"].grad is not None and theta["pi_w0"].grad.abs().sum() > 0
+    assert theta["log_std"].grad.abs().sum() > 0
+    for name_, p in state.items():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name_
+
+
+@pytest.mark.parametrize("name", list(registered("loss")))
+def test_loss_of_one_inner_loop_ignores_its_batch_mates(name):
+    loss, phi, policy, theta, state = setup(name)
+    hist, rows = history(), last_m_rows()
+    together = evaluate(loss, phi, policy, theta, state, hist, rows)
+    one = {key: v[1:2].detach() for key, v in theta.items()}
+    one_state = {key: v[1:2].detach() for key, v in state.items()}
+    hist1 = History(**{f.name: getattr(hist, f.name)[1:2] for f in dataclasses.fields(hist)})
+    alone = evaluate(loss, phi[1:2], policy, one, one_state, hist1, rows[1:2])
+    torch.testing.assert_close(alone[0], together[1], rtol=1e-5, atol=1e-5)
+
+
+def test_epg_loss_gradient_reaches_the_memory_unit_and_phi_is_flat():
+    loss, phi, policy, theta, state = setup("EPGLoss")
+    assert phi.shape == (K, loss.phi_size(CTX))
+    assert set(state) == {"mem_w", "mem_b"}
+    # The memory unit starts from φ's slice of it.
+    shapes = loss.shapes(CTX)
+    names = list(shapes)
+    offset = sum(math.prod(shapes[n]) for n in names[: names.index("mem_w")])
+    torch.testing.assert_close(
+        state["mem_w"].detach().reshape(K, -1), phi[:, offset : offset + loss.memory_dim]
+    )
+
+
+def reference_epg_loss(loss: EPGLoss, phi_row, x_window, x_row):
+    """Figure 2 written with nn.functional.conv1d for a single step's N-row window."""
+    shapes = loss.shapes(CTX)
+    parts, start = {}, 0
+    for name, shape in shapes.items():
+        size = math.prod(shape)
+        parts[name] = phi_row[start : start + size].reshape(shape)
+        start += size
+    (k1, k2), (s1, s2) = loss.kernels, loss.strides
+    f = x_window.shape[-1]
+    # Our flat layout is (kernel tap, feature) → channel; conv1d wants (out, in, tap).
+    w1 = parts["conv1_w"].reshape(k1, f, -1).permute(2, 1, 0)
+    h = F.leaky_relu(F.conv1d(x_window.T.unsqueeze(0), w1, parts["conv1_b"].reshape(-1), stride=s1))
+    c1 = h.shape[1]
+    w2 = parts["conv2_w"].reshape(k2, c1, -1).permute(2, 1, 0)
+    h = F.leaky_relu(F.conv1d(h, w2, parts["conv2_b"].reshape(-1), stride=s2))
+    context = h[0].T.reshape(-1) @ parts["fc_w"] + parts["fc_b"].reshape(-1)
+    hid = F.leaky_relu(torch.cat([x_row, context]) @ parts["head1_w"] + parts["head1_b"][0])
+    return hid @ parts["head2_w"][:, 0] + parts["head2_b"].reshape(())
+
+
+@pytest.mark.parametrize("kernels,strides", [((8, 4), (7, 2)), ((6, 4), (5, 2)), ((8, 4), (4, 2))])
+def test_epg_loss_is_a_strided_temporal_convolution_over_each_steps_window(kernels, strides):
+    loss = EPGLoss(kernels=kernels, strides=strides)
+    rngs = [np.random.default_rng(i) for i in range(K)]
+    phi = torch.from_numpy(np.stack([loss.init_phi(CTX, r) for r in rngs]))
+    policy = GaussianMLP()
+    theta = policy.init(DIMS, rngs)
+    state = loss.init_state(CTX, phi, rngs)
+    hist, rows = history(3), last_m_rows()
+    with torch.no_grad():
+        out = evaluate(loss, phi, policy, theta, state, hist, rows)
+        pi = policy.dist(theta, hist.obs)
+        mem = torch.tanh(state["mem_w"] + state["mem_b"])
+        x = torch.cat(
+            [
+                hist.obs,
+                hist.act,
+                hist.done.unsqueeze(-1),
+                mem.expand(K, hist.obs.shape[1], -1),
+                pi,
+                hist.reward.unsqueeze(-1),
+                hist.signal,
+            ],
+            -1,
+        )
+        for k in range(K):
+            for b in range(B):
+                j = int(rows[k, b])
+                ref = reference_epg_loss(loss, phi[k], x[k, j - N + 1 : j + 1], x[k, j])
+                torch.testing.assert_close(out[k, b], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_epg_loss_inputs_follow_the_env_and_the_switches():
+    no_reward = dataclasses.replace(DIMS, reward_in_loss=False, signal_dim=0)
+    ctx = dataclasses.replace(CTX, dims=no_reward)
+    base = EPGLoss().row_size(ctx)
+    assert EPGLoss(use_reward=True).row_size(ctx) == base + 1
+    assert EPGLoss().row_size(CTX) == base + 1 + 2  # reward and the 2-D task signal
+    assert EPGLoss(use_task_signal=False, use_reward=False).row_size(CTX) == base
+    with pytest.raises(ValueError, match="task signal"):
+        EPGLoss(use_task_signal=True).row_size(ctx)
+    with pytest.raises(ValueError, match="too short"):
+        EPGLoss().phi_size(dataclasses.replace(CTX, buffer_size=10))
+
+
+def test_gae_matches_a_hand_computation():
+    reward = torch.tensor([[1.0, 2.0, 3.0]])
+    value = torch.tensor([[0.5, 0.5, 0.5, 10.0]])
+    done = torch.tensor([[0.0, 1.0, 0.0]])
+    g, lam = 0.9, 0.8
+    d2 = 3 + g * 10 - 0.5
+    d1 = 2 - 0.5  # the episode ends after step 1: no bootstrap
+    d0 = 1 + g * 0.5 - 0.5
+    expected = torch.tensor([[d0 + g * lam * d1, d1, d2]])
+    torch.testing.assert_close(gae(reward, value, done, g, lam), expected)
+
+
+def test_ppo_clips_the_ratio():
+    loss, phi, policy, theta, state = setup("PPOLoss")
+    hist, rows = history(), last_m_rows()
+    with torch.no_grad():
+        pi = policy.dist(theta, hist.obs)
+        prep = loss.begin_update(CTX, state, hist)
+        far = dataclasses.replace(hist, logp_old=policy.log_prob(pi, hist.act_raw) - 5.0)
+        out = loss(CTX, phi, state, far, pi, policy.log_prob(pi, hist.act_raw), rows, prep)
+        recent = rows - (N - 1)
+        adv = prep["adv"].gather(1, recent)
+        value_part = out + torch.min(math.exp(5) * adv, (1 + PPOLoss().clip) * adv)
+    assert torch.all(value_part >= -1e-4)  # what is left is the (non-negative) value loss
