@@ -200,3 +200,5 @@ def list_(
 def main() -> None:
     """Console entry point."""
     app()
+if __name__ == "__main__":
+    main()

@@ -14,6 +14,7 @@ evaluation episodes of the final policy.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 from collections.abc import Sequence
@@ -166,7 +167,10 @@ class InnerLoop:
 
 
 def _takes_task_seed(env_id: str) -> bool:
-    entry = gym.spec(env_id).entry_point
+    module, _, name = env_id.rpartition(":")
+    if module:  # gymnasium's "module:Name-v0" form: the module registers the env
+        importlib.import_module(module)
+    entry = gym.spec(name).entry_point
     creator = load_env_creator(entry) if isinstance(entry, str) else entry
     try:
         return "task_seed" in inspect.signature(creator).parameters

@@ -1,0 +1,133 @@
+"""The command line end to end, through real subprocesses, as a user runs it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from epgkit import config
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = [c for c in config.available() if c not in ("base.gin", "debug.gin")]
+
+
+def epgkit(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "epgkit.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+
+
+def snapshot(path: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_evolve_quickstart_with_debug_through_the_cli(tmp_path):
+    run = tmp_path / "run"
+    out = epgkit("evolve", "gin/quickstart.gin", "gin/debug.gin", "--run-dir", str(run),
+                 "--workers", "0", "--seed", "7")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("epoch ") == 2 and "fitness" in out.stdout
+    for name in ("config.gin", "operative_config.gin", "meta.json", "metrics.jsonl",
+                 "inner_loops.jsonl", "checkpoint.pt", "best_loss.pt", "loss.pt",
+                 "plots/fitness.png"):  # fmt: skip
+        assert (run / name).is_file(), name
+    config_gin = (run / "config.gin").read_text()
+    assert "Experiment.seed = 7" in config_gin and "Experiment.workers = 0" in config_gin
+    meta = json.loads((run / "meta.json").read_text())
+    assert {"argv", "versions", "git_sha"} <= set(meta) and "torch" in meta["versions"]
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_experiment_runs_with_debug_appended(tmp_path, name):
+    out = epgkit("evolve", f"gin/{name}", "gin/debug.gin", "--run-dir", str(tmp_path / "r"),
+                 "--workers", "0")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_evolve_on_a_local_dask_cluster_of_two_workers(tmp_path):
+    out = epgkit("evolve", "quickstart", "gin/debug.gin", "--run-dir", str(tmp_path / "r"),
+                 "--workers", "2")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "2 workers" in out.stdout and "distributed" not in out.stderr
+
+
+def test_resume_continues_a_run_from_its_directory(tmp_path):
+    run = tmp_path / "r"
+    first = epgkit("evolve", "gin/quickstart.gin", "gin/debug.gin", "--run-dir", str(run),
+                   "--workers", "0", "-b", "Experiment.epochs = 1")  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    # Extend the run: a resumed run reads its own config.gin, where we raise the epochs.
+    text = (
+        (run / "config.gin").read_text().replace("Experiment.epochs = 1", "Experiment.epochs = 2")
+    )
+    (run / "config.gin").write_text(text)
+    again = epgkit("evolve", "--resume", str(run))
+    assert again.returncode == 0, again.stderr
+    assert [json.loads(x)["epoch"] for x in (run / "metrics.jsonl").read_text().splitlines()] \
+        == [0, 1]  # fmt: skip
+
+
+def test_list_shows_every_kind():
+    out = epgkit("list")
+    assert out.returncode == 0
+    for name in ("EPGLoss", "PPOLoss", "ReinforceLoss", "GaussianMLP", "CategoricalMLP",
+                 "OpenES", "epgkit/RandomHopper-v0", "epgkit/PointGoal-v0", "quickstart.gin"):  # fmt: skip
+        assert name in out.stdout
+    losses = epgkit("list", "losses")
+    assert "EPGLoss" in losses.stdout and "GaussianMLP" not in losses.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["evolve", "gin/nope.gin"], "not found"),
+        (["evolve", "quickstart", "-b", "OpenEs.sigma = 0.1"], "Did you mean OpenES"),
+        (["evolve", "quickstart", "-b", "OpenES.sigmaa = 0.1"], "Did you mean sigma"),
+        (["evolve", "quickstart", "-b", "InnerLoop.env_id = 'epgkit/PointGol-v0'"], "PointGoal"),
+        (["evolve", "quickstart", "--workers", "-1"], "workers"),
+        (["evolve", "quickstart", "-b", "InnerLoop.update_every = 128"], "buffer_size"),
+        (["evolve", "quickstart", "-b", "InnerLoop.minibatch = 64"], "minibatch"),
+        (["evolve", "quickstart", "-b", "OpenES.sigma = 0.0"], "sigma"),
+        (["evolve", "--resume", "/nonexistent/run"], "not an epgkit run directory"),
+        (["evolve"], "at least one config"),
+        (["list", "gizmos"], "cannot list"),
+    ],
+)
+def test_user_mistakes_get_one_message_and_exit_code_2(tmp_path, args, message):
+    out = epgkit(*args, "--run-dir", str(tmp_path / "r")) if args[0] == "evolve" and \
+        "--resume" not in args else epgkit(*args)  # fmt: skip
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_existing_run_directory_is_refused_and_left_untouched(tmp_path):
+    run = tmp_path / "r"
+    first = epgkit("evolve", "quickstart", "gin/debug.gin", "--run-dir", str(run), "--workers", "0")
+    assert first.returncode == 0, first.stderr
+    before = snapshot(run)
+    again = epgkit("evolve", "quickstart", "gin/debug.gin", "--run-dir", str(run), "--workers", "0")
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    assert snapshot(run) == before
+
+
+def test_debug_flag_shows_the_traceback():
+    out = epgkit("evolve", "gin/nope.gin", "--debug")
+    assert out.returncode != 0 and "Traceback" in out.stderr
