@@ -200,5 +200,7 @@ def list_(
 def main() -> None:
     """Console entry point."""
     app()
+
+
 if __name__ == "__main__":
     main()

@@ -86,8 +86,8 @@ def test_resume_continues_a_run_from_its_directory(tmp_path):
 def test_list_shows_every_kind():
     out = epgkit("list")
     assert out.returncode == 0
-    for name in ("EPGLoss", "PPOLoss", "ReinforceLoss", "GaussianMLP", "CategoricalMLP",
-                 "OpenES", "epgkit/RandomHopper-v0", "epgkit/PointGoal-v0", "quickstart.gin"):  # fmt: skip
+    names = ["EPGLoss", "PPOLoss", "ReinforceLoss", "GaussianMLP", "CategoricalMLP", "OpenES"]
+    for name in [*names, "epgkit/RandomHopper-v0", "epgkit/PointGoal-v0", "quickstart.gin"]:
         assert name in out.stdout
     losses = epgkit("list", "losses")
     assert "EPGLoss" in losses.stdout and "GaussianMLP" not in losses.stdout
