@@ -7,10 +7,8 @@ unreachable scheduler) print one message and exit with code 2; ``--debug`` shows
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -50,10 +48,6 @@ def user_errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(USAGE_ERROR) from None
 
 
-def _flag_bindings(**flags: object) -> list[str]:
-    return [f"Experiment.{name} = {value!r}" for name, value in flags.items() if value is not None]
-
-
 @app.command()
 def evolve(
     configs: Annotated[
@@ -90,74 +84,17 @@ def _evolve(
     seed: int | None,
     resume: str | None,
 ) -> None:
-    import gin
-
-    from epgkit import config
     from epgkit.cluster import connect
-    from epgkit.evolve import evolve as run_evolution
-    from epgkit.experiment import Experiment
-    from epgkit.plotting import plot_fitness
-    from epgkit.rundir import RunDir, RunDirError
+    from epgkit.config import ConfigError
+    from epgkit.launch import flag_bindings, prepare, run_evolution
 
-    if resume is not None:
-        run = RunDir(resume)
-        if not (run.path / "config.gin").is_file():
-            raise RunDirError(f"--resume {resume}: not an epgkit run directory (no config.gin)")
-        if configs:
-            raise config.ConfigError(
-                "--resume takes its config from the run directory; give no config files"
-            )
-        configs = [str(run.path / "config.gin")]
-        run_dir = str(run.path)
-    elif not configs:
-        raise config.ConfigError("give at least one config file, e.g. gin/quickstart.gin")
     if workers is not None and workers < 0:
-        raise config.ConfigError(f"--workers must be ≥ 0, got {workers}")
-    flags = _flag_bindings(workers=workers, scheduler=scheduler, seed=seed, run_dir=run_dir)
-    paths = config.parse(configs, [*bindings, *flags])
-    exp = config.build(Experiment)
-    if exp.run_dir is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        exp_dir = Path("runs") / paths[0].stem / stamp
-        gin.bind_parameter("Experiment.run_dir", str(exp_dir))
-        exp = config.build(Experiment)
-    dims = exp.inner.dims()  # fails on a bad env id before anything is written
-    meta = {
-        "env_id": exp.inner.env_id,
-        "loss": type(exp.inner.loss).__name__,
-        "phi_size": exp.inner.phi_size(),
-        "operative_config": gin.operative_config_str(),
-        "obs_dim": dims.obs_dim,
-        "act_dim": dims.act_dim,
-    }
-    run = RunDir(exp.run_dir)
-    if resume is None:
-        run.create(gin.config_str(), [str(p) for p in paths])
-    run.write_operative(gin.operative_config_str())
-    where = scheduler or ("in-process" if exp.n_workers == 0 else f"{exp.n_workers} workers")
-    typer.echo(
-        f"epgkit: evolving {meta['loss']} (|φ| = {meta['phi_size']:,}) on "
-        f"{exp.inner.env_id}: E={exp.epochs} W={exp.inner_loops} "
-        f"V={exp.strategy.population} U={exp.inner.steps} on {where} → {run.path}"
-    )
-    started = time.perf_counter()
-
-    def report(m: dict) -> None:
-        elapsed = time.perf_counter() - started
-        typer.echo(
-            f"epoch {m['epoch'] + 1:>4}/{exp.epochs}  fitness {m['fitness_mean']:9.2f}"
-            f" ± {m['fitness_std']:7.2f}  max {m['fitness_max']:9.2f}  "
-            f"α {m['alpha']:.2f}  failed {m['failures']}  {m['wall_s']:5.1f} s  "
-            f"({elapsed:5.0f} s total)"
-        )
-        plot_fitness([run.path], run.path / "plots" / "fitness.png")
-
+        raise ConfigError(f"--workers must be ≥ 0, got {workers}")
+    flags = flag_bindings(workers=workers, scheduler=scheduler, seed=seed, run_dir=run_dir)
+    prepared = prepare(configs, [*bindings, *flags], resume)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    with connect(exp.n_workers, exp.scheduler) as executor:
-        run_evolution(exp, run, executor, report, meta)
-    typer.echo(
-        f"done in {time.perf_counter() - started:.0f} s; best loss: {run.path / 'best_loss.pt'}"
-    )
+    with connect(prepared.exp.n_workers, prepared.exp.scheduler) as executor:
+        run_evolution(prepared, executor, typer.echo)
 
 
 LIST_KINDS = {"losses": "loss", "policies": "policy", "strategies": "strategy"}

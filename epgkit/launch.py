@@ -1,0 +1,107 @@
+"""From config files to a running evolution: parse, build, open the run directory, report.
+
+Shared by ``epgkit evolve`` and ``epgkit sweep`` so that a sweep point is an ordinary run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gin
+
+from epgkit import config
+from epgkit.cluster import Executor
+from epgkit.evolve import evolve
+from epgkit.experiment import Experiment
+from epgkit.plotting import plot_fitness
+from epgkit.rundir import RunDir, RunDirError
+from epgkit.strategies import ESState
+
+
+@dataclass
+class Prepared:
+    """A built experiment and its run directory, ready to evolve."""
+
+    exp: Experiment
+    run: RunDir
+    meta: dict[str, Any]
+
+
+def flag_bindings(**flags: object) -> list[str]:
+    """``Experiment`` bindings for the flags that were given (the CLI's flags are sugar)."""
+    return [f"Experiment.{k} = {v!r}" for k, v in flags.items() if v is not None]
+
+
+def prepare(
+    configs: Sequence[str], bindings: Sequence[str] = (), resume: str | None = None
+) -> Prepared:
+    """Parses the configs, builds the experiment and creates (or reopens) its run directory.
+
+    Nothing is written before every check passed: a refused start leaves no trace.
+    """
+    if resume is not None:
+        run = RunDir(resume)
+        if not (run.path / "config.gin").is_file():
+            raise RunDirError(f"--resume {resume}: not an epgkit run directory (no config.gin)")
+        if configs:
+            raise config.ConfigError(
+                "--resume takes its config from the run directory; give no config files"
+            )
+        configs = [str(run.path / "config.gin")]
+        bindings = [*bindings, f"Experiment.run_dir = {str(run.path)!r}"]
+        if (run.path / "checkpoint.pt").exists():
+            run.load_checkpoint()  # a corrupt checkpoint is refused before anything runs
+    elif not configs:
+        raise config.ConfigError("give at least one config file, e.g. gin/quickstart.gin")
+    paths = config.parse(configs, bindings)
+    exp = config.build(Experiment)
+    if exp.run_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        gin.bind_parameter("Experiment.run_dir", str(Path("runs") / paths[0].stem / stamp))
+        exp = config.build(Experiment)
+    dims = exp.inner.dims()  # a bad env id fails here, before anything is written
+    meta = {
+        "env_id": exp.inner.env_id,
+        "loss": type(exp.inner.loss).__name__,
+        "phi_size": exp.inner.phi_size(),
+        "obs_dim": dims.obs_dim,
+        "act_dim": dims.act_dim,
+        "operative_config": gin.operative_config_str(),
+    }
+    run = RunDir(exp.run_dir)
+    if resume is None:
+        run.create(gin.config_str(), [str(p) for p in paths])
+    run.write_operative(meta["operative_config"])
+    return Prepared(exp, run, meta)
+
+
+def run_evolution(
+    prepared: Prepared, executor: Executor, echo: Callable[[str], None] = print
+) -> ESState:
+    """Evolves, printing a line per epoch and refreshing ``plots/fitness.png``."""
+    exp, run, meta = prepared.exp, prepared.run, prepared.meta
+    where = exp.scheduler or ("in-process" if exp.n_workers == 0 else f"{exp.n_workers} workers")
+    echo(
+        f"epgkit: evolving {meta['loss']} (|φ| = {meta['phi_size']:,}) on "
+        f"{exp.inner.env_id}: E={exp.epochs} W={exp.inner_loops} "
+        f"V={exp.strategy.population} U={exp.inner.steps} on {where} → {run.path}"
+    )
+    started = time.perf_counter()
+
+    def report(m: dict) -> None:
+        elapsed = time.perf_counter() - started
+        echo(
+            f"epoch {m['epoch'] + 1:>4}/{exp.epochs}  fitness {m['fitness_mean']:9.2f}"
+            f" ± {m['fitness_std']:7.2f}  max {m['fitness_max']:9.2f}  "
+            f"α {m['alpha']:.2f}  failed {m['failures']}  {m['wall_s']:5.1f} s  "
+            f"({elapsed:5.0f} s total)"
+        )
+        plot_fitness([run.path], run.path / "plots" / "fitness.png")
+
+    state = evolve(exp, run, executor, report, meta)
+    echo(f"done in {time.perf_counter() - started:.0f} s; best loss: {run.path / 'best_loss.pt'}")
+    return state
