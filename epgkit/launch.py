@@ -61,7 +61,8 @@ def prepare(
     exp = config.build(Experiment)
     if exp.run_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        gin.bind_parameter("Experiment.run_dir", str(Path("runs") / paths[0].stem / stamp))
+        with gin.unlock_config():
+            gin.bind_parameter("Experiment.run_dir", str(Path("runs") / paths[0].stem / stamp))
         exp = config.build(Experiment)
     dims = exp.inner.dims()  # a bad env id fails here, before anything is written
     meta = {

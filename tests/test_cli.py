@@ -52,6 +52,15 @@ def test_evolve_quickstart_with_debug_through_the_cli(tmp_path):
     assert {"argv", "versions", "git_sha"} <= set(meta) and "torch" in meta["versions"]
 
 
+def test_without_run_dir_a_fresh_timestamped_folder_is_made(tmp_path):
+    out = epgkit("evolve", str(ROOT / "gin/quickstart.gin"), str(ROOT / "gin/debug.gin"),
+                 "--workers", "0", cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (run,) = (tmp_path / "runs" / "quickstart").iterdir()
+    assert (run / "metrics.jsonl").is_file()
+    assert f"Experiment.run_dir = 'runs/quickstart/{run.name}'" in (run / "config.gin").read_text()
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_runs_with_debug_appended(tmp_path, name):
     out = epgkit("evolve", f"gin/{name}", "gin/debug.gin", "--run-dir", str(tmp_path / "r"),
