@@ -7,8 +7,10 @@ unreachable scheduler) print one message and exit with code 2; ``--debug`` shows
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -95,6 +97,122 @@ def _evolve(
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     with connect(prepared.exp.n_workers, prepared.exp.scheduler) as executor:
         run_evolution(prepared, executor, typer.echo)
+
+
+@app.command()
+def train(
+    source: Annotated[str, typer.Argument(help="A run directory (its best loss) or a loss file.")],
+    env: Annotated[str | None, typer.Option(help="Test on another env id (same spaces).")] = None,
+    runs: Annotated[int, typer.Option(min=1, help="Held-out tasks, one inner loop each.")] = 20,
+    steps: Annotated[int | None, typer.Option(help="Env steps U of each run.")] = None,
+    baseline: Annotated[
+        list[str] | None, typer.Option(help="Also train with this baseline (repeatable): ppo, ...")
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
+    binding: Bindings = None,
+    workers: Annotated[int | None, typer.Option(help="Local Dask workers; 0 in-process.")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="A running Dask scheduler.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the held-out tasks and runs.")] = 0,
+    debug: Debug = False,
+) -> None:
+    """Train fresh policies with an evolved loss on held-out tasks, against baselines."""
+    with user_errors(debug):
+        _train(source, env, runs, steps, baseline or [], out, binding or [], workers, scheduler,
+               seed)  # fmt: skip
+
+
+def _train(
+    source_arg: str,
+    env: str | None,
+    runs: int,
+    steps: int | None,
+    baselines: list[str],
+    out_arg: str | None,
+    bindings: list[str],
+    workers: int | None,
+    scheduler: str | None,
+    seed: int,
+) -> None:
+    from epgkit import train as tt
+    from epgkit.cluster import connect
+    from epgkit.config import ConfigError
+    from epgkit.launch import flag_bindings
+    from epgkit.rundir import RunDirError
+
+    if workers is not None and workers < 0:
+        raise ConfigError(f"--workers must be ≥ 0, got {workers}")
+    source = tt.load_source(source_arg)
+    flags = flag_bindings(workers=workers, scheduler=scheduler)
+    exp = tt.build(source, [*bindings, *flags])
+    loops = tt.methods(exp, baselines, env, steps)
+    tt.check_fits(loops[tt.LEARNED], source)
+    if out_arg is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        base = Path(source_arg) if Path(source_arg).is_dir() else Path("runs")
+        out_arg = str(base / "train" / stamp)
+    out = Path(out_arg)
+    if (out / "summary.json").exists():
+        raise RunDirError(f"{out} already holds a test-time training; choose another --out")
+    learned = loops[tt.LEARNED]
+    typer.echo(
+        f"epgkit: test-time training on {learned.env_id}: {runs} held-out tasks × "
+        f"{', '.join(loops)}, U={learned.steps} steps each → {out}"
+    )
+    started = time.perf_counter()
+    jobs = tt.test_jobs(source.phi, runs, seed)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with connect(exp.n_workers, exp.scheduler) as executor:
+        results = tt.run_methods(loops, jobs, exp.batch_size, executor)
+    info = {"source": str(source.path), "env_id": learned.env_id, "runs": runs, "seed": seed,
+            "evolved_on": source.meta.get("env_id"), "source_epoch": source.meta.get("epoch"),
+            "wall_s": time.perf_counter() - started}  # fmt: skip
+    summary = tt.write_outputs(out, loops, results, info)
+    typer.echo(tt.table(summary))
+    typer.echo(f"done in {info['wall_s']:.0f} s: {out / 'summary.json'}, returns.png, kl.png")
+
+
+@app.command()
+def plot(
+    run_dirs: Annotated[list[str], typer.Argument(help="Run directories to compare.")],
+    out: Annotated[str | None, typer.Option(help="PNG to write.")] = None,
+    debug: Debug = False,
+) -> None:
+    """Plot ES fitness against epoch for one or several runs (Figure 20 style)."""
+    from epgkit.plotting import plot_fitness
+    from epgkit.rundir import METRICS, RunDirError
+
+    with user_errors(debug):
+        for d in run_dirs:
+            if not (Path(d) / METRICS).is_file():
+                raise RunDirError(f"{d}: not an epgkit run directory (no {METRICS})")
+        target = out or (str(Path(run_dirs[0]) / "plots" / "fitness.png") if len(run_dirs) == 1
+                         else "fitness.png")  # fmt: skip
+        typer.echo(str(plot_fitness(run_dirs, target)))
+
+
+envs_app = typer.Typer(no_args_is_help=True, help="Look at the task families.")
+app.add_typer(envs_app, name="envs")
+
+
+@envs_app.command("show")
+def envs_show(
+    env_id: Annotated[str, typer.Argument(help="A registered env id, e.g. epgkit/RandomHopper-v0")],
+    tasks: Annotated[int, typer.Option(min=1, help="How many tasks to sample.")] = 4,
+    out: Annotated[str | None, typer.Option(help="PNG to write.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sampled tasks.")] = 0,
+    debug: Debug = False,
+) -> None:
+    """Render one frame per sampled task into a PNG and print each task's parameters."""
+    import json
+
+    from epgkit.envshow import show_tasks
+
+    with user_errors(debug):
+        target = Path(out or f"{env_id.replace('/', '_')}_tasks.png")
+        task_list, message = show_tasks(env_id, tasks, target, seed=seed)
+    for task in task_list:
+        typer.echo(json.dumps(task))
+    typer.echo(message if message else f"wrote {target}")
 
 
 LIST_KINDS = {"losses": "loss", "policies": "policy", "strategies": "strategy"}

@@ -35,6 +35,9 @@ class Experiment:
             None uses one per core.
         scheduler: Address of a running Dask scheduler (``tcp://HOST:PORT``) to use instead.
         run_dir: Where to write the run; None makes ``runs/<config>/<timestamp>``.
+        baselines: Hand-designed losses that test-time training compares with, by name: inner
+            loops identical to ``inner`` except for their loss and its tuning (gin scopes,
+            e.g. ``ppo/InnerLoop.lr``), so comparisons are like for like.
     """
 
     inner: InnerLoop = field(default_factory=InnerLoop)
@@ -47,6 +50,7 @@ class Experiment:
     workers: int | None = None
     scheduler: str | None = None
     run_dir: str | None = None
+    baselines: dict[str, InnerLoop] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         v, w = self.strategy.population, self.inner_loops

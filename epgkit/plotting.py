@@ -1,8 +1,10 @@
-"""Plots of runs: ES fitness against epoch (the paper's Figure 20 style)."""
+"""Plots in the paper's style: ES fitness against epoch (Figure 20) and test-time training
+curves, returns with their interquartile range and the KL of each update (Figures 5–11)."""
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 def _metrics(run_dir: Path) -> list[dict]:
@@ -49,6 +52,56 @@ def plot_fitness(
     ax.set_ylabel("ES fitness (final return of the inner loops)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def _matrix(runs: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, values[run, point]) from curve points; the final evaluation point only for returns."""
+    keep = [[p for p in points if key == "return" or not p.get("final")] for points in runs]
+    x = np.array([p["env_step"] if key == "return" else p["update"] for p in keep[0]], float)
+    values = np.array([[np.nan if p[key] is None else p[key] for p in pts] for pts in keep], float)
+    return x, values
+
+
+def plot_returns(curves: dict[str, list[list[dict]]], out: str | Path, seed: int = 0) -> Path:
+    """Return against env steps per method, as in the paper's Section 4 figures: the mean as
+    a solid line, the interquartile range shaded, five randomly chosen runs dotted."""
+    rng = np.random.default_rng(seed)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for method, runs in curves.items():
+        x, y = _matrix(runs, "return")
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(y, 0)
+            q25, q75 = np.nanpercentile(y, 25, 0), np.nanpercentile(y, 75, 0)
+        (line,) = ax.plot(x, mean, label=f"{method} (n={len(runs)})")
+        ax.fill_between(x, q25, q75, color=line.get_color(), alpha=0.2, linewidth=0)
+        for i in rng.choice(len(runs), size=min(5, len(runs)), replace=False):
+            ax.plot(x, y[i], ":", color=line.get_color(), linewidth=0.8, alpha=0.8)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("return")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def plot_kl(curves: dict[str, list[list[dict]]], out: str | Path) -> Path:
+    """KL(π_before || π_after) of each update against the update index, mean over runs."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    for method, runs in curves.items():
+        x, y = _matrix(runs, "kl")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ax.plot(x, np.nanmean(y, 0), label=method)
+    ax.set_xlabel("policy update")
+    ax.set_ylabel("KL(before ‖ after)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def _save(fig, out: str | Path) -> Path:
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

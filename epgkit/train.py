@@ -1,0 +1,206 @@
+"""Test-time training (Algorithm 2): train fresh policies with an evolved loss on new tasks,
+and the same inner loop with hand-designed losses (PPO, REINFORCE) on the same tasks.
+
+Task seeds are drawn at or above 2**31, disjoint from every task seed evolution draws. The
+learned loss runs with α = 0 (no guidance, no reward input where the experiment hides it);
+each baseline trains on exactly the same task seeds and inner-loop seeds, hence from the same
+initial policy, with the same architecture, normalization and step budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from epgkit import config
+from epgkit.cluster import Executor
+from epgkit.dims import Dims
+from epgkit.evolve import TASK_SEED_LIMIT
+from epgkit.experiment import Experiment
+from epgkit.inner_loop import InnerLoop, Job, Result, run_batch
+from epgkit.rundir import BEST_LOSS, LAST_LOSS, RunDirError, load_loss
+
+LEARNED = "epg"
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """An evolved loss and the config it was evolved with."""
+
+    phi: np.ndarray
+    meta: dict[str, Any]
+    path: Path
+
+
+def load_source(source: str) -> Source:
+    """A loss from a run directory (its best loss) or from a loss file."""
+    path = Path(source)
+    if path.is_dir():
+        for name in (BEST_LOSS, LAST_LOSS):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise RunDirError(f"{source} holds no {BEST_LOSS} or {LAST_LOSS}: not an epgkit run")
+    elif not path.is_file():
+        raise RunDirError(f"{source}: no such run directory or loss file")
+    phi, meta = load_loss(path)
+    if not isinstance(meta.get("operative_config"), str):
+        raise RunDirError(f"{path} records no operative config; cannot rebuild its loss")
+    return Source(phi, meta, path)
+
+
+def build(source: Source, bindings: Sequence[str] = ()) -> Experiment:
+    """The experiment the loss was evolved with, then the user's bindings."""
+    # The operative config is a gin text; parsed first, so the user's bindings win.
+    config.parse([], [source.meta["operative_config"], *bindings])
+    return config.build(Experiment)
+
+
+def methods(
+    exp: Experiment, baselines: Sequence[str], env_id: str | None, steps: int | None
+) -> dict[str, InnerLoop]:
+    """Method name → inner loop, all with the same env and step budget."""
+    unknown = [b for b in baselines if b not in exp.baselines]
+    if unknown:
+        raise config.ConfigError(
+            f"unknown baseline {', '.join(unknown)}; known: {', '.join(exp.baselines)}"
+        )
+    learned = dataclasses.replace(exp.inner, loss=_pin_inputs(exp.inner.loss, exp.inner.dims()))
+    loops = {LEARNED: learned, **{b: exp.baselines[b] for b in baselines}}
+    changes: dict[str, Any] = {}
+    if env_id is not None:
+        changes["env_id"] = env_id
+    if steps is not None:
+        changes["steps"] = steps
+    try:
+        return {name: dataclasses.replace(loop, **changes) for name, loop in loops.items()}
+    except ValueError as err:
+        raise config.ConfigError(str(err)) from None
+
+
+def _pin_inputs(loss: Any, dims: Dims) -> Any:
+    """Fixes loss inputs that default to the env's declaration (reward, task signal) to what
+    the env of the evolution declared, so a loss keeps its inputs when tested on another env."""
+    changes: dict[str, bool] = {}
+    if getattr(loss, "use_reward", False) is None:
+        changes["use_reward"] = dims.reward_in_loss
+    if getattr(loss, "use_task_signal", False) is None:
+        changes["use_task_signal"] = dims.signal_dim > 0
+    return dataclasses.replace(loss, **changes) if changes else loss
+
+
+def check_fits(inner: InnerLoop, source: Source) -> None:
+    """Refuses a loss whose φ does not fit the configured architecture and env."""
+    try:
+        expected = inner.phi_size()
+    except ValueError as err:
+        raise RunDirError(f"{source.path}: this loss cannot run on {inner.env_id}: {err}") from None
+    if expected != source.phi.size:
+        dims = inner.dims()
+        raise RunDirError(
+            f"{source.path}: φ has {source.phi.size} parameters but {type(inner.loss).__name__} "
+            f"on {inner.env_id} (obs {dims.obs_dim}, actions {dims.act_dim}) needs {expected}; "
+            f"the loss was evolved on {source.meta.get('env_id')} with obs "
+            f"{source.meta.get('obs_dim')}, actions {source.meta.get('act_dim')}"
+        )
+
+
+def test_jobs(phi: np.ndarray, runs: int, seed: int) -> list[Job]:
+    """K held-out tasks (seeds ≥ 2**31) and inner-loop seeds, the same for every method."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x7E57]))
+    task_seeds = TASK_SEED_LIMIT + rng.integers(0, TASK_SEED_LIMIT, runs)
+    seeds = rng.integers(0, 2**63, runs)
+    return [Job(phi, 0.0, int(t), int(s), i, 0) for i, (t, s) in
+            enumerate(zip(task_seeds, seeds, strict=True))]  # fmt: skip
+
+
+def run_methods(
+    loops: dict[str, InnerLoop], jobs: list[Job], batch_size: int, executor: Executor
+) -> dict[str, list[Result]]:
+    """Runs every method on the same jobs, all batches submitted at once."""
+    batches, owners = [], []
+    for name, loop in loops.items():
+        method_jobs = jobs if name == LEARNED else [
+            dataclasses.replace(j, phi=np.zeros(0, np.float32)) for j in jobs]  # fmt: skip
+        for i in range(0, len(jobs), batch_size):
+            batches.append((loop, method_jobs[i : i + batch_size]))
+            owners.append(name)
+    out: dict[str, list[Result]] = {name: [] for name in loops}
+    for name, results in zip(owners, executor.map(run_batch, batches), strict=True):
+        out[name].extend(results)
+    return out
+
+
+def curve(result: Result, update_every: int, steps: int) -> list[dict[str, Any]]:
+    """Return against env steps: after each update, the last finished training episode's
+    return; the final point is the trained policy's evaluation return (the fitness)."""
+    points, episodes, i, last = [], result.episodes, 0, math.nan
+    for u in range(steps // update_every):
+        step = (u + 1) * update_every
+        while i < len(episodes) and episodes[i][0] <= step:
+            last = episodes[i][1]
+            i += 1
+        kl = result.kl[u] if u < len(result.kl) else math.nan
+        points.append({"update": u, "env_step": step, "return": last, "kl": kl})
+    points.append({"update": None, "env_step": steps, "return": result.fitness, "kl": None,
+                   "final": True})  # fmt: skip
+    return points
+
+
+def summarize(results: list[Result], loop: InnerLoop) -> dict[str, Any]:
+    """Final-return statistics of one method."""
+    finals = np.array([r.fitness for r in results])
+    ok = finals[np.isfinite(finals)]
+    q25, q75 = np.percentile(ok, [25, 75]) if len(ok) else (math.nan, math.nan)
+    return {
+        "final_mean": float(ok.mean()) if len(ok) else math.nan,
+        "final_median": float(np.median(ok)) if len(ok) else math.nan,
+        "final_iqr": [float(q25), float(q75)],
+        "finals": [float(f) for f in finals],
+        "failures": int(sum(r.failed is not None for r in results)),
+        "env_steps": int(loop.steps),
+        "update_every": loop.update_every,
+        "task_seeds": [r.task_seed for r in results],
+        "seeds": [r.seed for r in results],
+    }
+
+
+def write_outputs(
+    out: Path, loops: dict[str, InnerLoop], results: dict[str, list[Result]],
+    info: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """summary.json, curves.jsonl, returns.png and kl.png in ``out``."""
+    from epgkit.plotting import plot_kl, plot_returns
+    from epgkit.rundir import _json_safe
+
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"methods": {m: summarize(results[m], loops[m]) for m in loops}, **info}
+    (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+    curves = {m: [curve(r, loops[m].update_every, loops[m].steps) for r in results[m]]
+              for m in loops}  # fmt: skip
+    with open(out / "curves.jsonl", "w") as f:
+        for m, runs in curves.items():
+            for r, points in zip(results[m], runs, strict=True):
+                for p in points:
+                    row = {"method": m, "run": r.index, "task_seed": r.task_seed, **p}
+                    f.write(json.dumps(_json_safe(row)) + "\n")
+    plot_returns(curves, out / "returns.png", seed=info.get("seed", 0))
+    plot_kl(curves, out / "kl.png")
+    return summary
+
+
+def table(summary: dict[str, Any]) -> str:
+    """The summary as a fixed-width text table."""
+    rows = [f"{'method':<12}{'mean':>10}{'median':>10}{'IQR':>22}{'failed':>8}"]
+    for m, s in summary["methods"].items():
+        iqr = f"[{s['final_iqr'][0]:.1f}, {s['final_iqr'][1]:.1f}]"
+        rows.append(f"{m:<12}{s['final_mean']:>10.2f}{s['final_median']:>10.2f}{iqr:>22}"
+                    f"{s['failures']:>8}")  # fmt: skip
+    return "\n".join(rows)

@@ -1,0 +1,125 @@
+"""Test-time training: sources, held-out tasks shared with the baselines, outputs, plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from epgkit import train as tt
+from epgkit.cluster import InProcess
+from epgkit.evolve import TASK_SEED_LIMIT
+from epgkit.launch import prepare, run_evolution
+from epgkit.rundir import RunDirError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("evolved") / "run"
+    prepared = prepare(["quickstart.gin", "debug.gin"], [f"Experiment.run_dir = '{path}'"])
+    run_evolution(prepared, InProcess(), echo=lambda line: None)
+    return path
+
+
+def test_held_out_tasks_are_disjoint_from_evolution_and_shared_by_methods(run_dir):
+    source = tt.load_source(str(run_dir))
+    exp = tt.build(source)
+    loops = tt.methods(exp, ["ppo"], None, None)
+    results = tt.run_methods(loops, tt.test_jobs(source.phi, 3, seed=0), 2, InProcess())
+    seeds = {m: [(r.task_seed, r.seed) for r in rs] for m, rs in results.items()}
+    assert seeds["epg"] == seeds["ppo"] and len(set(seeds["epg"])) == 3
+    assert all(t >= TASK_SEED_LIMIT for t, _ in seeds["epg"])
+    evolved = [json.loads(x)["task_seed"] for x in (run_dir / "inner_loops.jsonl").open()]
+    assert all(t < TASK_SEED_LIMIT for t in evolved)
+    assert loops["ppo"].policy == loops["epg"].policy
+    assert loops["ppo"].steps == loops["epg"].steps
+    assert type(loops["ppo"].loss).__name__ == "PPOLoss" and loops["ppo"].guide is None
+
+
+def test_summary_matches_the_curves_last_points_and_plots_are_written(run_dir, tmp_path):
+    source = tt.load_source(str(run_dir))
+    loops = tt.methods(tt.build(source), ["ppo", "reinforce"], None, None)
+    results = tt.run_methods(loops, tt.test_jobs(source.phi, 3, seed=1), 3, InProcess())
+    summary = tt.write_outputs(tmp_path, loops, results, {"seed": 1})
+    rows = [json.loads(x) for x in (tmp_path / "curves.jsonl").read_text().splitlines()]
+    for method, stats in summary["methods"].items():
+        last = [r["return"] for r in rows if r["method"] == method and r.get("final")]
+        assert last == stats["finals"]
+        assert stats["final_mean"] == pytest.approx(np.mean(last))
+        assert stats["final_median"] == pytest.approx(np.median(last))
+        assert stats["final_iqr"] == pytest.approx(list(np.percentile(last, [25, 75])))
+        updates = [r for r in rows if r["method"] == method and not r.get("final")]
+        assert len(updates) == 3 * loops[method].steps // loops[method].update_every
+    for png in ("returns.png", "kl.png"):
+        assert (tmp_path / png).stat().st_size > 5_000
+    assert "epg" in tt.table(summary) and "reinforce" in tt.table(summary)
+
+
+def test_train_from_a_run_dir_and_from_a_loss_file_through_the_cli(run_dir, tmp_path):
+    for source, out in ((run_dir, tmp_path / "a"), (run_dir / "loss.pt", tmp_path / "b")):
+        done = subprocess.run(
+            [sys.executable, "-m", "epgkit.cli", "train", str(source), "--runs", "3",
+             "--baseline", "ppo", "--out", str(out), "--workers", "0"],
+            capture_output=True, text=True, cwd=ROOT, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        summary = json.loads((out / "summary.json").read_text())
+        assert set(summary["methods"]) == {"epg", "ppo"}
+        assert all(len(m["finals"]) == 3 for m in summary["methods"].values())
+        assert (out / "returns.png").is_file() and (out / "kl.png").is_file()
+        assert "epg" in done.stdout and "ppo" in done.stdout
+    again = subprocess.run(
+        [sys.executable, "-m", "epgkit.cli", "train", str(run_dir), "--out", str(tmp_path / "a"),
+         "--workers", "0"], capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 2 and "already holds" in again.stderr
+
+
+def test_a_loss_tested_on_another_env_with_the_same_spaces_keeps_its_inputs(tmp_path):
+    path = tmp_path / "hopper"
+    prepared = prepare(["randomhopper.gin", "debug.gin"], [f"Experiment.run_dir = '{path}'"])
+    run_evolution(prepared, InProcess(), echo=lambda line: None)
+    source = tt.load_source(str(path))
+    # DirectionalHopper gives the reward to its losses; RandomHopper's loss was evolved without.
+    loops = tt.methods(tt.build(source), ["ppo"], "epgkit/DirectionalHopper-v0", None)
+    assert loops["epg"].loss.use_reward is False
+    tt.check_fits(loops["epg"], source)
+    results = tt.run_methods(loops, tt.test_jobs(source.phi, 2, seed=0), 2, InProcess())
+    assert all(math.isfinite(r.fitness) for rs in results.values() for r in rs)
+    assert results["epg"][0].task["direction"] in (-1, 1)
+
+
+def test_another_policy_architecture_can_be_trained_with_the_loss(run_dir):
+    source = tt.load_source(str(run_dir))
+    loops = tt.methods(tt.build(source, ["GaussianMLP.hidden = (32, 32, 32)"]), [], None, None)
+    assert loops["epg"].policy.hidden == (32, 32, 32)
+    (result,) = tt.run_methods(loops, tt.test_jobs(source.phi, 1, 0), 1, InProcess())["epg"]
+    assert result.failed is None
+
+
+def test_a_loss_that_does_not_fit_or_a_corrupt_file_is_refused(run_dir, tmp_path):
+    source = tt.load_source(str(run_dir))
+    loops = tt.methods(tt.build(source), [], "epgkit/RandomHopper-v0", None)
+    with pytest.raises(RunDirError, match="cannot run on epgkit/RandomHopper-v0"):
+        tt.check_fits(loops["epg"], source)  # its loss reads a goal that Hopper lacks
+    loops = tt.methods(tt.build(source, ["EPGLoss.use_task_signal = False"]), [],
+                       "epgkit/RandomHopper-v0", None)  # fmt: skip
+    with pytest.raises(RunDirError, match="needs"):
+        tt.check_fits(loops["epg"], source)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(RunDirError, match="bad.pt"):
+        tt.load_source(str(bad))
+    torch.save({"phi": torch.zeros(3)}, tmp_path / "nometa.pt")
+    with pytest.raises(RunDirError, match="meta"):
+        tt.load_source(str(tmp_path / "nometa.pt"))
+    with pytest.raises(RunDirError, match="no such"):
+        tt.load_source(str(tmp_path / "missing"))
