@@ -24,6 +24,7 @@ from epgkit.dims import Dims
 from epgkit.evolve import TASK_SEED_LIMIT
 from epgkit.experiment import Experiment
 from epgkit.inner_loop import InnerLoop, Job, Result, run_batch
+from epgkit.losses import PPOLoss, ReinforceLoss
 from epgkit.rundir import BEST_LOSS, LAST_LOSS, RunDirError, load_loss
 
 LEARNED = "epg"
@@ -67,13 +68,18 @@ def methods(
     exp: Experiment, baselines: Sequence[str], env_id: str | None, steps: int | None
 ) -> dict[str, InnerLoop]:
     """Method name → inner loop, all with the same env and step budget."""
-    unknown = [b for b in baselines if b not in exp.baselines]
+    # Configs without baselines (not including base.gin) get PPO and REINFORCE untuned.
+    known = exp.baselines or {
+        "ppo": dataclasses.replace(exp.inner, loss=PPOLoss(), guide=None),
+        "reinforce": dataclasses.replace(exp.inner, loss=ReinforceLoss(), guide=None),
+    }
+    unknown = [b for b in baselines if b not in known]
     if unknown:
         raise config.ConfigError(
-            f"unknown baseline {', '.join(unknown)}; known: {', '.join(exp.baselines)}"
+            f"unknown baseline {', '.join(unknown)}; known: {', '.join(known)}"
         )
     learned = dataclasses.replace(exp.inner, loss=_pin_inputs(exp.inner.loss, exp.inner.dims()))
-    loops = {LEARNED: learned, **{b: exp.baselines[b] for b in baselines}}
+    loops = {LEARNED: learned, **{b: known[b] for b in baselines}}
     changes: dict[str, Any] = {}
     if env_id is not None:
         changes["env_id"] = env_id
