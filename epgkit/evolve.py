@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -164,8 +165,43 @@ def evolve(
 
 
 def _complete_logs(run: RunDir, ckpt: dict[str, Any]) -> None:
-    """After a crash between checkpoint and logs, appends the checkpointed epoch's lines."""
-    done = len(run.metrics())
+    """Makes the logs agree with the checkpoint after a crash at any moment.
+
+    Logs are written after the checkpoint, records before metrics; so a crash can leave a torn
+    last line, or an epoch whose checkpoint is complete but whose lines are missing. Complete
+    metrics lines are never rewritten: only a torn tail is cut, then the missing lines of the
+    checkpointed epoch are appended from the checkpoint.
+    """
+    done = _cut_torn_tail(run.path / METRICS, ckpt["epoch"])
+    records = run.path / RECORDS
+    if records.exists():
+        kept = [
+            x
+            for x in records.read_text().splitlines(keepends=True)
+            if x.endswith("\n") and _epoch_of(x) is not None and _epoch_of(x) < done
+        ]
+        if len(kept) != len(records.read_text().splitlines()):
+            records.write_text("".join(kept))
     if done == ckpt["epoch"] - 1:
         run.append(RECORDS, json.loads(ckpt["records"]))
         run.append(METRICS, [json.loads(ckpt["metrics_line"])])
+
+
+def _epoch_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _cut_torn_tail(path: Path, limit: int) -> int:
+    """Drops an incomplete last line of a JSONL file; returns the complete lines below limit."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end != len(data):
+        with open(path, "r+b") as f:
+            f.truncate(end)
+    lines = [x for x in data[:end].decode().splitlines() if x.strip()]
+    return sum(1 for x in lines if (_epoch_of(x) or 0) < limit)
