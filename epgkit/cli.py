@@ -36,12 +36,17 @@ def user_errors(debug: bool) -> Iterator[None]:
     """Turns the errors a user can fix into one line on stderr and exit code 2."""
     from gymnasium.error import Error as GymError
 
-    from epgkit.cluster import SchedulerUnreachable
+    from epgkit.cluster import SchedulerLost, SchedulerUnreachable
     from epgkit.config import ConfigError
     from epgkit.rundir import RunDirError
 
     try:
         yield
+    except SchedulerLost as err:  # not a user mistake, but no traceback helps either
+        if debug:
+            raise
+        typer.echo(f"epgkit: error: {err}", err=True)
+        raise typer.Exit(1) from None
     except (ConfigError, RunDirError, SchedulerUnreachable, GymError, KeyError) as err:
         if debug:
             raise
@@ -86,7 +91,7 @@ def _evolve(
     seed: int | None,
     resume: str | None,
 ) -> None:
-    from epgkit.cluster import connect
+    from epgkit.cluster import SchedulerLost, connect
     from epgkit.config import ConfigError
     from epgkit.launch import flag_bindings, prepare, run_evolution
 
@@ -95,8 +100,15 @@ def _evolve(
     flags = flag_bindings(workers=workers, scheduler=scheduler, seed=seed, run_dir=run_dir)
     prepared = prepare(configs, [*bindings, *flags], resume)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    with connect(prepared.exp.n_workers, prepared.exp.scheduler) as executor:
-        run_evolution(prepared, executor, typer.echo)
+    with connect(prepared.exp.n_workers, prepared.exp.scheduler,
+                 prepared.exp.connect_timeout) as executor:  # fmt: skip
+        try:
+            run_evolution(prepared, executor, typer.echo)
+        except SchedulerLost as err:
+            raise SchedulerLost(
+                f"{err}. Every finished epoch is checkpointed: continue with "
+                f"`epgkit evolve --resume {prepared.run.path}`"
+            ) from None
 
 
 @app.command()
@@ -161,7 +173,7 @@ def _train(
     started = time.perf_counter()
     jobs = tt.test_jobs(source.phi, runs, seed)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    with connect(exp.n_workers, exp.scheduler) as executor:
+    with connect(exp.n_workers, exp.scheduler, exp.connect_timeout) as executor:
         results = tt.run_methods(loops, jobs, exp.batch_size, executor)
     info = {"source": str(source.path), "env_id": learned.env_id, "runs": runs, "seed": seed,
             "evolved_on": source.meta.get("env_id"), "source_epoch": source.meta.get("epoch"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import CancelledError
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -27,21 +28,37 @@ class InProcess:
         return [fn(*item) for item in items]
 
 
+class SchedulerUnreachable(RuntimeError):
+    """The Dask scheduler given by address could not be reached."""
+
+
+class SchedulerLost(RuntimeError):
+    """The connection to the Dask scheduler broke during a run."""
+
+
 class DaskExecutor:
-    """Runs tasks on a Dask cluster; a task lost with a dead worker is retried elsewhere."""
+    """Runs tasks on a Dask cluster.
+
+    A task lost with a dead worker is resubmitted by the scheduler (its result is the same,
+    since a task depends only on its inputs); a lost scheduler raises ``SchedulerLost``.
+    """
 
     def __init__(self, client: Any, retries: int = 3) -> None:
         self.client, self.retries = client, retries
 
     def map(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
-        futures = [
-            self.client.submit(fn, *item, pure=False, retries=self.retries) for item in items
-        ]
-        return self.client.gather(futures)
+        from distributed.comm.core import CommClosedError
 
-
-class SchedulerUnreachable(RuntimeError):
-    """The Dask scheduler given by address could not be reached."""
+        address = self.client.scheduler.address
+        try:
+            futures = [
+                self.client.submit(fn, *item, pure=False, retries=self.retries) for item in items
+            ]
+            return self.client.gather(futures)
+        except (CancelledError, CommClosedError, OSError, TimeoutError) as err:
+            raise SchedulerLost(
+                f"lost the Dask scheduler at {address} ({type(err).__name__}: {err})"
+            ) from None
 
 
 @contextmanager
@@ -61,9 +78,16 @@ def connect(
     if scheduler is not None:
         try:
             client = Client(scheduler, timeout=timeout)
-        except OSError as err:
+        except (OSError, ValueError) as err:
             raise SchedulerUnreachable(
                 f"no Dask scheduler answered at {scheduler} within {timeout:g} s ({err})"
+            ) from None
+        try:
+            client.wait_for_workers(1, timeout=timeout)
+        except TimeoutError:
+            client.close()
+            raise SchedulerUnreachable(
+                f"the Dask scheduler at {scheduler} has no workers (waited {timeout:g} s)"
             ) from None
         try:
             yield DaskExecutor(client)

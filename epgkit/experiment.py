@@ -34,6 +34,7 @@ class Experiment:
         workers: Dask worker processes of the local cluster; 0 runs in this process;
             None uses one per core.
         scheduler: Address of a running Dask scheduler (``tcp://HOST:PORT``) to use instead.
+        connect_timeout: Seconds to wait for that scheduler and its first worker.
         run_dir: Where to write the run; None makes ``runs/<config>/<timestamp>``.
         baselines: Hand-designed losses that test-time training compares with, by name: inner
             loops identical to ``inner`` except for their loss and its tuning (gin scopes,
@@ -49,6 +50,7 @@ class Experiment:
     seed: int = 0
     workers: int | None = None
     scheduler: str | None = None
+    connect_timeout: float = 10.0
     run_dir: str | None = None
     baselines: dict[str, InnerLoop] = field(default_factory=dict)
 

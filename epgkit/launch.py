@@ -24,11 +24,20 @@ from epgkit.strategies import ESState
 
 @dataclass
 class Prepared:
-    """A built experiment and its run directory, ready to evolve."""
+    """A built and checked experiment; its run directory is written by ``open``."""
 
     exp: Experiment
     run: RunDir
     meta: dict[str, Any]
+    config: str
+    files: list[str]
+    resume: bool
+
+    def open(self) -> None:
+        """Creates the run directory (or reopens it to resume) and writes the configs."""
+        if not self.resume:
+            self.run.create(self.config, self.files)
+        self.run.write_operative(self.meta["operative_config"])
 
 
 def flag_bindings(**flags: object) -> list[str]:
@@ -39,9 +48,10 @@ def flag_bindings(**flags: object) -> list[str]:
 def prepare(
     configs: Sequence[str], bindings: Sequence[str] = (), resume: str | None = None
 ) -> Prepared:
-    """Parses the configs, builds the experiment and creates (or reopens) its run directory.
+    """Parses the configs, builds the experiment and checks its run directory.
 
-    Nothing is written before every check passed: a refused start leaves no trace.
+    Nothing is written here: ``Prepared.open`` writes once the cluster is reached too, so a
+    refused start leaves no trace.
     """
     if resume is not None:
         run = RunDir(resume)
@@ -75,15 +85,15 @@ def prepare(
     }
     run = RunDir(exp.run_dir)
     if resume is None:
-        run.create(gin.config_str(), [str(p) for p in paths])
-    run.write_operative(meta["operative_config"])
-    return Prepared(exp, run, meta)
+        run.check_free()
+    return Prepared(exp, run, meta, gin.config_str(), [str(p) for p in paths], resume is not None)
 
 
 def run_evolution(
     prepared: Prepared, executor: Executor, echo: Callable[[str], None] = print
 ) -> ESState:
     """Evolves, printing a line per epoch and refreshing ``plots/fitness.png``."""
+    prepared.open()
     exp, run, meta = prepared.exp, prepared.run, prepared.meta
     where = exp.scheduler or ("in-process" if exp.n_workers == 0 else f"{exp.n_workers} workers")
     echo(

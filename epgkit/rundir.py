@@ -144,13 +144,17 @@ class RunDir:
         """Whether the folder already holds (part of) a run."""
         return any((self.path / name).exists() for name in ("config.gin", CHECKPOINT, METRICS))
 
-    def create(self, config: str, files: list[str]) -> None:
-        """Starts a new run; refuses a folder that already holds one."""
+    def check_free(self) -> None:
+        """Refuses a folder that already holds a run (nothing there is touched)."""
         if self.holds_run():
             raise RunDirError(
                 f"{self.path} already holds a run; pass --resume {self.path} to "
                 "continue it or choose another --run-dir"
             )
+
+    def create(self, config: str, files: list[str]) -> None:
+        """Starts a new run; refuses a folder that already holds one."""
+        self.check_free()
         (self.path / "plots").mkdir(parents=True, exist_ok=True)
         (self.path / "config.gin").write_text(config)
         meta = {
