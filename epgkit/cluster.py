@@ -74,6 +74,9 @@ def connect(
     # Dask's INFO chatter (scheduler addresses, nannies) would drown the epoch lines.
     for name in ("distributed", "distributed.scheduler", "distributed.nanny", "tornado"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # A lost scheduler makes these log tracebacks; SchedulerLost says it in one line instead.
+    for name in ("distributed.client", "distributed.utils"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
     if scheduler is not None:
         try:

@@ -1,0 +1,168 @@
+"""Faults: SIGKILL at any moment, a dead Dask worker, a lost scheduler, corrupt checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from epgkit import config
+from epgkit.cluster import InProcess, connect
+from epgkit.evolve import evolve
+from epgkit.experiment import Experiment
+from epgkit.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = ["gin/quickstart.gin", "gin/debug.gin", "-b", "Experiment.epochs = 6",
+         "-b", "InnerLoop.steps = 512"]  # fmt: skip
+
+
+def epgkit(*args: str) -> list[str]:
+    return [sys.executable, "-m", "epgkit.cli", *args]
+
+
+def metrics(path: Path) -> list[dict]:
+    return [{k: v for k, v in m.items() if k != "wall_s"} for m in RunDir(path).metrics()]
+
+
+def snapshot(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> list[dict]:
+    run = tmp_path_factory.mktemp("whole") / "run"
+    done = subprocess.run(epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0"),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return metrics(run)
+
+
+def test_sigkill_at_several_moments_then_resume_gives_the_uninterrupted_metrics(
+    tmp_path, uninterrupted
+):
+    run = tmp_path / "run"
+    start = epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0")
+    resume = epgkit("evolve", "--resume", str(run))
+    kills = 0
+    for delay in (2.0, 3.3, 3.9, 4.6, 5.4):
+        cmd = resume if (run / "config.gin").exists() else start
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        lines = (run / "metrics.jsonl").read_text() if (run / "metrics.jsonl").exists() else ""
+        assert lines == "" or lines.endswith("\n") or kills  # torn tails are repaired on resume
+    assert kills >= 3
+    final = subprocess.run(resume if (run / "config.gin").exists() else start, cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert final.returncode == 0, final.stderr
+    assert metrics(run) == uninterrupted
+
+
+def test_a_killed_dask_worker_mid_epoch_changes_nothing(tmp_path):
+    config.parse(["quickstart.gin"], ["Experiment.epochs = 2", "InnerLoop.steps = 512"])
+    exp = config.build(Experiment)
+    reference = RunDir(tmp_path / "reference")
+    reference.create("", [])
+    evolve(exp, reference, InProcess())
+
+    faulty = RunDir(tmp_path / "faulty")
+    faulty.create("", [])
+    with connect(2) as executor:
+        client = executor.client
+        client.run(lambda: __import__("torch"))  # pay the import before timing the kill
+        before = set(client.run(os.getpid).values())
+        killer = threading.Timer(1.0, lambda: os.kill(min(before), signal.SIGKILL))
+        killer.start()
+        evolve(exp, faulty, executor)
+        killer.join()
+        after = set(client.run(os.getpid).values())
+    assert min(before) not in after  # the worker really died and was replaced
+    assert metrics(faulty.path) == metrics(reference.path)
+
+
+@pytest.fixture
+def dask_cli_cluster():
+    """A cluster made with Dask's own CLI on loopback, as a user would start one."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    bindir = Path(sys.executable).parent
+    scheduler = subprocess.Popen(
+        [str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+         "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    worker = subprocess.Popen(
+        [str(bindir / "dask"), "worker", address, "--nworkers", "2", "--nthreads", "1",
+         "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    yield address, scheduler
+    for proc in (worker, scheduler):
+        proc.kill()
+        proc.wait()
+
+
+def test_a_dask_cli_cluster_gives_the_same_metrics_and_a_lost_scheduler_is_resumable(
+    tmp_path, uninterrupted, dask_cli_cluster
+):
+    address, scheduler = dask_cli_cluster
+    same = tmp_path / "same"
+    done = subprocess.run(epgkit("evolve", *QUICK, "--run-dir", str(same), "--scheduler", address,
+                                 "-b", "Experiment.connect_timeout = 30"),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert metrics(same) == uninterrupted
+
+    lost = tmp_path / "lost"
+    proc = subprocess.Popen(
+        epgkit("evolve", *QUICK, "-b", "Experiment.epochs = 60", "--run-dir", str(lost),
+               "--scheduler", address), cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and len(RunDir(lost).metrics()) < 2:
+        time.sleep(0.2)
+    scheduler.kill()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    assert address in err and f"--resume {lost}" in err and "Traceback" not in err
+    finished = len(RunDir(lost).metrics())
+    assert finished >= 2 and RunDir(lost).load_checkpoint()["epoch"] == finished
+
+
+def test_a_corrupt_checkpoint_is_refused_and_the_run_directory_is_untouched(tmp_path):
+    run = tmp_path / "run"
+    done = subprocess.run(epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0",
+                                 "-b", "Experiment.epochs = 1"),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (run / "checkpoint.pt").write_bytes(b"\x80\x02garbage")
+    before = snapshot(run)
+    again = subprocess.run(epgkit("evolve", "--resume", str(run)), cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert again.returncode == 2 and "checkpoint.pt" in again.stderr
+    assert "Traceback" not in again.stderr
+    assert snapshot(run) == before
+
+
+def test_an_unreachable_scheduler_names_its_address_and_writes_nothing(tmp_path):
+    address = f"tcp://127.0.0.1:{free_port()}"
+    out = subprocess.run(epgkit("evolve", *QUICK, "--run-dir", str(tmp_path / "r"),
+                                "--scheduler", address, "-b", "Experiment.connect_timeout = 1"),
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert out.returncode == 2 and address in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "r").exists()
