@@ -140,3 +140,36 @@ def test_an_existing_run_directory_is_refused_and_left_untouched(tmp_path):
 def test_debug_flag_shows_the_traceback():
     out = epgkit("evolve", "gin/nope.gin", "--debug")
     assert out.returncode != 0 and "Traceback" in out.stderr
+
+
+def test_envs_show_prints_each_task_and_writes_a_png_or_says_why_not(tmp_path):
+    png = tmp_path / "tasks.png"
+    out = epgkit("envs", "show", "epgkit/RandomHopper-v0", "--tasks", "3", "--out", str(png))
+    assert out.returncode == 0, out.stderr
+    tasks = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+    assert len(tasks) == 3 and len({t["gravity_z"] for t in tasks}) == 3
+    last = out.stdout.strip().splitlines()[-1]
+    assert (last == f"wrote {png}" and png.stat().st_size > 10_000) or "GL" in last
+
+
+def test_envs_show_without_gl_still_prints_the_tasks(tmp_path):
+    png = tmp_path / "tasks.png"
+    out = epgkit("envs", "show", "epgkit/RandomHopper-v0", "--tasks", "2", "--out", str(png),
+                 env={"MUJOCO_GL": "disable"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert sum(x.startswith("{") for x in out.stdout.splitlines()) == 2
+    assert not png.exists() and len(out.stdout.strip().splitlines()[-1]) < 300
+
+
+def test_plot_compares_runs_and_refuses_non_runs(tmp_path):
+    runs = []
+    for seed in ("1", "2"):
+        run = tmp_path / f"r{seed}"
+        done = epgkit("evolve", "quickstart", "gin/debug.gin", "--run-dir", str(run),
+                      "--workers", "0", "--seed", seed)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        runs.append(str(run))
+    out = epgkit("plot", *runs, "--out", str(tmp_path / "both.png"))
+    assert out.returncode == 0 and (tmp_path / "both.png").stat().st_size > 5_000
+    bad = epgkit("plot", str(tmp_path))
+    assert bad.returncode == 2 and "not an epgkit run directory" in bad.stderr
