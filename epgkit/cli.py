@@ -113,7 +113,9 @@ def _evolve(
 
 @app.command()
 def train(
-    source: Annotated[str, typer.Argument(help="A run directory (its best loss) or a loss file.")],
+    source: Annotated[
+        str, typer.Argument(help="A run directory (its best loss), a loss file, or zoo:NAME.")
+    ],
     env: Annotated[str | None, typer.Option(help="Test on another env id (same spaces).")] = None,
     runs: Annotated[int, typer.Option(min=1, help="Held-out tasks, one inner loop each.")] = 20,
     steps: Annotated[int | None, typer.Option(help="Env steps U of each run.")] = None,
@@ -234,14 +236,14 @@ LIST_KINDS = {"losses": "loss", "policies": "policy", "strategies": "strategy"}
 def list_(
     what: Annotated[
         str | None,
-        typer.Argument(help="losses, policies, strategies, envs or configs (default: all)."),
+        typer.Argument(help="losses, policies, strategies, envs, configs or zoo (default: all)."),
     ] = None,
 ) -> None:
     """List the registered components, environments and shipped configs."""
     from epgkit.config import ConfigError, available
     from epgkit.registry import registered
 
-    kinds = ["losses", "policies", "strategies", "envs", "configs"]
+    kinds = ["losses", "policies", "strategies", "envs", "configs", "zoo"]
     with user_errors(False):
         if what is not None and what not in kinds:
             raise ConfigError(f"cannot list {what!r}; choose one of {', '.join(kinds)}")
@@ -259,6 +261,11 @@ def list_(
             for env_id in envs():
                 entry = gym.spec(env_id).entry_point
                 typer.echo(f"  {env_id:<32} {entry}")
+        elif kind == "zoo":
+            from epgkit.zoo import entries
+
+            for name, entry in entries().items():
+                typer.echo(f"  zoo:{name:<24} {entry['env_id']}  {entry['summary']}")
         else:
             for name in available():
                 typer.echo(f"  {name}")

@@ -9,6 +9,7 @@ worker process per core; ``scheduler="tcp://HOST:PORT"`` uses a running cluster 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError
 from contextlib import contextmanager
@@ -97,6 +98,9 @@ def connect(
         finally:
             client.close()
         return
+    # Dask's scheduler serves /health on port 8787 even without a dashboard, and warns when
+    # another run holds that port; it then picks a free one, which is all we need.
+    warnings.filterwarnings("ignore", message="Port 8787 is already in use")
     cluster = LocalCluster(
         n_workers=workers,
         threads_per_worker=1,

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from epgkit import config
+from epgkit import config, zoo
 from epgkit.cluster import Executor
 from epgkit.dims import Dims
 from epgkit.evolve import TASK_SEED_LIMIT
@@ -40,8 +40,8 @@ class Source:
 
 
 def load_source(source: str) -> Source:
-    """A loss from a run directory (its best loss) or from a loss file."""
-    path = Path(source)
+    """A loss from a run directory (its best loss), a loss file, or the zoo (``zoo:NAME``)."""
+    path = zoo.path(source) if source.startswith(zoo.PREFIX) else Path(source)
     if path.is_dir():
         for name in (BEST_LOSS, LAST_LOSS):
             if (path / name).is_file():
