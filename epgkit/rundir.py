@@ -34,16 +34,16 @@ class RunDirError(ValueError):
     """A run directory that cannot be used as asked (exists, missing, corrupt)."""
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Non-finite floats become null so every line is standard JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, np.generic):
-        return _json_safe(value.item())
+        return json_safe(value.item())
     return value
 
 
@@ -85,7 +85,7 @@ def save_loss(path: Path, phi: np.ndarray, meta: dict[str, Any]) -> None:
     atomic_save(
         {
             "phi": torch.tensor(np.asarray(phi), dtype=torch.float32),
-            "meta": json.dumps(_json_safe(meta)),
+            "meta": json.dumps(json_safe(meta)),
         },
         path,
     )
@@ -173,7 +173,7 @@ class RunDir:
     def append(self, name: str, rows: list[dict[str, Any]]) -> None:
         """Appends JSON lines to ``name``."""
         with open(self.path / name, "a") as f:
-            f.writelines(json.dumps(_json_safe(r)) + "\n" for r in rows)
+            f.writelines(json.dumps(json_safe(r)) + "\n" for r in rows)
 
     def metrics(self) -> list[dict[str, Any]]:
         """Every epoch's metrics so far."""

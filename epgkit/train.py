@@ -25,7 +25,7 @@ from epgkit.evolve import TASK_SEED_LIMIT
 from epgkit.experiment import Experiment
 from epgkit.inner_loop import InnerLoop, Job, Result, run_batch
 from epgkit.losses import PPOLoss, ReinforceLoss
-from epgkit.rundir import BEST_LOSS, LAST_LOSS, RunDirError, load_loss
+from epgkit.rundir import BEST_LOSS, LAST_LOSS, RunDirError, json_safe, load_loss
 
 LEARNED = "epg"
 
@@ -184,11 +184,9 @@ def write_outputs(
 ) -> dict[str, Any]:  # fmt: skip
     """summary.json, curves.jsonl, returns.png and kl.png in ``out``."""
     from epgkit.plotting import plot_kl, plot_returns
-    from epgkit.rundir import _json_safe
-
     out.mkdir(parents=True, exist_ok=True)
     summary = {"methods": {m: summarize(results[m], loops[m]) for m in loops}, **info}
-    (out / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
     curves = {m: [curve(r, loops[m].update_every, loops[m].steps) for r in results[m]]
               for m in loops}  # fmt: skip
     with open(out / "curves.jsonl", "w") as f:
@@ -196,7 +194,7 @@ def write_outputs(
             for r, points in zip(results[m], runs, strict=True):
                 for p in points:
                     row = {"method": m, "run": r.index, "task_seed": r.task_seed, **p}
-                    f.write(json.dumps(_json_safe(row)) + "\n")
+                    f.write(json.dumps(json_safe(row)) + "\n")
     plot_returns(curves, out / "returns.png", seed=info.get("seed", 0))
     plot_kl(curves, out / "kl.png")
     return summary
