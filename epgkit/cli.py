@@ -29,6 +29,13 @@ Bindings = Annotated[
     ),
 ]
 Debug = Annotated[bool, typer.Option(help="Show tracebacks of user errors.")]
+Wandb = Annotated[
+    bool,
+    typer.Option(
+        "--wandb", help="Also log to Weights & Biases (offline unless WANDB_MODE is set)."
+    ),
+]
+WandbProject = Annotated[str, typer.Option(help="The wandb project.")]
 
 
 @contextmanager
@@ -75,11 +82,14 @@ def evolve(
         str | None,
         typer.Option(help="Continue the run in this directory from its last complete epoch."),
     ] = None,
+    use_wandb: Wandb = False,
+    wandb_project: WandbProject = "epgkit",
     debug: Debug = False,
 ) -> None:
     """Evolve a learned loss (Algorithm 1)."""
     with user_errors(debug):
-        _evolve(configs or [], binding or [], run_dir, workers, scheduler, seed, resume)
+        _evolve(configs or [], binding or [], run_dir, workers, scheduler, seed, resume,
+                wandb_project if use_wandb else None)  # fmt: skip
 
 
 def _evolve(
@@ -90,20 +100,27 @@ def _evolve(
     scheduler: str | None,
     seed: int | None,
     resume: str | None,
+    wandb_project: str | None,
 ) -> None:
     from epgkit.cluster import SchedulerLost, connect
     from epgkit.config import ConfigError
     from epgkit.launch import flag_bindings, prepare, run_evolution
+    from epgkit.tracking import Progress, WandbOptions, track_evolution
 
     if workers is not None and workers < 0:
         raise ConfigError(f"--workers must be ≥ 0, got {workers}")
     flags = flag_bindings(workers=workers, scheduler=scheduler, seed=seed, run_dir=run_dir)
     prepared = prepare(configs, [*bindings, *flags], resume)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    with connect(prepared.exp.n_workers, prepared.exp.scheduler,
-                 prepared.exp.connect_timeout) as executor:  # fmt: skip
+    wandb = WandbOptions(wandb_project) if wandb_project else None
+    with (
+        connect(prepared.exp.n_workers, prepared.exp.scheduler,
+                prepared.exp.connect_timeout) as executor,
+        Progress(typer.echo) as progress,
+        track_evolution(prepared, progress, wandb) as tracker,
+    ):  # fmt: skip
         try:
-            run_evolution(prepared, executor, typer.echo)
+            run_evolution(prepared, tracker.wrap(executor), tracker.echo)
         except SchedulerLost as err:
             raise SchedulerLost(
                 f"{err}. Every finished epoch is checkpointed: continue with "
@@ -127,12 +144,14 @@ def train(
     workers: Annotated[int | None, typer.Option(help="Local Dask workers; 0 in-process.")] = None,
     scheduler: Annotated[str | None, typer.Option(help="A running Dask scheduler.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the held-out tasks and runs.")] = 0,
+    use_wandb: Wandb = False,
+    wandb_project: WandbProject = "epgkit",
     debug: Debug = False,
 ) -> None:
     """Train fresh policies with an evolved loss on held-out tasks, against baselines."""
     with user_errors(debug):
         _train(source, env, runs, steps, baseline or [], out, binding or [], workers, scheduler,
-               seed)  # fmt: skip
+               seed, wandb_project if use_wandb else None)  # fmt: skip
 
 
 def _train(
@@ -146,12 +165,14 @@ def _train(
     workers: int | None,
     scheduler: str | None,
     seed: int,
+    wandb_project: str | None,
 ) -> None:
     from epgkit import train as tt
     from epgkit.cluster import connect
     from epgkit.config import ConfigError
     from epgkit.launch import flag_bindings
     from epgkit.rundir import RunDirError
+    from epgkit.tracking import Progress, WandbOptions, track_training
 
     if workers is not None and workers < 0:
         raise ConfigError(f"--workers must be ≥ 0, got {workers}")
@@ -168,21 +189,107 @@ def _train(
     if (out / "summary.json").exists():
         raise RunDirError(f"{out} already holds a test-time training; choose another --out")
     learned = loops[tt.LEARNED]
-    typer.echo(
-        f"epgkit: test-time training on {learned.env_id}: {runs} held-out tasks × "
-        f"{', '.join(loops)}, U={learned.steps} steps each → {out}"
-    )
     started = time.perf_counter()
     jobs = tt.test_jobs(source.phi, runs, seed)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    with connect(exp.n_workers, exp.scheduler, exp.connect_timeout) as executor:
-        results = tt.run_methods(loops, jobs, exp.batch_size, executor)
-    info = {"source": str(source.path), "env_id": learned.env_id, "runs": runs, "seed": seed,
-            "evolved_on": source.meta.get("env_id"), "source_epoch": source.meta.get("epoch"),
-            "wall_s": time.perf_counter() - started}  # fmt: skip
-    summary = tt.write_outputs(out, loops, results, info)
-    typer.echo(tt.table(summary))
-    typer.echo(f"done in {info['wall_s']:.0f} s: {out / 'summary.json'}, returns.png, kl.png")
+    wandb = WandbOptions(wandb_project) if wandb_project else None
+    with (
+        connect(exp.n_workers, exp.scheduler, exp.connect_timeout) as executor,
+        Progress(typer.echo) as progress,
+        track_training(out, progress, len(loops) * runs, wandb,
+                       source.meta["operative_config"]) as tracker,
+    ):  # fmt: skip
+        tracker.echo(
+            f"epgkit: test-time training on {learned.env_id}: {runs} held-out tasks × "
+            f"{', '.join(loops)}, U={learned.steps} steps each → {out}"
+        )
+        results = tt.run_methods(loops, jobs, exp.batch_size, tracker.wrap(executor))
+        info = {"source": str(source.path), "env_id": learned.env_id, "runs": runs, "seed": seed,
+                "evolved_on": source.meta.get("env_id"), "source_epoch": source.meta.get("epoch"),
+                "wall_s": time.perf_counter() - started}  # fmt: skip
+        summary = tt.write_outputs(out, loops, results, info)
+        tracker.summary(summary)
+        tracker.echo(tt.table(summary))
+        tracker.echo(f"done in {info['wall_s']:.0f} s: {out / 'summary.json'}, returns.png, kl.png")
+
+
+@app.command()
+def sweep(
+    configs: Annotated[
+        list[str] | None,
+        typer.Argument(help="Gin files shared by every point, applied in order."),
+    ] = None,
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--grid",
+            "-g",
+            help="A binding and its values, e.g. --grid 'OpenES.sigma=[0.02, 0.05]' "
+            "(repeatable; the points are the product of the grids).",
+        ),
+    ] = None,
+    samples: Annotated[
+        int | None, typer.Option(help="Run only this many points of the product, at random.")
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the --samples draw (runs keep Experiment.seed).")
+    ] = 0,
+    out: Annotated[
+        str | None,
+        typer.Option(help="Sweep directory (default: runs/<config>/sweep-<hash>)."),
+    ] = None,
+    binding: Bindings = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Local Dask workers shared by all points; 0 runs in-process."),
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of a running Dask scheduler, tcp://HOST:PORT.")
+    ] = None,
+    use_wandb: Wandb = False,
+    wandb_project: WandbProject = "epgkit",
+    debug: Debug = False,
+) -> None:
+    """Evolve every point of a hyperparameter grid; re-run the same command to resume."""
+    with user_errors(debug):
+        _sweep(configs or [], grid or [], binding or [], samples, seed, out, workers, scheduler,
+               wandb_project if use_wandb else None)  # fmt: skip
+
+
+def _sweep(
+    configs: list[str],
+    grids: list[str],
+    bindings: list[str],
+    samples: int | None,
+    seed: int,
+    out: str | None,
+    workers: int | None,
+    scheduler: str | None,
+    wandb_project: str | None,
+) -> None:
+    from epgkit import sweep as sw
+    from epgkit.cluster import SchedulerLost, connect
+    from epgkit.config import ConfigError
+    from epgkit.launch import flag_bindings
+    from epgkit.tracking import Progress, WandbOptions
+
+    if workers is not None and workers < 0:
+        raise ConfigError(f"--workers must be ≥ 0, got {workers}")
+    plan = sw.plan(configs, grids, bindings, samples, seed)
+    sweep = sw.open_sweep(plan, out, flag_bindings(workers=workers, scheduler=scheduler))
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    wandb = WandbOptions(wandb_project) if wandb_project else None
+    with (
+        connect(sweep.workers, sweep.scheduler, sweep.timeout) as executor,
+        Progress(typer.echo) as progress,
+    ):
+        try:
+            rows = sw.run_sweep(sweep, executor, progress, wandb)
+        except SchedulerLost as err:
+            raise SchedulerLost(
+                f"{err}. Finished points and epochs are kept: re-run the same command to resume"
+            ) from None
+    typer.echo(sw.table(sweep, rows))
 
 
 @app.command()

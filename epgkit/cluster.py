@@ -19,14 +19,29 @@ from typing import Any, Protocol
 class Executor(Protocol):
     """Runs a function over items and returns the results in order."""
 
-    def map(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]: ...
+    def map(
+        self,
+        fn: Callable[..., Any],
+        items: Sequence[Any],
+        on_done: Callable[[int], None] | None = None,
+    ) -> list[Any]: ...
 
 
 class InProcess:
     """Runs tasks one after another in this process."""
 
-    def map(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
-        return [fn(*item) for item in items]
+    def map(
+        self,
+        fn: Callable[..., Any],
+        items: Sequence[Any],
+        on_done: Callable[[int], None] | None = None,
+    ) -> list[Any]:
+        results = []
+        for i, item in enumerate(items):
+            results.append(fn(*item))
+            if on_done is not None:
+                on_done(i)
+        return results
 
 
 class SchedulerUnreachable(RuntimeError):
@@ -47,7 +62,13 @@ class DaskExecutor:
     def __init__(self, client: Any, retries: int = 3) -> None:
         self.client, self.retries = client, retries
 
-    def map(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        items: Sequence[Any],
+        on_done: Callable[[int], None] | None = None,
+    ) -> list[Any]:
+        from distributed import as_completed
         from distributed.comm.core import CommClosedError
 
         address = self.client.scheduler.address
@@ -55,6 +76,10 @@ class DaskExecutor:
             futures = [
                 self.client.submit(fn, *item, pure=False, retries=self.retries) for item in items
             ]
+            if on_done is not None:  # progress: each task as it finishes, in any order
+                index = {future.key: i for i, future in enumerate(futures)}
+                for future in as_completed(futures):
+                    on_done(index[future.key])
             return self.client.gather(futures)
         except (CancelledError, CommClosedError, OSError, TimeoutError) as err:
             raise SchedulerLost(

@@ -36,6 +36,14 @@ from epgkit.rundir import CHECKPOINT, METRICS, RunDir, RunDirError
 from epgkit.tracking import Progress, WandbOptions, log_to, track_evolution
 
 SWEEP_JSON = "sweep.json"
+CSV_COLUMNS = (
+    "best_fitness_mean",
+    "final_fitness_mean",
+    "epochs_done",
+    "epochs",
+    "wall_s",
+    "run_dir",
+)  # after the point's name and its value of each axis
 # scope/Configurable.parameter, as gin names a binding (a bare name would define a macro).
 BINDING_NAME = re.compile(r"(?:[A-Za-z_][\w.]*/)*[A-Za-z_][\w.]*\.[A-Za-z_]\w*")
 
@@ -190,7 +198,8 @@ def plan(
 
 @dataclass(frozen=True)
 class Sweep:
-    """A checked plan and its directory; ``workers``/``scheduler`` say where points run."""
+    """A checked plan and its directory; ``workers``, ``scheduler``, ``timeout`` say where
+    its points run (``cluster.connect``'s arguments)."""
 
     plan: Plan
     path: Path
@@ -199,6 +208,7 @@ class Sweep:
     flags: tuple[str, ...]
     workers: int
     scheduler: str | None
+    timeout: float
 
     @property
     def name(self) -> str:
@@ -236,23 +246,40 @@ def open_sweep(p: Plan, out: str | Path | None = None, flags: Sequence[str] = ()
     spec = path / SWEEP_JSON
     if spec.is_file():
         _check_same(path, json.loads(spec.read_text()), p.identity())
-    elif path.exists() and any(path.iterdir()):
+    elif path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise RunDirError(f"{path} exists and is not a sweep directory (no {SWEEP_JSON})")
     else:
         path.mkdir(parents=True, exist_ok=True)
         spec.write_text(json.dumps(record, indent=2) + "\n")
     epochs = tuple(e.epochs for e in exps)
     # One cluster serves every point: the first point's settings choose it.
-    return Sweep(p, path, tuple(points), epochs, tuple(flags), exps[0].n_workers, exps[0].scheduler)
+    first = exps[0]
+    return Sweep(
+        p,
+        path,
+        tuple(points),
+        epochs,
+        tuple(flags),
+        first.n_workers,
+        first.scheduler,
+        first.connect_timeout,
+    )
 
 
 def _check_same(path: Path, recorded: dict[str, Any], identity: dict[str, Any]) -> None:
     for key, value in identity.items():
         if recorded.get(key) != value:
             raise RunDirError(
-                f"{path} holds a different sweep ({key}: {recorded.get(key)} there, {value} "
-                "here); re-run that sweep's own command to resume it, or choose another --out"
+                f"{path} holds a different sweep ({key}: {_show(key, recorded.get(key))} there, "
+                f"{_show(key, value)} here); re-run that sweep's own command to resume it, "
+                "or choose another --out"
             )
+
+
+def _show(key: str, value: Any) -> str:
+    if key == "grid" and isinstance(value, dict):
+        return " × ".join(f"{k}=[{', '.join(v)}]" for k, v in value.items())
+    return str(value)
 
 
 def epochs_done(run_dir: Path) -> int:
@@ -348,7 +375,7 @@ def summarize(sweep: Sweep) -> list[Row]:
                 str(run_dir),
             )
         )
-    return sorted(rows, key=lambda r: -math.inf if r.final is None else -r.final)
+    return sorted(rows, key=lambda r: math.inf if r.final is None else -r.final)
 
 
 def _metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -365,18 +392,7 @@ def write_summary(sweep: Sweep, rows: list[Row]) -> None:
     axes = [a.binding for a in sweep.plan.axes]
     with open(sweep.path / "summary.csv", "w", newline="") as f:
         out = csv.writer(f)
-        out.writerow(
-            [
-                "point",
-                *axes,
-                "best_fitness_mean",
-                "final_fitness_mean",
-                "epochs_done",
-                "epochs",
-                "wall_s",
-                "run_dir",
-            ]
-        )
+        out.writerow(["point", *axes, *CSV_COLUMNS])
         for r in rows:
             out.writerow(
                 [

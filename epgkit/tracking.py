@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import re
+import secrets
 import shutil
 import sys
 import time
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from epgkit.launch import Prepared
 
 LOG = "log.txt"
-PLAIN_EVERY = 10.0  # seconds between two plain progress lines of a bar
+PLAIN_EVERY = 30.0  # seconds between two plain progress lines of a bar
 log = logging.getLogger("epgkit")
 
 
@@ -74,14 +75,30 @@ def _clock(seconds: float) -> str:
 
 
 class Bar:
-    """One line of progress: ``done`` of ``total`` with the time left at the current pace."""
+    """One line of progress: ``done`` of ``total`` with the time left at the current pace.
 
-    def __init__(self, progress: Progress, label: str, total: int, done: int, lines: bool) -> None:
-        self._progress, self.label, self.total, self.done = progress, label, total, done
+    Args:
+        rich: The rich display to draw on, or None for plain lines through ``plain``.
+        plain: Where plain lines go.
+        label: What is counted.
+        total: How many there are.
+        done: How many are done already (a resumed run's epochs).
+        lines: Whether plain output shows this bar at all.
+    """
+
+    def __init__(
+        self,
+        rich: Any,
+        plain: Callable[[str], None],
+        label: str,
+        total: int,
+        done: int,
+        lines: bool,
+    ) -> None:
+        self._rich, self._plain, self.label, self.total, self.done = rich, plain, label, total, done
         self._lines, self._printed = lines, -math.inf
         self._start_done, self._started = done, time.perf_counter()
-        self._id = progress._rich.add_task(label, total=total, completed=done) if (
-            progress._rich is not None) else None  # fmt: skip
+        self._id = None if rich is None else rich.add_task(label, total=total, completed=done)
 
     def eta(self) -> float:
         """Seconds left, from the pace since this bar started (a resumed run's past excluded)."""
@@ -93,31 +110,30 @@ class Bar:
         if total is not None:
             self.total, self._start_done, self._started = total, 0, time.perf_counter()
         self.done = (self.done if done is None else done) + advance
-        rich = self._progress._rich
-        if rich is not None:
+        if self._rich is not None:
             if total is not None:
-                rich.reset(self._id, total=total, completed=self.done)
+                self._rich.reset(self._id, total=total, completed=self.done)
             else:
-                rich.update(self._id, completed=self.done)
+                self._rich.update(self._id, completed=self.done)
         elif self._lines and (advance or done is not None):
             now = time.perf_counter()
             # A line at the first step, the last, and at most one per PLAIN_EVERY seconds.
             first = self._printed == -math.inf
             if first or self.done >= self.total or now - self._printed >= PLAIN_EVERY:
                 self._printed = now
-                self._progress._plain(
+                self._plain(
                     f"  {self.label}: {self.done}/{self.total}, "
                     f"{_clock(now - self._started)} elapsed, ETA {_clock(self.eta())}"
                 )
 
     def close(self) -> None:
         """Removes the bar from the display."""
-        if self._progress._rich is not None:
-            self._progress._rich.remove_task(self._id)
+        if self._rich is not None:
+            self._rich.remove_task(self._id)
 
 
 class Progress:
-    """Progress bars (rich) on a terminal; plain lines, one per step of a bar, otherwise.
+    """Progress bars (rich) on a terminal; otherwise a plain line per bar now and then.
 
     Args:
         echo: Where plain lines go (``typer.echo`` in the CLI).
@@ -176,7 +192,7 @@ class Progress:
 
     def bar(self, label: str, total: int, done: int = 0, lines: bool = True) -> Bar:
         """A new bar; ``lines=False`` keeps it off plain output (for fast inner counts)."""
-        return Bar(self, label, total, done, lines)
+        return Bar(self._rich, self._plain, label, total, done, lines)
 
 
 class CountingExecutor:
@@ -288,7 +304,7 @@ class WandbRun:
         folder.mkdir(parents=True, exist_ok=True)
         id_file = folder / self.ID_FILE
         if not id_file.exists():
-            id_file.write_text(wandb.util.generate_id() + "\n")
+            id_file.write_text(secrets.token_hex(4) + "\n")  # wandb ids: [a-z0-9]
         self.run = wandb.init(
             project=options.project,
             group=options.group,
@@ -453,6 +469,7 @@ class TrainingTracker:
     def __init__(self, out: Path, progress: Progress, total: int, wandb: WandbRun | None):
         self.out, self.progress, self.wandb = out, progress, wandb
         self.bar = progress.bar("inner loops", total)
+        self.values: dict[str, float] = {}
 
     def echo(self, line: str) -> None:
         """Prints and logs a line."""
@@ -463,10 +480,8 @@ class TrainingTracker:
         return CountingExecutor(executor, self.bar, per_call=False)
 
     def summary(self, summary: dict[str, Any]) -> None:
-        """Records the numbers of ``summary.json`` (flattened) in wandb's summary."""
-        if self.wandb is not None:
-            for k, v in _numbers(summary).items():
-                self.wandb.run.summary[k] = v
+        """Keeps the numbers of ``summary.json`` (flattened) for wandb's run summary."""
+        self.values = _numbers(summary)
 
 
 def _numbers(tree: Any, prefix: str = "") -> dict[str, float]:
@@ -507,4 +522,5 @@ def track_training(
         finally:
             tracker.bar.close()
             if wb is not None:
-                wb.finish([out / "summary.json"], sorted(out.glob("*.png")), failed=failed)
+                pngs = sorted(out.glob("*.png"))
+                wb.finish([out / "summary.json"], pngs, tracker.values, failed=failed)

@@ -184,6 +184,7 @@ def write_outputs(
 ) -> dict[str, Any]:  # fmt: skip
     """summary.json, curves.jsonl, returns.png and kl.png in ``out``."""
     from epgkit.plotting import plot_kl, plot_returns
+
     out.mkdir(parents=True, exist_ok=True)
     summary = {"methods": {m: summarize(results[m], loops[m]) for m in loops}, **info}
     (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")

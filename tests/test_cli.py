@@ -173,3 +173,38 @@ def test_plot_compares_runs_and_refuses_non_runs(tmp_path):
     assert out.returncode == 0 and (tmp_path / "both.png").stat().st_size > 5_000
     bad = epgkit("plot", str(tmp_path))
     assert bad.returncode == 2 and "not an epgkit run directory" in bad.stderr
+
+
+def test_sweep_through_the_cli_resumes_and_refuses_another_grid(tmp_path):
+    out = tmp_path / "s"
+    args = ["sweep", "gin/quickstart.gin", "gin/debug.gin", "--out", str(out), "--workers", "0"]
+    first = epgkit(*args, "--grid", "OpenES.sigma=[0.01, 0.02]")
+    assert first.returncode == 0, first.stderr
+    assert "| OpenES.sigma |" in first.stdout and (out / "summary.md").is_file()
+    assert (out / "OpenES.sigma=0.01" / "log.txt").is_file()
+    again = epgkit(*args, "--grid", "OpenES.sigma=[0.01, 0.02]")
+    assert again.returncode == 0 and again.stdout.count("skipped") == 2
+    other = epgkit(*args, "--grid", "OpenES.sigma=[0.05]")
+    assert other.returncode == 2 and "holds a different sweep" in other.stderr
+
+
+@pytest.mark.parametrize(
+    "grid,message",
+    [
+        ("OpenES.sigma=[0.1", "not a list of Python literals"),
+        ("OpenES.sigmaa=[0.1]", "Did you mean sigma"),
+    ],
+)
+def test_sweep_mistakes_get_one_message_and_exit_code_2(tmp_path, grid, message):
+    out = epgkit("sweep", "quickstart", "--grid", grid, "--out", str(tmp_path / "s"))
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_evolve_with_wandb_writes_an_offline_run(tmp_path):
+    run = tmp_path / "r"
+    out = epgkit("evolve", "quickstart", "gin/debug.gin", "--run-dir", str(run), "--workers", "0",
+                 "--wandb", env={"WANDB_MODE": "offline"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    (offline,) = (run / "wandb").glob("offline-run-*")
+    assert (offline / "files" / "config.gin").is_file() and (run / "log.txt").is_file()
