@@ -68,6 +68,8 @@ class Loss(Protocol):
 
     #: Whether the loss reads rows before the last M (then π is recomputed over all T rows).
     needs_history: bool
+    #: Optional: a loss that never reads ``logp`` may set this False; it then gets None.
+    needs_logp: bool = True
 
     def phi_size(self, ctx: LossContext) -> int:
         """Dimension of the evolved parameters φ (0 for hand-designed losses)."""
@@ -81,7 +83,11 @@ class Loss(Protocol):
         """Parameters the inner loop trains besides θ (memory unit, value net), (K, ...)."""
 
     def begin_update(self, ctx: LossContext, state: Params, hist: History) -> Params:
-        """Per-update quantities computed once without gradients (advantages, ...)."""
+        """Per-update quantities computed once without gradients (advantages, ...).
+
+        The returned dict is passed to every minibatch call of the update; a loss may also
+        cache in it, on its first call, what does not change during the update.
+        """
 
     def __call__(
         self,
@@ -135,6 +141,11 @@ class EPGLoss:
     use_logprob: bool = False
 
     needs_history = True
+
+    @property
+    def needs_logp(self) -> bool:
+        """log π(a|s) is a row feature only with ``use_logprob``."""
+        return self.use_logprob
 
     def _inputs(self, ctx: LossContext) -> tuple[bool, bool]:
         reward = ctx.dims.reward_in_loss if self.use_reward is None else self.use_reward
@@ -202,6 +213,67 @@ class EPGLoss:
         parts = _split(phi, self.shapes(ctx))
         return {"mem_w": parts["mem_w"].clone(), "mem_b": parts["mem_b"].clone()}
 
+    def _layout(self, ctx: LossContext) -> tuple[list[int], list[int], list[int]]:
+        """Feature indices of a row that are data (fixed during an update), memory, and
+        policy-dependent (π(·|s) [, log π]), in the order of ``row_size``'s layout.
+        """
+        reward, signal = self._inputs(ctx)
+        d = ctx.dims
+        data = list(range(d.obs_dim + d.act_dim + 1))  # s, a, d
+        mem = list(range(len(data), len(data) + self.memory_dim))
+        start = mem[-1] + 1 if mem else len(data)
+        policy = list(range(start, start + ctx.dist_dim))
+        rest = start + ctx.dist_dim
+        extra = int(reward) + (d.signal_dim if signal else 0)
+        data += list(range(rest, rest + extra))  # r, task signal
+        if self.use_logprob:
+            policy.append(rest + extra)
+        return data, mem, policy
+
+    def _data_columns(self, ctx: LossContext, hist: History) -> torch.Tensor:
+        reward, signal = self._inputs(ctx)
+        cols = [hist.obs, hist.act, hist.done.unsqueeze(-1)]
+        if reward:
+            cols.append(hist.reward.unsqueeze(-1))
+        if signal:
+            cols.append(hist.signal)
+        return torch.cat(cols, dim=-1)
+
+    def _fixed(self, ctx: LossContext, p: Params, hist: History) -> Params:
+        """What an update's minibatches share: the data columns' share of conv 1 and of the
+        head's first layer, and φ's weights rearranged for the per-minibatch part.
+
+        Every row feature is a linear input of conv 1 and of the head, so the shares add up:
+        the data columns (s, a, d, r, signal) do not change during an update and are convolved
+        once; the memory is the same vector at every row, so its conv 1 share is one matrix
+        product with the kernel's taps summed; only π(·|s) (and log π) must be convolved again
+        after each Adam step. The per-minibatch convolutions are grouped ``conv1d`` calls,
+        one group per inner loop, channels first (1, K·channels, rows).
+        """
+        data, mem, policy = self._layout(ctx)
+        k = hist.done.shape[0]
+        (k1, k2), (c1, c2) = self.kernels, self.channels
+        f = self.row_size(ctx)
+        # φ's conv 1 weight is (tap·F + feature, channel); conv1d wants (channel, feature, tap).
+        w1 = p["conv1_w"].reshape(k, k1, f, c1).permute(0, 3, 2, 1)  # (K, c1, F, k1)
+        x = self._data_columns(ctx, hist)  # (K, T, F_data)
+        # The data share as one matrix product over every window (taps·features by rows):
+        # faster here than a grouped conv1d with 15 input channels, and no JIT on first use.
+        windows = x.unfold(1, k1, 1).permute(0, 3, 2, 1).reshape(k, k1 * len(data), -1)
+        w1_data = w1[:, :, data].permute(0, 1, 3, 2).reshape(k, c1, k1 * len(data))
+        head = p["head1_w"]  # (K, F + context, hidden)
+        context = list(range(f, f + self.context_dim))
+        conv1 = torch.baddbmm(p["conv1_b"].transpose(1, 2), w1_data, windows)  # (K, c1, T')
+        return {
+            "conv1": conv1.reshape(1, k * c1, -1),
+            "conv1_policy_w": w1[:, :, policy].reshape(k * c1, len(policy), k1),
+            "conv1_mem_w": w1[:, :, mem].sum(-1).transpose(1, 2),  # (K, memory, c1)
+            "conv2_cf_w": p["conv2_w"].reshape(k, k2, c1, c2).permute(0, 3, 2, 1).flatten(0, 1),
+            "conv2_cf_b": p["conv2_b"].reshape(-1),
+            "head1": torch.baddbmm(p["head1_b"], x, head[:, data]),
+            "head1_rest_w": head[:, policy + mem + context],
+        }
+
     def begin_update(self, ctx: LossContext, state: Params, hist: History) -> Params:
         return {}
 
@@ -212,40 +284,45 @@ class EPGLoss:
         state: Params,
         hist: History,
         pi: torch.Tensor,
-        logp: torch.Tensor,
+        logp: torch.Tensor | None,
         rows: torch.Tensor,
         prep: Params,
     ) -> torch.Tensor:
-        p = _split(phi, self.shapes(ctx))
-        reward, signal = self._inputs(ctx)
-        k, t = hist.done.shape
-        mem = torch.tanh(state["mem_w"] + state["mem_b"]).expand(k, t, self.memory_dim)
-        cols = [hist.obs, hist.act, hist.done.unsqueeze(-1), mem, pi]
-        if reward:
-            cols.append(hist.reward.unsqueeze(-1))
-        if signal:
-            cols.append(hist.signal)
-        if self.use_logprob:
-            cols.append(logp.unsqueeze(-1))
-        x = torch.cat(cols, dim=-1)  # (K, T, F)
+        fixed = prep.get("_epg_fixed")
+        if fixed is None:
+            p = _split(phi, self.shapes(ctx))
+            fixed = {**p, **self._fixed(ctx, p, hist)}
+            # The next minibatches of this update reuse it, unless a caller differentiates
+            # with respect to φ or the data (then every call must build its own graph).
+            if not (phi.requires_grad or hist.obs.requires_grad or hist.act.requires_grad):
+                prep["_epg_fixed"] = fixed
+        p = fixed  # φ's parts and the update's shared part
+        k, b = rows.shape
+        (s1, s2), (c1, c2) = self.strides, self.channels
+        _, n2 = self.conv_lengths(ctx)
+        mem = torch.tanh(state["mem_w"] + state["mem_b"])  # (K, 1, memory_dim)
+        dyn = torch.cat([pi, logp.unsqueeze(-1)], -1) if self.use_logprob else pi
 
-        # Conv 1 at every row offset once; each step's window then picks its own positions,
-        # which gives exactly a strided convolution over the N rows ending at that step.
-        (k1, k2), (s1, s2) = self.kernels, self.strides
-        n1, n2 = self.conv_lengths(ctx)
-        windows = x.unfold(1, k1, 1).transpose(2, 3).reshape(k, t - k1 + 1, -1)
-        h1 = F.leaky_relu(torch.baddbmm(p["conv1_b"], windows, p["conv1_w"]))
-        b = rows.shape[1]
+        # Conv 1 at every row offset: the data share + π's share + the memory's constant share.
+        dyn_cf = dyn.transpose(1, 2).reshape(1, -1, dyn.shape[1])
+        h1 = F.conv1d(dyn_cf, p["conv1_policy_w"], groups=k) + p["conv1"]
+        h1 = F.leaky_relu(h1 + torch.bmm(mem, p["conv1_mem_w"]).reshape(1, k * c1, 1))
+        # Conv 2 at every offset of h1, dilated by s1: the window of a step starting at row
+        # `start` reads it at start + s1·s2·i, i < n2 — exactly the two strided convolutions
+        # over the N rows ending at that step, computed once for all steps of the minibatch.
+        h2 = F.conv1d(h1, p["conv2_cf_w"], p["conv2_cf_b"], dilation=s1, groups=k)
+        h2 = F.leaky_relu(h2).reshape(k, c2, -1)
         starts = rows - ctx.buffer_size + 1  # first row of each step's window
-        pos = starts.unsqueeze(-1) + s1 * torch.arange(n1)  # (K, B, n1)
-        g1 = h1.gather(1, pos.reshape(k, -1, 1).expand(-1, -1, h1.shape[-1]))
-        g1 = g1.reshape(k, b, n1, -1)
-        w2 = g1.unfold(2, k2, s2)[:, :, :n2].transpose(3, 4).reshape(k, b * n2, -1)
-        h2 = F.leaky_relu(torch.bmm(w2, p["conv2_w"]).reshape(k, b, n2, -1) + p["conv2_b"])
-        context = torch.baddbmm(p["fc_b"], h2.reshape(k, b, -1), p["fc_w"])
+        pos = starts.unsqueeze(-1) + (s1 * s2) * torch.arange(n2)  # (K, B, n2)
+        g2 = h2.gather(2, pos.reshape(k, 1, b * n2).expand(-1, c2, -1))  # (K, c2, B·n2)
+        g2 = g2.reshape(k, c2, b, n2).permute(0, 2, 3, 1).reshape(k, b, n2 * c2)
+        context = torch.baddbmm(p["fc_b"], g2, p["fc_w"])
 
-        row = x.gather(1, rows.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
-        h = F.leaky_relu(torch.baddbmm(p["head1_b"], torch.cat([row, context], -1), p["head1_w"]))
+        # Head: [row, f_context] → dense → leaky ReLU → dense, the data share precomputed.
+        dyn_rows = dyn.gather(1, rows.unsqueeze(-1).expand(-1, -1, dyn.shape[-1]))
+        head_in = torch.cat([dyn_rows, mem.expand(k, b, -1), context], -1)
+        fixed_rows = p["head1"].gather(1, rows.unsqueeze(-1).expand(-1, -1, self.hidden))
+        h = F.leaky_relu(torch.baddbmm(fixed_rows, head_in, p["head1_rest_w"]))
         return torch.baddbmm(p["head2_b"], h, p["head2_w"]).squeeze(-1)
 
 
@@ -256,15 +333,28 @@ def _value_net_state(ctx: LossContext, hidden: tuple[int, ...], rngs) -> Params:
 def gae(
     reward: torch.Tensor, value: torch.Tensor, done: torch.Tensor, gamma: float, lam: float
 ) -> torch.Tensor:
-    """Generalized advantage estimates for (K, M) rewards; ``value`` is (K, M + 1)."""
-    adv = torch.zeros_like(reward)
-    last = torch.zeros_like(reward[:, 0])
-    for i in range(reward.shape[1] - 1, -1, -1):
-        live = 1.0 - done[:, i]
-        delta = reward[:, i] + gamma * value[:, i + 1] * live - value[:, i]
-        last = delta + gamma * lam * live * last
-        adv[:, i] = last
-    return adv
+    """Generalized advantage estimates for (K, M) rewards; ``value`` is (K, M + 1).
+
+    No gradient flows through the result (it is a target).
+    """
+    live = 1.0 - done
+    delta = reward + gamma * value[:, 1:] * live - value[:, :-1]
+    return torch.from_numpy(_discounted_sums(delta, gamma * lam * live))
+
+
+def _discounted_sums(x: torch.Tensor, decay: torch.Tensor) -> np.ndarray:
+    """y_i = x_i + decay_i · y_(i+1) along dim 1, backwards from y_M = 0.
+
+    The recursion runs in NumPy: M steps of torch ops on (K,) tensors would cost more than
+    the rest of an update's bookkeeping.
+    """
+    x_np, decay_np = x.detach().numpy(), decay.detach().numpy()
+    out = np.empty_like(x_np)
+    last = np.zeros_like(x_np[:, 0])
+    for i in range(x_np.shape[1] - 1, -1, -1):
+        last = x_np[:, i] + decay_np[:, i] * last
+        out[:, i] = last
+    return out
 
 
 @register("loss")
@@ -369,11 +459,7 @@ class ReinforceLoss:
     def begin_update(self, ctx: LossContext, state: Params, hist: History) -> Params:
         m = ctx.update_every
         reward, done = hist.reward_scaled[:, -m:], hist.done[:, -m:]
-        ret = torch.zeros_like(reward)
-        running = torch.zeros_like(reward[:, 0])
-        for i in range(m - 1, -1, -1):
-            running = reward[:, i] + self.gamma * running * (1.0 - done[:, i])
-            ret[:, i] = running
+        ret = torch.from_numpy(_discounted_sums(reward, self.gamma * (1.0 - done)))
         ret = (ret - ret.mean(1, keepdim=True)) / (ret.std(1, keepdim=True) + 1e-8)
         return {"ret": ret}
 

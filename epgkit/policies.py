@@ -4,6 +4,11 @@ Every parameter carries a leading dimension K (one slice per inner loop running 
 so acting and the loss's gradient for all K inner loops cost one ``baddbmm`` per layer
 (Section 3.3: an MLP with 2 hidden layers of 64 tanh units; a Gaussian with a learnable,
 state-independent log-std for Box actions, a categorical for Discrete actions).
+
+Two paths compute the same π_θ: torch (``dist`` and friends) where the loss needs gradients,
+and NumPy (``act``) for the one observation per inner loop of every environment step, where
+torch's per-call overhead would cost more than the arithmetic. The NumPy path reads views of
+the torch parameters, so it always sees the weights the inner loop's optimizer just updated.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,6 +25,34 @@ from epgkit.dims import Dims
 from epgkit.registry import register
 
 Params = dict[str, torch.Tensor]
+#: NumPy views of Params (``t.detach().numpy()`` shares memory with the tensor).
+ArrayParams = dict[str, np.ndarray]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+class _Tanh(torch.autograd.Function):
+    """tanh whose forward runs in NumPy: on these CPUs ``torch.tanh`` is ~7x slower than
+    ``np.tanh`` (≈740 vs 110 µs for the 8 x 575 x 64 hidden layer of an update), and the
+    hidden layers over the whole history are the largest cost of an inner-loop update.
+    The result matches torch.tanh to float32 rounding; first-order gradients only.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        y = torch.from_numpy(np.tanh(x.detach().contiguous().numpy()))
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+def tanh(x: torch.Tensor) -> torch.Tensor:
+    """Elementwise tanh for float32 CPU tensors (see ``_Tanh``)."""
+    return _Tanh.apply(x)
 
 
 def init_mlp(
@@ -40,14 +74,40 @@ def init_mlp(
     return params
 
 
+def _layers(params: dict[str, Any], prefix: str) -> int:
+    n = 0
+    while f"{prefix}w{n}" in params:
+        n += 1
+    return n
+
+
 def mlp(params: Params, prefix: str, x: torch.Tensor) -> torch.Tensor:
     """Applies a stacked tanh MLP to ``x`` of shape (K, T, in); returns (K, T, out)."""
-    n = sum(1 for k in params if k.startswith(f"{prefix}w"))
+    n = _layers(params, prefix)
     for i in range(n):
-        x = torch.baddbmm(params[f"{prefix}b{i}"], x, params[f"{prefix}w{i}"])
+        w, b = params[f"{prefix}w{i}"], params[f"{prefix}b{i}"]
+        if w.shape[-1] * 4 <= w.shape[-2]:
+            # A narrow layer (64 → 3 action means) as (wᵀ xᵀ)ᵀ: MKL's batched GEMM runs
+            # ~1.5x faster (forward and backward) with the narrow side as rows on these CPUs.
+            x = torch.baddbmm(b.transpose(1, 2), w.transpose(1, 2), x.transpose(1, 2))
+            x = x.transpose(1, 2)
+        else:
+            x = torch.baddbmm(b, x, w)
         if i < n - 1:
-            x = torch.tanh(x)
+            x = tanh(x)
     return x
+
+
+def mlp_numpy(params: ArrayParams, prefix: str, x: np.ndarray) -> np.ndarray:
+    """The same MLP in NumPy for one input per inner loop: ``x`` (K, in) → (K, out)."""
+    n = _layers(params, prefix)
+    h = x[:, None, :]
+    for i in range(n):
+        h = np.matmul(h, params[f"{prefix}w{i}"])
+        h += params[f"{prefix}b{i}"]
+        if i < n - 1:
+            np.tanh(h, out=h)
+    return h[:, 0]
 
 
 @register("policy")
@@ -105,6 +165,22 @@ class GaussianMLP:
         """The standard-normal numbers ``steps`` actions draw, (steps, act_dim)."""
         return rng.standard_normal((steps, dims.act_dim), dtype=np.float32)
 
+    def act(
+        self, theta: ArrayParams, obs: np.ndarray, noise: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``dist``, ``sample`` (``mode`` when noise is None) and ``log_prob`` in NumPy for one
+        observation per inner loop, obs (K, obs_dim): returns π(·|s), a and log π(a|s).
+        """
+        mean = mlp_numpy(theta, "pi_", obs)
+        log_std = theta["log_std"][:, 0]
+        dist = np.concatenate([mean, log_std], axis=-1)
+        # (a − mean) / std is the noise itself, so log π(a|s) needs no division.
+        logp = log_std.sum(-1) + 0.5 * _LOG_2PI * log_std.shape[-1]
+        if noise is None:
+            return dist, mean, -logp
+        logp += 0.5 * np.square(noise).sum(-1)
+        return dist, mean + np.exp(log_std) * noise, -logp
+
 
 @register("policy")
 @dataclass(frozen=True)
@@ -151,3 +227,21 @@ class CategoricalMLP:
     def draw_noise(self, rng: np.random.Generator, steps: int, dims: Dims) -> np.ndarray:
         """The uniform numbers ``steps`` actions draw, (steps, 1)."""
         return rng.random((steps, 1), dtype=np.float32)
+
+    def act(
+        self, theta: ArrayParams, obs: np.ndarray, noise: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``dist``, ``sample`` (``mode`` when noise is None) and ``log_prob`` in NumPy for one
+        observation per inner loop, obs (K, obs_dim): returns π(·|s), a and log π(a|s).
+        """
+        logits = mlp_numpy(theta, "pi_", obs)
+        probs = np.exp(logits - logits.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        if noise is None:
+            idx = probs.argmax(-1)[:, None]
+        else:
+            idx = (probs.cumsum(-1) < noise[:, :1]).sum(-1, keepdims=True)
+            np.minimum(idx, probs.shape[-1] - 1, out=idx)
+        picked = np.take_along_axis(probs, idx, -1)[:, 0]
+        logp = np.log(np.maximum(picked, 1e-8))
+        return probs, idx.astype(np.float32), logp

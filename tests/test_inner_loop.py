@@ -6,13 +6,14 @@ import dataclasses
 import math
 import pickle
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 from epgkit.inner_loop import InnerLoop, Job, run_batch
 from epgkit.losses import EPGLoss, PPOLoss
-from epgkit.policies import CategoricalMLP
+from epgkit.policies import CategoricalMLP, GaussianMLP
 from epgkit.registry import register
 
 
@@ -130,3 +131,124 @@ def test_a_nan_loss_fails_only_its_own_inner_loop(tiny_inner):
 def test_invalid_inner_loop_settings_are_refused(tiny_inner, change, match):
     with pytest.raises(ValueError, match=match):
         dataclasses.replace(tiny_inner, **change)
+
+
+# --- the fast paths of the inner loop (issue 6) ---------------------------------------------
+
+
+def test_flat_adam_takes_the_steps_of_torch_adam():
+    from epgkit.inner_loop import FlatAdam
+
+    g = torch.Generator().manual_seed(0)
+    start = {"w": torch.randn(3, 4, 2, generator=g), "b": torch.randn(3, 1, 2, generator=g)}
+    x = torch.randn(3, 5, 4, generator=g)
+    ours = {k: v.clone() for k, v in start.items()}
+    opt = FlatAdam([ours], lr=0.01)
+    ref = {k: v.clone().requires_grad_(True) for k, v in start.items()}
+    ref_opt = torch.optim.Adam(list(ref.values()), lr=0.01, betas=(0.9, 0.999))
+    for _ in range(5):
+        for params, zero, step in ((ours, opt.zero_grad, opt.step), (ref, ref_opt.zero_grad, None)):
+            zero()
+            torch.baddbmm(params["b"], x, params["w"]).square().sum().backward()
+            (step or ref_opt.step)()
+    for key in start:
+        torch.testing.assert_close(ours[key], ref[key], rtol=1e-6, atol=1e-7)
+        assert ours[key]._base is not None  # still a view of the flat buffer
+
+
+def test_stepping_the_unwrapped_env_with_our_time_limit_changes_nothing(tiny_inner, monkeypatch):
+    import epgkit.inner_loop as inner_loop
+
+    fast = tiny_inner.run(jobs(tiny_inner, 2))
+    monkeypatch.setattr(inner_loop, "_core", lambda env: (env, None))  # through the wrappers
+    slow = tiny_inner.run(jobs(tiny_inner, 2))
+    for a, b in zip(fast, slow, strict=True):
+        assert (a.fitness, a.episodes, a.kl) == (b.fitness, b.episodes, b.kl)
+        assert a.env_steps == b.env_steps
+
+
+@pytest.mark.parametrize("policy_name", ["GaussianMLP", "CategoricalMLP"])
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_numpy_acting_matches_the_torch_policy(policy_name, deterministic):
+    from epgkit.dims import Dims
+    from epgkit.registry import registered
+
+    policy = registered("policy")[policy_name]()
+    dims = Dims(obs_dim=5, act_dim=4, discrete=policy_name == "CategoricalMLP")
+    theta = policy.init(dims, [np.random.default_rng(i) for i in range(3)])
+    obs = np.random.default_rng(7).standard_normal((3, 5)).astype(np.float32)
+    noise = (
+        None
+        if deterministic
+        else np.stack(
+            [policy.draw_noise(np.random.default_rng(10 + i), 1, dims)[0] for i in range(3)]
+        )
+    )
+    dist, act, logp = policy.act({k: v.numpy() for k, v in theta.items()}, obs, noise)
+    ref_dist = policy.dist(theta, torch.from_numpy(obs)[:, None])
+    if deterministic:
+        ref_act = policy.mode(ref_dist)
+    else:
+        ref_act = policy.sample(ref_dist, torch.from_numpy(noise)[:, None])
+    ref_logp = policy.log_prob(ref_dist, ref_act)
+    np.testing.assert_allclose(dist, ref_dist[:, 0].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(act, ref_act[:, 0].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(logp, ref_logp[:, 0].numpy(), rtol=1e-5, atol=1e-5)
+    assert dist.dtype == act.dtype == logp.dtype == np.float32
+
+
+@dataclasses.dataclass(frozen=True)
+class TorchOnlyGaussian:
+    """GaussianMLP without the NumPy acting path: the inner loop must act through torch."""
+
+    inner: GaussianMLP = GaussianMLP()
+
+    def __getattr__(self, name):
+        if name == "act":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def test_a_policy_without_numpy_acting_runs_through_torch(tiny_inner):
+    inner = dataclasses.replace(tiny_inner, policy=TorchOnlyGaussian())
+    assert not hasattr(inner.policy, "act")
+    torch_results = inner.run(jobs(inner, 2))
+    numpy_results = tiny_inner.run(jobs(tiny_inner, 2))
+    for a, b in zip(torch_results, numpy_results, strict=True):
+        assert a.failed is None and a.fitness == pytest.approx(b.fitness, rel=1e-3)
+
+
+class NaNAfter(gym.Env):
+    """A 1-D env whose physics blows up (NaN observation) at step ``bad_step`` on odd tasks."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, task_seed: int = 0, bad_step: int = 0):
+        self.bad_step, self.t = (bad_step if task_seed % 2 else -1), 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        value = math.nan if self.t == self.bad_step else 0.0
+        return np.full(1, value, np.float32), -abs(float(action[0])), False, False, {}
+
+
+gym.register("test/NaNAfter-v0", entry_point=NaNAfter, max_episode_steps=16)
+
+
+def test_non_finite_physics_fails_only_its_own_inner_loop(tiny_inner):
+    inner = dataclasses.replace(
+        tiny_inner, env_id="test/NaNAfter-v0", env_kwargs=(("bad_step", 40),),
+        loss=EPGLoss(strides=(4, 2)),
+    )  # fmt: skip
+    batch = jobs(inner, 3)  # task seeds 100, 101, 102: the second one blows up
+    results = inner.run(batch)
+    assert results[1].failed == "non-finite observation or reward at step 40"
+    assert results[1].fitness == -math.inf
+    assert all(math.isfinite(k) for k in results[1].kl)  # the NaN never reached its buffer
+    assert [r.failed for r in (results[0], results[2])] == [None, None]
+    assert results[2].fitness == inner.run(batch[2:])[0].fitness

@@ -203,3 +203,61 @@ def test_ppo_clips_the_ratio():
         adv = prep["adv"].gather(1, recent)
         value_part = out + torch.min(math.exp(5) * adv, (1 + PPOLoss().clip) * adv)
     assert torch.all(value_part >= -1e-4)  # what is left is the (non-negative) value loss
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {"use_logprob": True},
+        {"use_reward": False, "use_task_signal": False},
+        {"use_reward": True, "use_task_signal": False, "use_logprob": True, "memory_dim": 5},
+    ],
+)
+def test_epg_loss_matches_figure_2_for_every_row_layout(switches):
+    """The loss splits each row into data, memory and policy columns; any layout must give
+    the loss of the plain concatenated row."""
+    loss = EPGLoss(strides=(4, 2), **switches)
+    rngs = [np.random.default_rng(i) for i in range(K)]
+    phi = torch.from_numpy(np.stack([loss.init_phi(CTX, r) for r in rngs]))
+    policy = GaussianMLP()
+    theta = policy.init(DIMS, rngs)
+    state = loss.init_state(CTX, phi, rngs)
+    hist, rows = history(5), last_m_rows()
+    reward, signal = loss._inputs(CTX)
+    with torch.no_grad():
+        out = evaluate(loss, phi, policy, theta, state, hist, rows)
+        pi = policy.dist(theta, hist.obs)
+        mem = torch.tanh(state["mem_w"] + state["mem_b"]).expand(K, hist.obs.shape[1], -1)
+        cols = [hist.obs, hist.act, hist.done.unsqueeze(-1), mem, pi]
+        cols += [hist.reward.unsqueeze(-1)] if reward else []
+        cols += [hist.signal] if signal else []
+        cols += [policy.log_prob(pi, hist.act_raw).unsqueeze(-1)] if loss.use_logprob else []
+        x = torch.cat(cols, -1)
+        assert x.shape[-1] == loss.row_size(CTX)
+        for k in range(K):
+            for b in range(B):
+                j = int(rows[k, b])
+                ref = reference_epg_loss(loss, phi[k], x[k, j - N + 1 : j + 1], x[k, j])
+                torch.testing.assert_close(out[k, b], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_epg_loss_reuses_its_per_update_part_and_still_differentiates_phi():
+    loss, phi, policy, theta, state = setup("EPGLoss")
+    hist = history()
+    pi = policy.dist(theta, hist.obs)
+    logp = policy.log_prob(pi, hist.act_raw)
+    prep = loss.begin_update(CTX, state, hist)
+    rows = last_m_rows()
+    first = loss(CTX, phi, state, hist, pi, logp, rows, prep)
+    assert prep  # cached for the update's next minibatches
+    again = loss(CTX, phi, state, hist, pi, logp, rows, prep)
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+    # A caller differentiating with respect to φ gets a graph through every part of it.
+    phi_g = phi.clone().requires_grad_(True)
+    prep_g = loss.begin_update(CTX, state, hist)
+    out = loss(CTX, phi_g, state, hist, pi.detach(), logp.detach(), rows, prep_g)
+    torch.testing.assert_close(out, first, rtol=1e-5, atol=1e-6)
+    assert not prep_g
+    (grad,) = torch.autograd.grad(out.sum(), phi_g)
+    shapes = loss.shapes(CTX)
+    assert torch.all(grad[:, : math.prod(shapes["conv1_w"])].abs().sum(1) > 0)
