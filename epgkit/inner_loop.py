@@ -100,6 +100,8 @@ class InnerLoop:
         eval_episodes: Evaluation episodes of the final policy that make the fitness.
         eval_deterministic: Evaluate with the mean action instead of sampling.
         eval_max_steps: Cap on an evaluation episode for envs without a time limit.
+        passes: Shuffled passes over the last M steps per update: 1 in EPG's inner loop
+            (each step used once); PPO baselines may use more (PPO's "epochs").
         reduce: How per-step losses make a minibatch loss: "sum" (paper) or "mean".
         env_kwargs: Extra constructor arguments of the env, as (name, value) pairs.
     """
@@ -116,6 +118,7 @@ class InnerLoop:
     eval_episodes: int = 3
     eval_deterministic: bool = False
     eval_max_steps: int = 1000
+    passes: int = 1
     reduce: str = "sum"
     env_kwargs: tuple[tuple[str, Any], ...] = ()
 
@@ -133,6 +136,7 @@ class InnerLoop:
             if self.reduce not in ("sum", "mean")
             else "",
             f"lr must be positive, got {self.lr}" if self.lr <= 0 else "",
+            f"passes must be ≥ 1, got {self.passes}" if self.passes < 1 else "",
             f"eval_episodes must be ≥ 1, got {self.eval_episodes}"
             if self.eval_episodes < 1
             else "",
@@ -468,9 +472,12 @@ class _Lockstep:
         with torch.no_grad():
             prep_l = cfg.loss.begin_update(self.ctx, self.loss_state, hist) if use_loss else {}
             prep_g = cfg.guide.begin_update(self.ctx, self.guide_state, hist) if use_guide else {}
-        order = np.stack([r[_SHUFFLE].permutation(m) for r in self.rngs]) + (t_rows - m)
+        # One pass is the paper's inner loop; hand-designed baselines may take more (PPO epochs).
+        passes = [np.stack([r[_SHUFFLE].permutation(m) for r in self.rngs])
+                  for _ in range(cfg.passes)]  # fmt: skip
+        order = np.concatenate(passes, axis=1) + (t_rows - m)
         alive = torch.tensor([f is None for f in self.failed])
-        for s in range(0, m, cfg.minibatch):
+        for s in range(0, m * cfg.passes, cfg.minibatch):
             rows = torch.from_numpy(order[:, s : s + cfg.minibatch])
             pi = cfg.policy.dist(self.theta, hist.obs)
             logp = cfg.policy.log_prob(pi, hist.act_raw) if self.needs_logp else None

@@ -38,3 +38,10 @@ def test_es_scaling_benchmark_prints_speedup_and_memory():
     assert lines[0].startswith("settings: epgkit/RandomHopper-v0")
     assert lines[1].startswith("1 worker: epoch ") and lines[2].startswith("2 workers: epoch ")
     assert re.fullmatch(rf"speedup_2_workers={NUMBER} worker_peak_rss_mb=\d+", lines[-1])
+
+
+def test_ppo_reference_benchmark_compares_epgkit_ppo_with_sb3():
+    lines = run("ppo_reference.py")
+    assert lines[0].startswith("Hopper-v5, 2,048 env steps per run")
+    assert any(line.startswith("epgkit PPO, sb3-like") for line in lines)
+    assert re.fullmatch(rf"best_epgkit_ppo={NUMBER} sb3_ppo={NUMBER}", lines[-1])

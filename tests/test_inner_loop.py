@@ -126,6 +126,7 @@ def test_a_nan_loss_fails_only_its_own_inner_loop(tiny_inner):
         ({"minibatch": 48}, "minibatch must divide"),
         ({"steps": 100}, "multiple of update_every"),
         ({"reduce": "max"}, "reduce"),
+        ({"passes": 0}, "passes"),
     ],
 )
 def test_invalid_inner_loop_settings_are_refused(tiny_inner, change, match):
@@ -252,3 +253,14 @@ def test_non_finite_physics_fails_only_its_own_inner_loop(tiny_inner):
     assert all(math.isfinite(k) for k in results[1].kl)  # the NaN never reached its buffer
     assert [r.failed for r in (results[0], results[2])] == [None, None]
     assert results[2].fitness == inner.run(batch[2:])[0].fitness
+
+
+def test_more_passes_take_more_adam_steps_and_one_pass_is_the_default(tiny_inner):
+    batch = jobs(tiny_inner, 2, alpha=0.0)
+    one = tiny_inner.run(batch)
+    assert [r.kl for r in dataclasses.replace(tiny_inner, passes=1).run(batch)] == [
+        r.kl for r in one
+    ]
+    three = dataclasses.replace(tiny_inner, passes=3).run(batch)
+    # Three passes move the policy further per update than one.
+    assert np.mean([np.mean(r.kl) for r in three]) > np.mean([np.mean(r.kl) for r in one])
