@@ -178,6 +178,21 @@ def summarize(results: list[Result], loop: InnerLoop) -> dict[str, Any]:
     }
 
 
+def steps_to_reach(runs: list[list[dict[str, Any]]], target: float) -> int | None:
+    """The first env step at which the mean return over runs reaches ``target`` (None if never).
+
+    The mean is over runs at each update (the last finished training episode's return), and
+    the final point is the mean final evaluation return.
+    """
+    if not math.isfinite(target):
+        return None
+    for i, point in enumerate(runs[0]):
+        values = [r[i]["return"] for r in runs if math.isfinite(r[i]["return"])]
+        if values and np.mean(values) >= target:
+            return int(point["env_step"])
+    return None
+
+
 def write_outputs(
     out: Path, loops: dict[str, InnerLoop], results: dict[str, list[Result]],
     info: dict[str, Any],
@@ -196,6 +211,12 @@ def write_outputs(
                 for p in points:
                     row = {"method": m, "run": r.index, "task_seed": r.task_seed, **p}
                     f.write(json.dumps(json_safe(row)) + "\n")
+    for m, stats in summary["methods"].items():
+        stats["steps_to_reach"] = {
+            other: steps_to_reach(curves[m], summary["methods"][other]["final_mean"])
+            for other in loops
+        }
+    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
     plot_returns(curves, out / "returns.png", seed=info.get("seed", 0))
     plot_kl(curves, out / "kl.png")
     return summary

@@ -58,6 +58,8 @@ def test_summary_matches_the_curves_last_points_and_plots_are_written(run_dir, t
         assert stats["final_iqr"] == pytest.approx(list(np.percentile(last, [25, 75])))
         updates = [r for r in rows if r["method"] == method and not r.get("final")]
         assert len(updates) == 3 * loops[method].steps // loops[method].update_every
+    for method, stats in summary["methods"].items():
+        assert 0 < stats["steps_to_reach"][method] <= loops[method].steps  # its own final mean
     for png in ("returns.png", "kl.png"):
         assert (tmp_path / png).stat().st_size > 5_000
     assert "epg" in tt.table(summary) and "reinforce" in tt.table(summary)
@@ -123,3 +125,15 @@ def test_a_loss_that_does_not_fit_or_a_corrupt_file_is_refused(run_dir, tmp_path
         tt.load_source(str(tmp_path / "nometa.pt"))
     with pytest.raises(RunDirError, match="no such"):
         tt.load_source(str(tmp_path / "missing"))
+
+
+def test_steps_to_reach_finds_the_first_step_where_the_mean_curve_gets_there():
+    def run(returns):
+        points = [{"env_step": 10 * (i + 1), "return": r} for i, r in enumerate(returns)]
+        return points[:-1] + [{**points[-1], "final": True}]
+
+    runs = [run([-5.0, float("nan"), -1.0, 0.0]), run([-3.0, -2.0, -1.0, 2.0])]
+    assert tt.steps_to_reach(runs, -4.0) == 10  # mean of -5 and -3
+    assert tt.steps_to_reach(runs, -2.5) == 20  # the nan run is left out: -2
+    assert tt.steps_to_reach(runs, 1.0) == 40
+    assert tt.steps_to_reach(runs, 5.0) is None
