@@ -311,6 +311,38 @@ def plot(
         typer.echo(str(plot_fitness(run_dirs, target)))
 
 
+@app.command()
+def render(
+    source: Annotated[
+        str, typer.Argument(help="A run directory (its best loss), a loss file, or zoo:NAME.")
+    ],
+    env: Annotated[str | None, typer.Option(help="Another env id with the same spaces.")] = None,
+    out: Annotated[str, typer.Option(help="GIF to write.")] = "policy.gif",
+    seed: Annotated[int, typer.Option(help="Seed of the held-out task.")] = 0,
+    steps: Annotated[int | None, typer.Option(help="Env steps U of training.")] = None,
+    max_steps: Annotated[int, typer.Option(help="Longest episode to render.")] = 300,
+    binding: Bindings = None,
+    debug: Debug = False,
+) -> None:
+    """Train a fresh policy with the loss on a held-out task, then render an episode of it."""
+    from epgkit import train as tt
+    from epgkit.render import render_episode
+
+    with user_errors(debug):
+        source_ = tt.load_source(source)
+        loops = tt.methods(tt.build(source_, binding or []), [], env, steps)
+        tt.check_fits(loops[tt.LEARNED], source_)
+        inner = loops[tt.LEARNED]
+        (job,) = tt.test_jobs(source_.phi, 1, seed)
+        (result,) = inner.run([job], keep_policy=True)
+        total, reason = render_episode(inner, result.policy, job.task_seed, out, max_steps)
+    typer.echo(
+        f"trained on task {job.task_seed} of {inner.env_id} for {inner.steps:,} steps: final "
+        f"return {result.fitness:.2f}; rendered episode return {total:.2f}"
+    )
+    typer.echo(reason if reason else f"wrote {out}")
+
+
 envs_app = typer.Typer(no_args_is_help=True, help="Look at the task families.")
 app.add_typer(envs_app, name="envs")
 

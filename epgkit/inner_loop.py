@@ -67,6 +67,8 @@ class Result:
         failed: Why the inner loop was stopped (non-finite loss, parameters or physics).
         episodes: (env step at which it ended, return) of every training episode.
         kl: KL(π_before || π_after) over the update's M states, one per update.
+        policy: With ``run(..., keep_policy=True)``: the trained θ and the observation
+            normalizer's ``obs_mean`` and ``obs_std``, enough to act with the final policy.
     """
 
     index: int
@@ -80,6 +82,7 @@ class Result:
     failed: str | None = None
     episodes: list[tuple[int, float]] = field(default_factory=list)
     kl: list[float] = field(default_factory=list)
+    policy: dict[str, np.ndarray] | None = None
 
 
 @register("inner_loop")
@@ -173,9 +176,21 @@ class InnerLoop:
         """An initial φ."""
         return self.loss.init_phi(self.context(), rng)
 
-    def run(self, jobs: Sequence[Job]) -> list[Result]:
-        """Runs len(jobs) inner loops in lockstep and returns their results in order."""
-        return _Lockstep(self, jobs).run()
+    def run(self, jobs: Sequence[Job], keep_policy: bool = False) -> list[Result]:
+        """Runs len(jobs) inner loops in lockstep and returns their results in order.
+
+        Args:
+            jobs: The inner loops to run.
+            keep_policy: Return each trained policy in ``Result.policy`` (for rendering).
+        """
+        results = (lockstep := _Lockstep(self, jobs)).run()
+        if keep_policy:
+            for i, result in enumerate(results):
+                result.policy = {name: t[i].detach().numpy().copy()
+                                 for name, t in lockstep.theta.items()}  # fmt: skip
+                result.policy["obs_mean"] = lockstep.obs_norm.mean[i].copy()
+                result.policy["obs_std"] = lockstep.obs_norm.std[i].copy()
+        return results
 
 
 def _takes_task_seed(env_id: str) -> bool:

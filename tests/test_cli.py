@@ -208,3 +208,26 @@ def test_evolve_with_wandb_writes_an_offline_run(tmp_path):
     assert out.returncode == 0, out.stderr
     (offline,) = (run / "wandb").glob("offline-run-*")
     assert (offline / "files" / "config.gin").is_file() and (run / "log.txt").is_file()
+
+
+def test_render_trains_with_a_loss_and_writes_a_gif(tmp_path):
+    gif = tmp_path / "policy.gif"
+    out = epgkit("render", "zoo:pointgoal", "--out", str(gif))
+    assert out.returncode == 0, out.stderr
+    assert "final return" in out.stdout and out.stdout.strip().endswith(f"wrote {gif}")
+    from PIL import Image
+
+    with Image.open(gif) as image:
+        assert image.n_frames >= 2  # identical frames merge: the point moves, then stays
+
+
+def test_render_without_gl_says_why_in_one_line(tmp_path):
+    run = tmp_path / "run"
+    done = epgkit("evolve", "randomhopper", "gin/debug.gin", "--run-dir", str(run),
+                  "--workers", "0")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = epgkit("render", str(run), "--out", str(tmp_path / "h.gif"), "--max-steps", "20",
+                 env={"MUJOCO_GL": "disable"})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1].startswith("no frames")
+    assert not (tmp_path / "h.gif").exists()

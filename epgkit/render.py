@@ -1,0 +1,67 @@
+"""Pictures of a trained policy: an episode of the final policy as a GIF (Figures 3, 4, 14).
+
+MuJoCo renders offscreen through EGL (set before mujoco is imported); without a GL backend
+``render_episode`` returns a one-line reason instead of writing anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from epgkit.inner_loop import InnerLoop  # noqa: E402
+
+
+def render_episode(
+    inner: InnerLoop,
+    policy: dict[str, np.ndarray],
+    task_seed: int,
+    out: str | Path,
+    max_steps: int = 300,
+    every: int = 2,
+) -> tuple[float, str | None]:
+    """Runs one episode of the trained policy (its mean action) and writes a GIF of it.
+
+    Returns:
+        The episode's return, and None or why no picture could be made.
+    """
+    from PIL import Image
+
+    loop = dataclasses.replace(inner, env_kwargs=(*inner.env_kwargs, ("render_mode", "rgb_array")))
+    env = loop.make_env(task_seed)
+    dims = loop.dims()
+    theta = {k: torch.from_numpy(v).unsqueeze(0) for k, v in policy.items()
+             if not k.startswith("obs_")}  # fmt: skip
+    obs, _ = env.reset(seed=task_seed % 2**31)
+    frames, total, reason = [], 0.0, None
+    try:
+        for t in range(max_steps):
+            if t % every == 0 and reason is None:
+                try:
+                    frames.append(np.asarray(env.render()))
+                except Exception as err:  # no GL shows as EGLError, FatalError, ImportError
+                    reason = f"no frames: {type(err).__name__}: {err}".splitlines()[0]
+            obs_n = np.clip((obs - policy["obs_mean"]) / policy["obs_std"], -10, 10)
+            with torch.no_grad():
+                dist = inner.policy.dist(
+                    theta, torch.tensor(obs_n, dtype=torch.float32)[None, None]
+                )
+                act = inner.policy.mode(dist)[0, 0].numpy()
+            action = int(act[0]) if dims.discrete else np.clip(act, dims.act_low, dims.act_high)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            if terminated or truncated:
+                break
+    finally:
+        env.close()
+    if reason is None and frames:
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(out, save_all=True, append_images=images[1:], duration=40 * every, loop=0)
+    return total, reason
