@@ -7,7 +7,8 @@ and, with --gamma-lambda, over γ and λ as well. Tuning tasks come from --seed 
 the final comparison uses `epgkit train --seed 0`, whose tasks are different.
 
     python benchmarks/tune_ppo.py zoo:pointgoal --out docs/ppo_tuning_pointgoal.md
-    python benchmarks/tune_ppo.py zoo:pointgoal --gamma-lambda --out docs/ppo_tuning_pointgoal_gl.md
+    python benchmarks/tune_ppo.py zoo:pointgoal --gamma-lambda --rollouts 32 128 --passes 4 10 \
+        --full-batch-only --out docs/ppo_tuning_pointgoal_gl.md
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
+import sys
 import time
 
 import numpy as np
@@ -24,12 +26,11 @@ from epgkit.cluster import connect
 from epgkit.losses import PPOLoss
 
 
-def grid(inner, gamma_lambda: bool):
+def grid(inner, gamma_lambda: bool, lrs, rollouts, passes, full_batch_only: bool):
     """Every PPO setting of the grid, as (description, inner loop)."""
-    lrs, rollouts, passes = (1e-3, 3e-3, 1e-2), (32, 64, 128), (1, 4, 10)
     gls = list(itertools.product((0.7, 0.9, 0.99), (0.8, 0.95))) if gamma_lambda else [(0.99, 0.95)]
     for (gamma, lam), lr, m, p in itertools.product(gls, lrs, rollouts, passes):
-        for mb in sorted({32, m}):
+        for mb in [m] if full_batch_only else sorted({32, m}):
             if inner.steps % m:
                 continue
             loop = dataclasses.replace(
@@ -45,6 +46,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1, help="seed of the tuning tasks")
     parser.add_argument("--gamma-lambda", action="store_true", help="tune γ and λ too")
+    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
+    parser.add_argument("--rollouts", type=int, nargs="+", default=[32, 64, 128])
+    parser.add_argument("--passes", type=int, nargs="+", default=[1, 4, 10])
+    parser.add_argument("--full-batch-only", action="store_true", help="minibatch = rollout")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", required=True, help="Markdown table to write")
     args = parser.parse_args()
@@ -52,7 +57,8 @@ def main() -> None:
     source = tt.load_source(args.source)
     inner = tt.methods(tt.build(source), [], None, None)[tt.LEARNED]
     jobs = tt.test_jobs(np.zeros(0, np.float32), args.runs, args.seed)
-    points = list(grid(inner, args.gamma_lambda))
+    points = list(grid(inner, args.gamma_lambda, args.lrs, args.rollouts, args.passes,
+                       args.full_batch_only))  # fmt: skip
     started = time.perf_counter()
     with connect(args.workers) as executor:
         loops = {str(i): loop for i, (_, loop) in enumerate(points)}
@@ -68,8 +74,9 @@ def main() -> None:
         f"U = {inner.steps:,} env steps, {args.runs} tuning tasks (`--seed {args.seed}`, "
         "held out from evolution and from the final test), final return = mean of "
         f"{inner.eval_episodes} sampled episodes of the final policy. {len(points)} settings "
-        f"in {time.perf_counter() - started:.0f} s. Command: `python benchmarks/tune_ppo.py "
-        f"{args.source}{' --gamma-lambda' if args.gamma_lambda else ''} --out {args.out}`.",
+        f"in {time.perf_counter() - started:.0f} s. Command: `python "
+        + " ".join(["benchmarks/tune_ppo.py", *sys.argv[1:]])
+        + "`.",
         "",
         "| γ | λ | lr | rollout M | minibatch | passes | mean | median |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
