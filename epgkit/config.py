@@ -25,6 +25,12 @@ def available() -> list[str]:
     return sorted(str(p.relative_to(GIN_DIR)) for p in GIN_DIR.rglob("*.gin"))
 
 
+def experiments() -> list[str]:
+    """The shipped experiment files (top level of the gin folder; subfolders hold fragments
+    such as ``baselines/*.gin`` that are included on top of an experiment)."""
+    return [name for name in available() if "/" not in name and name != "debug.gin"]
+
+
 def resolve(name: str) -> Path:
     """A config path as given, or a file of the gin folder by name (``quickstart``)."""
     for candidate in (Path(name), GIN_DIR / name, GIN_DIR / f"{name}.gin"):

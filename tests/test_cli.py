@@ -14,7 +14,7 @@ import pytest
 from epgkit import config
 
 ROOT = Path(__file__).resolve().parent.parent
-EXPERIMENTS = [c for c in config.available() if c not in ("base.gin", "debug.gin")]
+EXPERIMENTS = [c for c in config.experiments() if c != "base.gin"]
 
 
 def epgkit(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -10,7 +10,8 @@ import pytest
 from epgkit import config
 from epgkit.experiment import Experiment
 
-CONFIGS = [c for c in config.available() if c not in ("debug.gin",)]
+CONFIGS = config.experiments()
+FRAGMENTS = [c for c in config.available() if "/" in c]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -71,3 +72,12 @@ def test_bindings_override_files_and_land_in_the_config_string():
     config.parse(["quickstart.gin"], ["OpenES.sigma = 0.123"])
     assert config.build(Experiment).strategy.sigma == 0.123
     assert "OpenES.sigma = 0.123" in gin.config_str()
+
+
+@pytest.mark.parametrize("fragment", FRAGMENTS)
+def test_fragments_apply_on_top_of_an_experiment(fragment):
+    config.parse(["quickstart.gin", "debug.gin"], [f"include '{fragment}'"])
+    exp = config.build(Experiment)
+    assert exp.baselines and all(b.guide is None for b in exp.baselines.values())
+    for loop in exp.baselines.values():
+        assert loop.env_id == exp.inner.env_id and loop.steps == exp.inner.steps
