@@ -62,6 +62,13 @@ def user_errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(USAGE_ERROR) from None
 
 
+def _check_workers(workers: int | None) -> None:
+    from epgkit.config import ConfigError
+
+    if workers is not None and workers < 0:
+        raise ConfigError(f"--workers must be ≥ 0, got {workers}")
+
+
 @app.command()
 def evolve(
     configs: Annotated[
@@ -103,12 +110,10 @@ def _evolve(
     wandb_project: str | None,
 ) -> None:
     from epgkit.cluster import SchedulerLost, connect
-    from epgkit.config import ConfigError
     from epgkit.launch import flag_bindings, prepare, run_evolution
     from epgkit.tracking import Progress, WandbOptions, track_evolution
 
-    if workers is not None and workers < 0:
-        raise ConfigError(f"--workers must be ≥ 0, got {workers}")
+    _check_workers(workers)
     flags = flag_bindings(workers=workers, scheduler=scheduler, seed=seed, run_dir=run_dir)
     prepared = prepare(configs, [*bindings, *flags], resume)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -169,13 +174,11 @@ def _train(
 ) -> None:
     from epgkit import train as tt
     from epgkit.cluster import connect
-    from epgkit.config import ConfigError
     from epgkit.launch import flag_bindings
     from epgkit.rundir import RunDirError
     from epgkit.tracking import Progress, WandbOptions, track_training
 
-    if workers is not None and workers < 0:
-        raise ConfigError(f"--workers must be ≥ 0, got {workers}")
+    _check_workers(workers)
     source = tt.load_source(source_arg)
     flags = flag_bindings(workers=workers, scheduler=scheduler)
     exp = tt.build(source, [*bindings, *flags])
@@ -269,12 +272,10 @@ def _sweep(
 ) -> None:
     from epgkit import sweep as sw
     from epgkit.cluster import SchedulerLost, connect
-    from epgkit.config import ConfigError
     from epgkit.launch import flag_bindings
     from epgkit.tracking import Progress, WandbOptions
 
-    if workers is not None and workers < 0:
-        raise ConfigError(f"--workers must be ≥ 0, got {workers}")
+    _check_workers(workers)
     plan = sw.plan(configs, grids, bindings, samples, seed)
     sweep = sw.open_sweep(plan, out, flag_bindings(workers=workers, scheduler=scheduler))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
