@@ -84,7 +84,7 @@ def test_sigkill_at_several_moments_then_resume_gives_the_uninterrupted_metrics(
 
 
 def test_a_killed_dask_worker_mid_epoch_changes_nothing(tmp_path):
-    config.parse(["quickstart.gin"], ["Experiment.epochs = 2", "InnerLoop.steps = 512"])
+    config.parse(["quickstart.gin"], ["Experiment.epochs = 3", "InnerLoop.steps = 1024"])
     exp = config.build(Experiment)
     reference = RunDir(tmp_path / "reference")
     reference.create("", [])
@@ -92,16 +92,27 @@ def test_a_killed_dask_worker_mid_epoch_changes_nothing(tmp_path):
 
     faulty = RunDir(tmp_path / "faulty")
     faulty.create("", [])
+    log = faulty.path / "metrics.jsonl"
+
+    def kill_during_the_second_epoch(pid: int) -> None:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (log.exists() and log.read_text().count("\n")):
+            time.sleep(0.01)
+        time.sleep(0.3)
+        os.kill(pid, signal.SIGKILL)
+
     with connect(2) as executor:
         client = executor.client
-        client.run(lambda: __import__("torch"))  # pay the import before timing the kill
+        client.run(lambda: __import__("torch"))  # pay the import before the epochs start
         before = set(client.run(os.getpid).values())
-        killer = threading.Timer(1.0, lambda: os.kill(min(before), signal.SIGKILL))
+        killer = threading.Thread(target=kill_during_the_second_epoch, args=(min(before),))
         killer.start()
         evolve(exp, faulty, executor)
         killer.join()
+        client.wait_for_workers(2, timeout=60)
         after = set(client.run(os.getpid).values())
     assert min(before) not in after  # the worker really died and was replaced
+    assert len(RunDir(faulty.path).metrics()) == 3
     assert metrics(faulty.path) == metrics(reference.path)
 
 
