@@ -29,6 +29,9 @@ Bindings = Annotated[
     ),
 ]
 Debug = Annotated[bool, typer.Option(help="Show tracebacks of user errors.")]
+Scheduler = Annotated[
+    str | None, typer.Option(help="Address of a running Dask scheduler, tcp://HOST:PORT.")
+]
 Wandb = Annotated[
     bool,
     typer.Option(
@@ -81,9 +84,7 @@ def evolve(
         int | None,
         typer.Option(help="Local Dask workers; 0 runs in-process (default: one per core)."),
     ] = None,
-    scheduler: Annotated[
-        str | None, typer.Option(help="Address of a running Dask scheduler, tcp://HOST:PORT.")
-    ] = None,
+    scheduler: Scheduler = None,
     seed: Annotated[int | None, typer.Option(help="Root seed of the run.")] = None,
     resume: Annotated[
         str | None,
@@ -147,7 +148,7 @@ def train(
     out: Annotated[str | None, typer.Option(help="Output directory.")] = None,
     binding: Bindings = None,
     workers: Annotated[int | None, typer.Option(help="Local Dask workers; 0 in-process.")] = None,
-    scheduler: Annotated[str | None, typer.Option(help="A running Dask scheduler.")] = None,
+    scheduler: Scheduler = None,
     seed: Annotated[int, typer.Option(help="Seed of the held-out tasks and runs.")] = 0,
     use_wandb: Wandb = False,
     wandb_project: WandbProject = "epgkit",
@@ -246,9 +247,7 @@ def sweep(
         int | None,
         typer.Option(help="Local Dask workers shared by all points; 0 runs in-process."),
     ] = None,
-    scheduler: Annotated[
-        str | None, typer.Option(help="Address of a running Dask scheduler, tcp://HOST:PORT.")
-    ] = None,
+    scheduler: Scheduler = None,
     use_wandb: Wandb = False,
     wandb_project: WandbProject = "epgkit",
     debug: Debug = False,

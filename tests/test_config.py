@@ -35,10 +35,9 @@ def test_debug_shrinks_every_experiment_but_keeps_its_env():
 
 
 def test_config_files_resolve_by_name_and_path():
-    assert (
-        config.resolve("quickstart") == config.resolve("gin/quickstart.gin").resolve()
-        or config.resolve("quickstart").name == "quickstart.gin"
-    )
+    shipped = config.GIN_DIR / "quickstart.gin"
+    for name in ("quickstart", "quickstart.gin", str(shipped)):
+        assert config.resolve(name).resolve() == shipped.resolve()
     with pytest.raises(config.ConfigError, match="quickstart.gin"):
         config.resolve("quickstrat.gin")
 
