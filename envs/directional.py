@@ -9,7 +9,8 @@ gymnasium v5 reward with the forward term multiplied by ``d``:
 (the same form as MAML's ``HalfCheetahEnvRandDirec``, which the paper's footnote 3 cites). The
 observation is the stock one, so the policy cannot see ``d``; the loss sees the reward
 (Table 1: ``reward_in_loss = True``, no task signal). The sign is folded into gymnasium's
-``forward_reward_weight``, so stepping costs exactly what the stock env costs.
+``forward_reward_weight``, so the stock step computes it (for the Hopper, ``lean_step``'s
+bit-identical, faster version of it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
 from gymnasium.utils import EzPickle
 
 from epgkit.envs.base import TaskFamily
+from epgkit.envs.lean_step import LeanHopperStep
 
 
 def draw_direction(task_seed: int) -> int:
@@ -29,7 +31,7 @@ def draw_direction(task_seed: int) -> int:
     return int(np.random.default_rng(task_seed).choice((-1, 1)))
 
 
-class DirectionalHopper(TaskFamily, HopperEnv):
+class DirectionalHopper(TaskFamily, LeanHopperStep, HopperEnv):
     """Hopper-v5 rewarded for hopping forward or backward, the direction drawn per task.
 
     Args:
