@@ -112,7 +112,9 @@ def _evolve(
 ) -> None:
     from epgkit.cluster import SchedulerLost, connect
     from epgkit.launch import flag_bindings, prepare, run_evolution
-    from epgkit.tracking import Progress, WandbOptions, track_evolution
+    from epgkit.progress import Progress
+    from epgkit.tracking import track_evolution
+    from epgkit.wandb_log import WandbOptions
 
     _check_workers(workers)
     flags = flag_bindings(workers=workers, scheduler=scheduler, seed=seed, run_dir=run_dir)
@@ -176,8 +178,10 @@ def _train(
     from epgkit import train as tt
     from epgkit.cluster import connect
     from epgkit.launch import flag_bindings
+    from epgkit.progress import Progress
     from epgkit.rundir import RunDirError
-    from epgkit.tracking import Progress, WandbOptions, track_training
+    from epgkit.tracking import track_training
+    from epgkit.wandb_log import WandbOptions
 
     _check_workers(workers)
     source = tt.load_source(source_arg)
@@ -270,12 +274,14 @@ def _sweep(
     wandb_project: str | None,
 ) -> None:
     from epgkit import sweep as sw
+    from epgkit import sweep_plan, sweep_summary
     from epgkit.cluster import SchedulerLost, connect
     from epgkit.launch import flag_bindings
-    from epgkit.tracking import Progress, WandbOptions
+    from epgkit.progress import Progress
+    from epgkit.wandb_log import WandbOptions
 
     _check_workers(workers)
-    plan = sw.plan(configs, grids, bindings, samples, seed)
+    plan = sweep_plan.plan(configs, grids, bindings, samples, seed)
     sweep = sw.open_sweep(plan, out, flag_bindings(workers=workers, scheduler=scheduler))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     wandb = WandbOptions(wandb_project) if wandb_project else None
@@ -289,7 +295,7 @@ def _sweep(
             raise SchedulerLost(
                 f"{err}. Finished points and epochs are kept: re-run the same command to resume"
             ) from None
-    typer.echo(sw.table(sweep, rows))
+    typer.echo(sweep_summary.table(sweep, rows))
 
 
 @app.command()

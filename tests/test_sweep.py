@@ -14,16 +14,19 @@ import pytest
 
 from epgkit import config
 from epgkit import sweep as sw
+from epgkit import sweep_plan as sp
+from epgkit import sweep_summary as summary
 from epgkit.cluster import InProcess
+from epgkit.progress import Progress
 from epgkit.rundir import RunDirError
-from epgkit.tracking import Progress, WandbOptions, gin_values
+from epgkit.wandb_log import WandbOptions, gin_values
 
 CONFIGS = ["gin/quickstart.gin", "gin/debug.gin"]
 IN_PROCESS = ["Experiment.workers = 0"]
 
 
 def run(tmp: Path, grids: list[str], bindings: tuple[str, ...] = (), executor=None, **kw):
-    plan = sw.plan(CONFIGS, grids, bindings)
+    plan = sp.plan(CONFIGS, grids, bindings)
     sweep = sw.open_sweep(plan, tmp, IN_PROCESS)
     with Progress(lambda line: None, live=False) as progress:
         rows = sw.run_sweep(sweep, executor or InProcess(), progress, **kw)
@@ -72,7 +75,7 @@ class Counting:
     ],
 )
 def test_a_grid_is_a_binding_and_a_list_of_literals(spec, binding, values):
-    assert sw.parse_axis(spec) == sw.Axis(binding, values)
+    assert sp.parse_axis(spec) == sp.Axis(binding, values)
 
 
 @pytest.mark.parametrize(
@@ -89,7 +92,7 @@ def test_a_grid_is_a_binding_and_a_list_of_literals(spec, binding, values):
 )
 def test_a_malformed_grid_is_a_config_error(spec, message):
     with pytest.raises(config.ConfigError, match=message):
-        sw.parse_axis(spec)
+        sp.parse_axis(spec)
 
 
 @pytest.mark.parametrize(
@@ -103,7 +106,7 @@ def test_a_malformed_grid_is_a_config_error(spec, message):
 )
 def test_a_contradictory_sweep_is_refused(grids, bindings, samples, message):
     with pytest.raises(config.ConfigError, match=message):
-        sw.plan(CONFIGS, grids, bindings, samples)
+        sp.plan(CONFIGS, grids, bindings, samples)
 
 
 @pytest.mark.parametrize(
@@ -118,17 +121,17 @@ def test_an_unknown_binding_or_bad_value_is_refused_before_anything_is_written(
     tmp_path, grid, message
 ):
     with pytest.raises(config.ConfigError, match=message):
-        sw.open_sweep(sw.plan(CONFIGS, [grid]), tmp_path / "s", IN_PROCESS)
+        sw.open_sweep(sp.plan(CONFIGS, [grid]), tmp_path / "s", IN_PROCESS)
     assert not (tmp_path / "s").exists()
 
 
 def test_points_are_the_product_in_grid_order_with_readable_unique_names():
-    plan = sw.plan(CONFIGS, ["OpenES.sigma=[0.02, 0.05]", "InnerLoop.lr=[0.003, 0.01]"])
+    plan = sp.plan(CONFIGS, ["OpenES.sigma=[0.02, 0.05]", "InnerLoop.lr=[0.003, 0.01]"])
     points = plan.points()
     assert [p.values for p in points] == [(0.02, 0.003), (0.02, 0.01), (0.05, 0.003), (0.05, 0.01)]
     assert points[0].name == "OpenES.sigma=0.02,InnerLoop.lr=0.003"
     assert points[0].bindings == ("OpenES.sigma = 0.02", "InnerLoop.lr = 0.003")
-    odd = sw.plan(CONFIGS, ["InnerLoop.env_id=['a/b', 'a_b']", "EPGLoss.kernels=[(8, 4)]"])
+    odd = sp.plan(CONFIGS, ["InnerLoop.env_id=['a/b', 'a_b']", "EPGLoss.kernels=[(8, 4)]"])
     names = [p.name for p in odd.points()]
     assert names == ["InnerLoop.env_id=a_b,EPGLoss.kernels=8_4~0",
                      "InnerLoop.env_id=a_b,EPGLoss.kernels=8_4~1"]  # fmt: skip
@@ -136,17 +139,17 @@ def test_points_are_the_product_in_grid_order_with_readable_unique_names():
 
 def test_samples_are_distinct_points_of_the_grid_reproducible_from_the_seed():
     grids = ["OpenES.sigma=[0.01, 0.02, 0.05, 0.1]", "InnerLoop.lr=[1e-3, 3e-3, 1e-2]"]
-    full = {p.values for p in sw.plan(CONFIGS, grids).points()}
-    first = sw.plan(CONFIGS, grids, samples=5, seed=3).points()
+    full = {p.values for p in sp.plan(CONFIGS, grids).points()}
+    first = sp.plan(CONFIGS, grids, samples=5, seed=3).points()
     assert len({p.values for p in first}) == 5 and {p.values for p in first} <= full
-    assert sw.plan(CONFIGS, grids, samples=5, seed=3).points() == first
-    assert sw.plan(CONFIGS, grids, samples=5, seed=4).points() != first
+    assert sp.plan(CONFIGS, grids, samples=5, seed=3).points() == first
+    assert sp.plan(CONFIGS, grids, samples=5, seed=4).points() != first
 
 
 def test_the_default_directory_is_the_same_for_the_same_sweep_only():
-    a = sw.default_out(sw.plan(CONFIGS, ["OpenES.sigma=[0.1, 0.2]"]))
-    assert a == sw.default_out(sw.plan(["quickstart", "debug"], ["OpenES.sigma = [0.1, 0.2]"]))
-    assert a != sw.default_out(sw.plan(CONFIGS, ["OpenES.sigma=[0.1, 0.3]"]))
+    a = sw.default_out(sp.plan(CONFIGS, ["OpenES.sigma=[0.1, 0.2]"]))
+    assert a == sw.default_out(sp.plan(["quickstart", "debug"], ["OpenES.sigma = [0.1, 0.2]"]))
+    assert a != sw.default_out(sp.plan(CONFIGS, ["OpenES.sigma=[0.1, 0.3]"]))
     assert a.parent == Path("runs/quickstart") and a.name.startswith("sweep-")
 
 
@@ -186,7 +189,7 @@ def test_a_killed_sweep_resumes_without_redoing_finished_points(tmp_path, crash_
     crashing = Counting(crash_after)
     with pytest.raises(RuntimeError, match="killed"):
         run(tmp_path / "s", grids, executor=crashing)
-    sweep = sw.open_sweep(sw.plan(CONFIGS, grids), tmp_path / "s", IN_PROCESS)
+    sweep = sw.open_sweep(sp.plan(CONFIGS, grids), tmp_path / "s", IN_PROCESS)
     first, second, third = (sweep.point_dir(p) for p in sweep.points)
     finished = {p: p.read_bytes() for p in [first / "metrics.jsonl", first / "inner_loops.jsonl"]}
     assert (second / "config.gin").is_file() and not third.exists()
@@ -212,17 +215,17 @@ def test_a_finished_sweep_run_again_runs_nothing(tmp_path):
 
 
 def test_a_different_sweep_in_the_same_directory_is_refused(tmp_path):
-    sw.open_sweep(sw.plan(CONFIGS, ["OpenES.sigma=[0.02, 0.05]"]), tmp_path, IN_PROCESS)
+    sw.open_sweep(sp.plan(CONFIGS, ["OpenES.sigma=[0.02, 0.05]"]), tmp_path, IN_PROCESS)
     before = (tmp_path / "sweep.json").read_text()
     with pytest.raises(RunDirError, match="holds a different sweep .grid"):
-        sw.open_sweep(sw.plan(CONFIGS, ["OpenES.sigma=[0.02, 0.1]"]), tmp_path, IN_PROCESS)
+        sw.open_sweep(sp.plan(CONFIGS, ["OpenES.sigma=[0.02, 0.1]"]), tmp_path, IN_PROCESS)
     with pytest.raises(RunDirError, match="holds a different sweep .bindings"):
         sw.open_sweep(
-            sw.plan(CONFIGS, ["OpenES.sigma=[0.02, 0.05]"], ["Experiment.seed = 1"]), tmp_path
+            sp.plan(CONFIGS, ["OpenES.sigma=[0.02, 0.05]"], ["Experiment.seed = 1"]), tmp_path
         )
     # Where the points run is not part of the sweep: another worker count resumes it.
     sw.open_sweep(
-        sw.plan(CONFIGS, ["OpenES.sigma=[0.02, 0.05]"]), tmp_path, ["Experiment.workers = 2"]
+        sp.plan(CONFIGS, ["OpenES.sigma=[0.02, 0.05]"]), tmp_path, ["Experiment.workers = 2"]
     )
     assert (tmp_path / "sweep.json").read_text() == before
 
@@ -230,7 +233,7 @@ def test_a_different_sweep_in_the_same_directory_is_refused(tmp_path):
 def test_a_folder_that_is_not_a_sweep_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(RunDirError, match="not a sweep directory"):
-        sw.open_sweep(sw.plan(CONFIGS, ["OpenES.sigma=[0.02]"]), tmp_path, IN_PROCESS)
+        sw.open_sweep(sp.plan(CONFIGS, ["OpenES.sigma=[0.02]"]), tmp_path, IN_PROCESS)
 
 
 def _float_bindings() -> list[tuple[str, float]]:
@@ -260,9 +263,9 @@ def test_summary_puts_points_without_a_finite_fitness_last(tmp_path):
     broken = sweep.point_dir(sweep.points[0]) / "metrics.jsonl"
     lines = [json.loads(x) for x in broken.read_text().splitlines()]
     broken.write_text("".join(json.dumps({**m, "fitness_mean": None}) + "\n" for m in lines))
-    rows = sw.summarize(sweep)
+    rows = summary.summarize(sweep)
     assert rows[-1].point == sweep.points[0] and rows[-1].final is None and rows[-1].best is None
-    sw.write_summary(sweep, rows)
+    summary.write_summary(sweep, rows)
     assert "| – | – |" in (tmp_path / "summary.md").read_text()
 
 

@@ -12,18 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from epgkit import tracking
+from epgkit import progress as progress_module
 from epgkit.cluster import InProcess, connect
 from epgkit.launch import prepare, run_evolution
-from epgkit.tracking import (
-    CountingExecutor,
-    Progress,
-    WandbOptions,
-    gin_values,
-    log_to,
-    track_evolution,
-    track_training,
-)
+from epgkit.progress import CountingExecutor, Progress, log_to
+from epgkit.tracking import track_evolution, track_training
+from epgkit.wandb_log import WandbOptions, gin_values
 
 CONFIGS = ["gin/quickstart.gin", "gin/debug.gin"]
 
@@ -88,7 +82,7 @@ def test_plain_progress_prints_lines_with_an_eta_but_not_for_quiet_bars(monkeypa
 
 def test_the_eta_follows_the_pace_since_the_bar_started(monkeypatch):
     clock = iter([100.0, 110.0])
-    monkeypatch.setattr(tracking.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(progress_module.time, "perf_counter", lambda: next(clock))
     bar = Progress(live=False).bar("epochs", 10, done=4)  # a resumed run: 4 done before
     bar.done = 6
     assert bar.eta() == pytest.approx(10 / 2 * 4)
