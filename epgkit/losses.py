@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from epgkit.dims import Dims
-from epgkit.policies import Params, init_mlp, mlp
+from epgkit.policies import Params, init_mlp, linear, mlp
 from epgkit.registry import register
 
 
@@ -323,7 +323,7 @@ class EPGLoss:
         head_in = torch.cat([dyn_rows, mem.expand(k, b, -1), context], -1)
         fixed_rows = p["head1"].gather(1, rows.unsqueeze(-1).expand(-1, -1, self.hidden))
         h = F.leaky_relu(torch.baddbmm(fixed_rows, head_in, p["head1_rest_w"]))
-        return torch.baddbmm(p["head2_b"], h, p["head2_w"]).squeeze(-1)
+        return linear(h, p["head2_w"], p["head2_b"]).squeeze(-1)
 
 
 def _value_net_state(ctx: LossContext, hidden: tuple[int, ...], rngs) -> Params:

@@ -81,18 +81,30 @@ def _layers(params: dict[str, Any], prefix: str) -> int:
     return n
 
 
+def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """K stacked affine layers: x (K, T, in) @ w (K, in, out) + b (K, 1, out).
+
+    The numbers of one slice do not depend on K, so an inner loop run alone gives exactly what
+    it gives in any batch (tests/test_inner_loop.py).
+    """
+    if w.shape[-1] == 1:
+        # BLAS multiplies a single matrix by a single column (K = 1) with another kernel than a
+        # batch of them: the last bits would differ. A product and a row sum do not.
+        return (x * w.transpose(1, 2)).sum(-1, keepdim=True) + b
+    if w.shape[-1] * 4 <= w.shape[-2]:
+        # A narrow layer (64 → 3 action means) as (wᵀ xᵀ)ᵀ: MKL's batched GEMM runs
+        # ~1.5x faster (forward and backward) with the narrow side as rows on these CPUs.
+        return torch.baddbmm(b.transpose(1, 2), w.transpose(1, 2), x.transpose(1, 2)).transpose(
+            1, 2
+        )
+    return torch.baddbmm(b, x, w)
+
+
 def mlp(params: Params, prefix: str, x: torch.Tensor) -> torch.Tensor:
     """Applies a stacked tanh MLP to ``x`` of shape (K, T, in); returns (K, T, out)."""
     n = _layers(params, prefix)
     for i in range(n):
-        w, b = params[f"{prefix}w{i}"], params[f"{prefix}b{i}"]
-        if w.shape[-1] * 4 <= w.shape[-2]:
-            # A narrow layer (64 → 3 action means) as (wᵀ xᵀ)ᵀ: MKL's batched GEMM runs
-            # ~1.5x faster (forward and backward) with the narrow side as rows on these CPUs.
-            x = torch.baddbmm(b.transpose(1, 2), w.transpose(1, 2), x.transpose(1, 2))
-            x = x.transpose(1, 2)
-        else:
-            x = torch.baddbmm(b, x, w)
+        x = linear(x, params[f"{prefix}w{i}"], params[f"{prefix}b{i}"])
         if i < n - 1:
             x = tanh(x)
     return x

@@ -80,6 +80,18 @@ def test_run_writes_metrics_records_checkpoint_and_losses(tmp_path):
     assert best_meta["fitness_mean"] == pytest.approx(max(r["fitness_mean"] for r in rows))
 
 
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_results_do_not_depend_on_how_many_inner_loops_run_in_lockstep(tmp_path, batch_size):
+    runs = []
+    for k in (4, batch_size):
+        run = new_run(tmp_path / f"k{k}")
+        evolve(experiment("Experiment.inner_loops = 8", f"Experiment.batch_size = {k}"), run,
+               InProcess())  # fmt: skip
+        runs.append((metrics(run), run.load_checkpoint()["phi"].numpy()))
+    assert runs[1][0] == runs[0][0]
+    np.testing.assert_array_equal(runs[1][1], runs[0][1])
+
+
 def test_same_seed_gives_identical_metrics_in_process_and_on_1_or_2_dask_workers(tmp_path):
     exp = experiment()
     results = []
