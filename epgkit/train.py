@@ -20,7 +20,6 @@ import numpy as np
 
 from epgkit import config, zoo
 from epgkit.cluster import Executor
-from epgkit.dims import Dims
 from epgkit.evolve import TASK_SEED_LIMIT
 from epgkit.experiment import Experiment
 from epgkit.inner_loop import InnerLoop, Job, Result, run_batch
@@ -78,7 +77,11 @@ def methods(
         raise config.ConfigError(
             f"unknown baseline {', '.join(unknown)}; known: {', '.join(known)}"
         )
-    learned = dataclasses.replace(exp.inner, loss=_pin_inputs(exp.inner.loss, exp.inner.dims()))
+    # Pinned to the evolution's env, the loss keeps its inputs (reward, task signal) on any
+    # test env; ``resolve`` is optional, a loss without it is used as it is.
+    resolve = getattr(exp.inner.loss, "resolve", None)
+    loss = resolve(exp.inner.dims()) if resolve is not None else exp.inner.loss
+    learned = dataclasses.replace(exp.inner, loss=loss)
     loops = {LEARNED: learned, **{b: known[b] for b in baselines}}
     changes: dict[str, Any] = {}
     if env_id is not None:
@@ -89,17 +92,6 @@ def methods(
         return {name: dataclasses.replace(loop, **changes) for name, loop in loops.items()}
     except ValueError as err:
         raise config.ConfigError(str(err)) from None
-
-
-def _pin_inputs(loss: Any, dims: Dims) -> Any:
-    """Fixes loss inputs that default to the env's declaration (reward, task signal) to what
-    the env of the evolution declared, so a loss keeps its inputs when tested on another env."""
-    changes: dict[str, bool] = {}
-    if getattr(loss, "use_reward", False) is None:
-        changes["use_reward"] = dims.reward_in_loss
-    if getattr(loss, "use_task_signal", False) is None:
-        changes["use_task_signal"] = dims.signal_dim > 0
-    return dataclasses.replace(loss, **changes) if changes else loss
 
 
 def check_fits(inner: InnerLoop, source: Source) -> None:

@@ -156,7 +156,7 @@ def test_invalid_inner_loop_settings_are_refused(tiny_inner, change, match):
 
 
 def test_flat_adam_takes_the_steps_of_torch_adam():
-    from epgkit.inner_loop import FlatAdam
+    from epgkit.flat_adam import FlatAdam
 
     g = torch.Generator().manual_seed(0)
     start = {"w": torch.randn(3, 4, 2, generator=g), "b": torch.randn(3, 1, 2, generator=g)}
@@ -176,10 +176,10 @@ def test_flat_adam_takes_the_steps_of_torch_adam():
 
 
 def test_stepping_the_unwrapped_env_with_our_time_limit_changes_nothing(tiny_inner, monkeypatch):
-    import epgkit.inner_loop as inner_loop
+    import epgkit.lockstep as lockstep
 
     fast = tiny_inner.run(jobs(tiny_inner, 2))
-    monkeypatch.setattr(inner_loop, "_core", lambda env: (env, None))  # through the wrappers
+    monkeypatch.setattr(lockstep, "_core", lambda env: (env, None))  # through the wrappers
     slow = tiny_inner.run(jobs(tiny_inner, 2))
     for a, b in zip(fast, slow, strict=True):
         assert (a.fitness, a.episodes, a.kl) == (b.fitness, b.episodes, b.kl)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from epgkit.dims import Dims
-from epgkit.losses import EPGLoss, History, LossContext, PPOLoss, gae
+from epgkit.losses import EPGLoss, History, LossContext, PPOLoss, ReinforceLoss, gae
 from epgkit.policies import GaussianMLP
 from epgkit.registry import registered
 
@@ -177,6 +177,22 @@ def test_epg_loss_inputs_follow_the_env_and_the_switches():
         EPGLoss(use_task_signal=True).row_size(ctx)
     with pytest.raises(ValueError, match="too short"):
         EPGLoss().phi_size(dataclasses.replace(CTX, buffer_size=10))
+
+
+def test_resolve_pins_the_inputs_that_follow_the_env_and_keeps_the_rest():
+    bare = dataclasses.replace(DIMS, reward_in_loss=False, signal_dim=0)
+    assert EPGLoss().resolve(DIMS) == EPGLoss(use_reward=True, use_task_signal=True)
+    assert EPGLoss().resolve(bare) == EPGLoss(use_reward=False, use_task_signal=False)
+    pinned = EPGLoss(hidden=8, use_reward=False).resolve(DIMS)
+    assert pinned == EPGLoss(hidden=8, use_reward=False, use_task_signal=True)
+    explicit_ones = [EPGLoss(use_reward=r, use_task_signal=not r) for r in (True, False)]
+    for explicit in explicit_ones:
+        assert explicit.resolve(bare) == explicit and explicit.resolve(DIMS) == explicit
+    # Pinned on one env, the loss reads the same row on another.
+    ctx = dataclasses.replace(CTX, dims=dataclasses.replace(DIMS, reward_in_loss=False))
+    assert EPGLoss().resolve(DIMS).row_size(ctx) == EPGLoss().row_size(CTX)
+    for pg in (PPOLoss(clip=0.1), ReinforceLoss(gamma=0.9)):
+        assert pg.resolve(DIMS) is pg and pg.resolve(bare) is pg
 
 
 def test_gae_matches_a_hand_computation():

@@ -1,116 +1,24 @@
-"""Losses the inner loop trains with: the paper's learned loss L_φ and the PG surrogates.
+"""The learned loss L_φ of Section 3.3 (Figure 2).
 
-Every loss evaluates K inner loops at once, each with its own φ (a row of a (K, P) tensor),
-and returns one loss per minibatch step, (K, B). ``EPGLoss`` is Section 3.3 / Figure 2:
-temporal convolutions over the N-step buffer ending at each step give a context vector, and
-a small dense head maps [row, context] to the step's loss. ``PPOLoss`` and
-``ReinforceLoss`` have no φ (P = 0) and serve both as the guidance L_pg of Eq. (10) and as
-like-for-like baselines, since they run in exactly the same inner loop.
+Temporal convolutions over the N-step buffer ending at each step give a context vector, and a
+small dense head maps [row, context] to the step's loss. φ is one flat vector per inner loop;
+``EPGLoss.shapes`` names its parts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from epgkit.dims import Dims
-from epgkit.policies import Params, init_mlp, linear, mlp
+from epgkit.losses.base import History, LossContext, _split
+from epgkit.policies import Params, linear
 from epgkit.registry import register
-
-
-@dataclass(frozen=True)
-class LossContext:
-    """What a loss is built for: the env's dims, the policy's output size, the buffer shape."""
-
-    dims: Dims
-    dist_dim: int
-    buffer_size: int  # N
-    update_every: int  # M
-
-
-@dataclass
-class History:
-    """The buffer at an update: K inner loops × T = N + M − 1 rows; the last M rows are the
-    steps being updated on, the earlier ones the history their N-step windows reach back to.
-
-    Attributes:
-        obs: Normalized observations, as the policy saw them (K, T, obs_dim).
-        act: Actions as loss inputs: normalized (Box) or one-hot (Discrete) (K, T, act_dim).
-        act_raw: The sampled actions (Box) or their indices (Discrete), for log π(a|s).
-        reward: Normalized rewards (K, T).
-        reward_scaled: Rewards divided by their running std, for PG returns (K, T).
-        done: Termination flags (K, T).
-        signal: The env's privileged task signal (K, T, signal_dim).
-        logp_old: log π(a|s) when the action was taken (K, T).
-        next_obs: Normalized observation after the last step, for bootstrapping (K, obs_dim).
-        pi_old: π(·|s) when the action was taken (K, T, dist_dim).
-    """
-
-    obs: torch.Tensor
-    act: torch.Tensor
-    act_raw: torch.Tensor
-    reward: torch.Tensor
-    reward_scaled: torch.Tensor
-    done: torch.Tensor
-    signal: torch.Tensor
-    logp_old: torch.Tensor
-    next_obs: torch.Tensor
-    pi_old: torch.Tensor
-
-
-class Loss(Protocol):
-    """The interface every registered loss implements."""
-
-    #: Whether the loss reads rows before the last M (then π is recomputed over all T rows).
-    needs_history: bool
-    #: Optional: a loss that never reads ``logp`` may set this False; it then gets None.
-    needs_logp: bool = True
-
-    def phi_size(self, ctx: LossContext) -> int:
-        """Dimension of the evolved parameters φ (0 for hand-designed losses)."""
-
-    def init_phi(self, ctx: LossContext, rng: np.random.Generator) -> np.ndarray:
-        """An initial φ of shape (P,)."""
-
-    def init_state(
-        self, ctx: LossContext, phi: torch.Tensor, rngs: list[np.random.Generator]
-    ) -> Params:
-        """Parameters the inner loop trains besides θ (memory unit, value net), (K, ...)."""
-
-    def begin_update(self, ctx: LossContext, state: Params, hist: History) -> Params:
-        """Per-update quantities computed once without gradients (advantages, ...).
-
-        The returned dict is passed to every minibatch call of the update; a loss may also
-        cache in it, on its first call, what does not change during the update.
-        """
-
-    def __call__(
-        self,
-        ctx: LossContext,
-        phi: torch.Tensor,
-        state: Params,
-        hist: History,
-        pi: torch.Tensor,
-        logp: torch.Tensor,
-        rows: torch.Tensor,
-        prep: Params,
-    ) -> torch.Tensor:
-        """Per-step losses (K, B) for the steps at ``rows`` (K, B) of the history."""
-
-
-def _split(phi: torch.Tensor, shapes: dict[str, tuple[int, ...]]) -> Params:
-    """Views of a flat (K, P) φ as named stacked tensors (K, *shape)."""
-    out, start = {}, 0
-    for name, shape in shapes.items():
-        size = math.prod(shape)
-        out[name] = phi[:, start : start + size].reshape(phi.shape[0], *shape)
-        start += size
-    return out
 
 
 @register("loss")
@@ -147,9 +55,19 @@ class EPGLoss:
         """log π(a|s) is a row feature only with ``use_logprob``."""
         return self.use_logprob
 
+    def resolve(self, dims: Dims) -> EPGLoss:
+        """This loss with ``use_reward`` and ``use_task_signal`` fixed where they are None: the
+        reward as the env's family declares (Table 1), the task signal if the env has one."""
+        changes: dict[str, bool] = {}
+        if self.use_reward is None:
+            changes["use_reward"] = dims.reward_in_loss
+        if self.use_task_signal is None:
+            changes["use_task_signal"] = dims.signal_dim > 0
+        return dataclasses.replace(self, **changes) if changes else self
+
     def _inputs(self, ctx: LossContext) -> tuple[bool, bool]:
-        reward = ctx.dims.reward_in_loss if self.use_reward is None else self.use_reward
-        signal = ctx.dims.signal_dim > 0 if self.use_task_signal is None else self.use_task_signal
+        resolved = self.resolve(ctx.dims)  # the one place where None follows the env
+        reward, signal = resolved.use_reward, resolved.use_task_signal
         if signal and ctx.dims.signal_dim == 0:
             raise ValueError("EPGLoss.use_task_signal is True but the env has no task signal")
         return reward, signal
@@ -324,155 +242,3 @@ class EPGLoss:
         fixed_rows = p["head1"].gather(1, rows.unsqueeze(-1).expand(-1, -1, self.hidden))
         h = F.leaky_relu(torch.baddbmm(fixed_rows, head_in, p["head1_rest_w"]))
         return linear(h, p["head2_w"], p["head2_b"]).squeeze(-1)
-
-
-def _value_net_state(ctx: LossContext, hidden: tuple[int, ...], rngs) -> Params:
-    return init_mlp((ctx.dims.obs_dim, *hidden, 1), rngs, "v_", 1.0)
-
-
-def gae(
-    reward: torch.Tensor, value: torch.Tensor, done: torch.Tensor, gamma: float, lam: float
-) -> torch.Tensor:
-    """Generalized advantage estimates for (K, M) rewards; ``value`` is (K, M + 1).
-
-    No gradient flows through the result (it is a target).
-    """
-    live = 1.0 - done
-    delta = reward + gamma * value[:, 1:] * live - value[:, :-1]
-    return torch.from_numpy(_discounted_sums(delta, gamma * lam * live))
-
-
-def _discounted_sums(x: torch.Tensor, decay: torch.Tensor) -> np.ndarray:
-    """y_i = x_i + decay_i · y_(i+1) along dim 1, backwards from y_M = 0.
-
-    The recursion runs in NumPy: M steps of torch ops on (K,) tensors would cost more than
-    the rest of an update's bookkeeping.
-    """
-    x_np, decay_np = x.detach().numpy(), decay.detach().numpy()
-    out = np.empty_like(x_np)
-    last = np.zeros_like(x_np[:, 0])
-    for i in range(x_np.shape[1] - 1, -1, -1):
-        last = x_np[:, i] + decay_np[:, i] * last
-        out[:, i] = last
-    return out
-
-
-@register("loss")
-@dataclass(frozen=True)
-class PPOLoss:
-    """PPO's clipped surrogate with GAE and a value net trained alongside (Schulman 2017).
-
-    Termination flags cut the bootstrap; time-limit truncations count as terminations too.
-
-    Attributes:
-        clip: Ratio clipping ε.
-        gamma: Discount.
-        lam: GAE λ.
-        value_hidden: Hidden sizes of the value net.
-        value_coef: Weight of the value regression in the per-step loss.
-        entropy_coef: Weight of an entropy bonus (Gaussian policies only).
-        normalize_advantages: Standardize advantages over each update's M steps.
-    """
-
-    clip: float = 0.2
-    gamma: float = 0.99
-    lam: float = 0.95
-    value_hidden: tuple[int, ...] = (64, 64)
-    value_coef: float = 0.5
-    entropy_coef: float = 0.0
-    normalize_advantages: bool = True
-
-    needs_history = False
-
-    def phi_size(self, ctx: LossContext) -> int:
-        return 0
-
-    def init_phi(self, ctx: LossContext, rng: np.random.Generator) -> np.ndarray:
-        return np.zeros(0, dtype=np.float32)
-
-    def init_state(
-        self, ctx: LossContext, phi: torch.Tensor, rngs: list[np.random.Generator]
-    ) -> Params:
-        return _value_net_state(ctx, self.value_hidden, rngs)
-
-    def begin_update(self, ctx: LossContext, state: Params, hist: History) -> Params:
-        m = ctx.update_every
-        obs = torch.cat([hist.obs[:, -m:], hist.next_obs.unsqueeze(1)], dim=1)
-        value = mlp(state, "v_", obs).squeeze(-1)
-        adv = gae(hist.reward_scaled[:, -m:], value, hist.done[:, -m:], self.gamma, self.lam)
-        ret = adv + value[:, :-1]
-        if self.normalize_advantages:
-            adv = (adv - adv.mean(1, keepdim=True)) / (adv.std(1, keepdim=True) + 1e-8)
-        return {"adv": adv, "ret": ret}
-
-    def __call__(
-        self,
-        ctx: LossContext,
-        phi: torch.Tensor,
-        state: Params,
-        hist: History,
-        pi: torch.Tensor,
-        logp: torch.Tensor,
-        rows: torch.Tensor,
-        prep: Params,
-    ) -> torch.Tensor:
-        recent = rows - (hist.done.shape[1] - ctx.update_every)  # index into the last M
-        adv = prep["adv"].gather(1, recent)
-        ratio = torch.exp(logp.gather(1, rows) - hist.logp_old.gather(1, rows))
-        surrogate = torch.min(ratio * adv, ratio.clamp(1 - self.clip, 1 + self.clip) * adv)
-        obs = hist.obs.gather(1, rows.unsqueeze(-1).expand(-1, -1, hist.obs.shape[-1]))
-        value = mlp(state, "v_", obs).squeeze(-1)
-        loss = -surrogate + self.value_coef * (value - prep["ret"].gather(1, recent)).square()
-        if self.entropy_coef and not ctx.dims.discrete:
-            log_std = pi[..., ctx.dims.act_dim :].gather(
-                1, rows.unsqueeze(-1).expand(-1, -1, ctx.dims.act_dim)
-            )
-            loss = loss - self.entropy_coef * log_std.sum(-1)
-        return loss
-
-
-@register("loss")
-@dataclass(frozen=True)
-class ReinforceLoss:
-    """REINFORCE (Williams 1992): −G_t · log π(a_t|s_t), with G_t the discounted return to go
-    inside the update window, standardized per update.
-
-    Attributes:
-        gamma: Discount.
-    """
-
-    gamma: float = 0.99
-
-    needs_history = False
-
-    def phi_size(self, ctx: LossContext) -> int:
-        return 0
-
-    def init_phi(self, ctx: LossContext, rng: np.random.Generator) -> np.ndarray:
-        return np.zeros(0, dtype=np.float32)
-
-    def init_state(
-        self, ctx: LossContext, phi: torch.Tensor, rngs: list[np.random.Generator]
-    ) -> Params:
-        return {}
-
-    def begin_update(self, ctx: LossContext, state: Params, hist: History) -> Params:
-        m = ctx.update_every
-        reward, done = hist.reward_scaled[:, -m:], hist.done[:, -m:]
-        ret = torch.from_numpy(_discounted_sums(reward, self.gamma * (1.0 - done)))
-        ret = (ret - ret.mean(1, keepdim=True)) / (ret.std(1, keepdim=True) + 1e-8)
-        return {"ret": ret}
-
-    def __call__(
-        self,
-        ctx: LossContext,
-        phi: torch.Tensor,
-        state: Params,
-        hist: History,
-        pi: torch.Tensor,
-        logp: torch.Tensor,
-        rows: torch.Tensor,
-        prep: Params,
-    ) -> torch.Tensor:
-        recent = rows - (hist.done.shape[1] - ctx.update_every)
-        return -prep["ret"].gather(1, recent) * logp.gather(1, rows)

@@ -1,0 +1,180 @@
+"""Hand-designed policy-gradient losses: PPO's clipped surrogate and REINFORCE.
+
+They have no φ (P = 0) and serve both as the guidance L_pg of Eq. (10) and as like-for-like
+baselines, since they run in exactly the same inner loop as the learned loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from epgkit.dims import Dims
+from epgkit.losses.base import History, LossContext
+from epgkit.policies import Params, init_mlp, mlp
+from epgkit.registry import register
+
+
+def _value_net_state(
+    ctx: LossContext, hidden: tuple[int, ...], rngs: list[np.random.Generator]
+) -> Params:
+    """A fresh value net per inner loop, its tensors prefixed ``v_``."""
+    return init_mlp((ctx.dims.obs_dim, *hidden, 1), rngs, "v_", 1.0)
+
+
+def gae(
+    reward: torch.Tensor, value: torch.Tensor, done: torch.Tensor, gamma: float, lam: float
+) -> torch.Tensor:
+    """Generalized advantage estimates for (K, M) rewards; ``value`` is (K, M + 1).
+
+    No gradient flows through the result (it is a target).
+    """
+    live = 1.0 - done
+    delta = reward + gamma * value[:, 1:] * live - value[:, :-1]
+    return torch.from_numpy(_discounted_sums(delta, gamma * lam * live))
+
+
+def _discounted_sums(x: torch.Tensor, decay: torch.Tensor) -> np.ndarray:
+    """y_i = x_i + decay_i · y_(i+1) along dim 1, backwards from y_M = 0.
+
+    The recursion runs in NumPy: M steps of torch ops on (K,) tensors would cost more than
+    the rest of an update's bookkeeping.
+    """
+    x_np, decay_np = x.detach().numpy(), decay.detach().numpy()
+    out = np.empty_like(x_np)
+    last = np.zeros_like(x_np[:, 0])
+    for i in range(x_np.shape[1] - 1, -1, -1):
+        last = x_np[:, i] + decay_np[:, i] * last
+        out[:, i] = last
+    return out
+
+
+@register("loss")
+@dataclass(frozen=True)
+class PPOLoss:
+    """PPO's clipped surrogate with GAE and a value net trained alongside (Schulman 2017).
+
+    Termination flags cut the bootstrap; time-limit truncations count as terminations too.
+
+    Attributes:
+        clip: Ratio clipping ε.
+        gamma: Discount.
+        lam: GAE λ.
+        value_hidden: Hidden sizes of the value net.
+        value_coef: Weight of the value regression in the per-step loss.
+        entropy_coef: Weight of an entropy bonus (Gaussian policies only).
+        normalize_advantages: Standardize advantages over each update's M steps.
+    """
+
+    clip: float = 0.2
+    gamma: float = 0.99
+    lam: float = 0.95
+    value_hidden: tuple[int, ...] = (64, 64)
+    value_coef: float = 0.5
+    entropy_coef: float = 0.0
+    normalize_advantages: bool = True
+
+    needs_history = False
+
+    def phi_size(self, ctx: LossContext) -> int:
+        return 0
+
+    def init_phi(self, ctx: LossContext, rng: np.random.Generator) -> np.ndarray:
+        return np.zeros(0, dtype=np.float32)
+
+    def resolve(self, dims: Dims) -> PPOLoss:
+        """Itself: its inputs do not depend on the env's declaration."""
+        return self
+
+    def init_state(
+        self, ctx: LossContext, phi: torch.Tensor, rngs: list[np.random.Generator]
+    ) -> Params:
+        return _value_net_state(ctx, self.value_hidden, rngs)
+
+    def begin_update(self, ctx: LossContext, state: Params, hist: History) -> Params:
+        m = ctx.update_every
+        obs = torch.cat([hist.obs[:, -m:], hist.next_obs.unsqueeze(1)], dim=1)
+        value = mlp(state, "v_", obs).squeeze(-1)
+        adv = gae(hist.reward_scaled[:, -m:], value, hist.done[:, -m:], self.gamma, self.lam)
+        ret = adv + value[:, :-1]
+        if self.normalize_advantages:
+            adv = (adv - adv.mean(1, keepdim=True)) / (adv.std(1, keepdim=True) + 1e-8)
+        return {"adv": adv, "ret": ret}
+
+    def __call__(
+        self,
+        ctx: LossContext,
+        phi: torch.Tensor,
+        state: Params,
+        hist: History,
+        pi: torch.Tensor,
+        logp: torch.Tensor,
+        rows: torch.Tensor,
+        prep: Params,
+    ) -> torch.Tensor:
+        recent = rows - (hist.done.shape[1] - ctx.update_every)  # index into the last M
+        adv = prep["adv"].gather(1, recent)
+        ratio = torch.exp(logp.gather(1, rows) - hist.logp_old.gather(1, rows))
+        surrogate = torch.min(ratio * adv, ratio.clamp(1 - self.clip, 1 + self.clip) * adv)
+        obs = hist.obs.gather(1, rows.unsqueeze(-1).expand(-1, -1, hist.obs.shape[-1]))
+        value = mlp(state, "v_", obs).squeeze(-1)
+        loss = -surrogate + self.value_coef * (value - prep["ret"].gather(1, recent)).square()
+        if self.entropy_coef and not ctx.dims.discrete:
+            log_std = pi[..., ctx.dims.act_dim :].gather(
+                1, rows.unsqueeze(-1).expand(-1, -1, ctx.dims.act_dim)
+            )
+            loss = loss - self.entropy_coef * log_std.sum(-1)
+        return loss
+
+
+@register("loss")
+@dataclass(frozen=True)
+class ReinforceLoss:
+    """REINFORCE (Williams 1992): −G_t · log π(a_t|s_t), with G_t the discounted return to go
+    inside the update window, standardized per update.
+
+    Attributes:
+        gamma: Discount.
+    """
+
+    gamma: float = 0.99
+
+    needs_history = False
+
+    def phi_size(self, ctx: LossContext) -> int:
+        return 0
+
+    def init_phi(self, ctx: LossContext, rng: np.random.Generator) -> np.ndarray:
+        return np.zeros(0, dtype=np.float32)
+
+    def resolve(self, dims: Dims) -> ReinforceLoss:
+        """Itself: its inputs do not depend on the env's declaration."""
+        return self
+
+    def init_state(
+        self, ctx: LossContext, phi: torch.Tensor, rngs: list[np.random.Generator]
+    ) -> Params:
+        return {}
+
+    def begin_update(self, ctx: LossContext, state: Params, hist: History) -> Params:
+        m = ctx.update_every
+        reward, done = hist.reward_scaled[:, -m:], hist.done[:, -m:]
+        ret = torch.from_numpy(_discounted_sums(reward, self.gamma * (1.0 - done)))
+        ret = (ret - ret.mean(1, keepdim=True)) / (ret.std(1, keepdim=True) + 1e-8)
+        return {"ret": ret}
+
+    def __call__(
+        self,
+        ctx: LossContext,
+        phi: torch.Tensor,
+        state: Params,
+        hist: History,
+        pi: torch.Tensor,
+        logp: torch.Tensor,
+        rows: torch.Tensor,
+        prep: Params,
+    ) -> torch.Tensor:
+        recent = rows - (hist.done.shape[1] - ctx.update_every)
+        return -prep["ret"].gather(1, recent) * logp.gather(1, rows)
