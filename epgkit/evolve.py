@@ -138,8 +138,15 @@ def evolve(
             "env_steps": env_steps,
             "wall_s": time.perf_counter() - t0,
         }
-        if math.isfinite(metrics["fitness_mean"]) and metrics["fitness_mean"] > best[0]:
-            # The best loss is the mean φ whose perturbations scored best on average.
+        guided = metrics["alpha"] > 0
+        if (
+            not guided
+            and math.isfinite(metrics["fitness_mean"])
+            and metrics["fitness_mean"] > best[0]
+        ):
+            # The best loss is the mean φ whose perturbations scored best on average, among
+            # epochs where it trained alone: under guidance (α > 0) PPO shares the credit,
+            # and at α = 1 the fitness says nothing about φ at all.
             best = (metrics["fitness_mean"], phi_evaluated)
             save_loss(
                 run.path / BEST_LOSS, best[1], {**meta, "epoch": epoch, "fitness_mean": best[0]}

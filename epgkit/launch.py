@@ -18,8 +18,13 @@ from epgkit.cluster import Executor
 from epgkit.evolve import evolve
 from epgkit.experiment import Experiment
 from epgkit.plotting import plot_fitness
-from epgkit.rundir import RunDir, RunDirError
+from epgkit.rundir import BEST_LOSS, LAST_LOSS, RunDir, RunDirError
 from epgkit.strategies import ESState
+
+#: What ``--resume`` may change: where the run goes on, and (recorded in its config.gin) how
+#: many epochs it runs. Anything else would make one run out of two experiments.
+WHERE = ("Experiment.workers", "Experiment.scheduler", "Experiment.connect_timeout")
+EXTEND = ("Experiment.epochs",)
 
 
 @dataclass
@@ -32,12 +37,43 @@ class Prepared:
     config: str
     files: list[str]
     resume: bool
+    extend: tuple[str, ...] = ()  # bindings a resume adds to the run's config.gin
 
     def open(self) -> None:
         """Creates the run directory (or reopens it to resume) and writes the configs."""
         if not self.resume:
             self.run.create(self.config, self.files)
+        elif self.extend:
+            with open(self.run.path / "config.gin", "a") as f:
+                f.write(f"\n# --resume {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+                f.write("".join(f"{b}\n" for b in self.extend))
         self.run.write_operative(self.meta["operative_config"])
+
+
+def _statements(bindings: Sequence[str]) -> list[tuple[str, str]]:
+    """(name, statement) of every gin statement in bindings; name is the bound parameter, or
+    the statement itself for ``import`` and ``include`` lines."""
+    out = []
+    for binding in bindings:
+        for line in binding.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                name = line.split("=", 1)[0].strip() if "=" in line else line
+                out.append((name.replace(" ", ""), line))
+    return out
+
+
+def _check_resume_bindings(bindings: Sequence[str]) -> tuple[str, ...]:
+    """Refuses bindings that would change a resumed run; returns those to record."""
+    statements = _statements(bindings)
+    changed = [name for name, _ in statements if name not in WHERE + EXTEND]
+    if changed:
+        raise config.ConfigError(
+            f"--resume continues a run as it was configured; it cannot change "
+            f"{', '.join(changed)} (it may set {', '.join(EXTEND + WHERE)}). "
+            f"Start a new run to try other settings."
+        )
+    return tuple(line for name, line in statements if name in EXTEND)
 
 
 def flag_bindings(**flags: object) -> list[str]:
@@ -61,12 +97,15 @@ def prepare(
             raise config.ConfigError(
                 "--resume takes its config from the run directory; give no config files"
             )
+        extend = _check_resume_bindings(bindings)
         configs = [str(run.path / "config.gin")]
         bindings = [*bindings, f"Experiment.run_dir = {str(run.path)!r}"]
         if (run.path / "checkpoint.pt").exists():
             run.load_checkpoint()  # a corrupt checkpoint is refused before anything runs
     elif not configs:
         raise config.ConfigError("give at least one config file, e.g. gin/quickstart.gin")
+    else:
+        extend = ()
     paths = config.parse(configs, bindings)
     exp = config.build(Experiment)
     if exp.run_dir is None:
@@ -86,7 +125,8 @@ def prepare(
     run = RunDir(exp.run_dir)
     if resume is None:
         run.check_free()
-    return Prepared(exp, run, meta, gin.config_str(), [str(p) for p in paths], resume is not None)
+    files = [str(p) for p in paths]
+    return Prepared(exp, run, meta, gin.config_str(), files, resume is not None, extend)
 
 
 def run_evolution(
@@ -114,5 +154,10 @@ def run_evolution(
         plot_fitness([run.path], run.path / "plots" / "fitness.png")
 
     state = evolve(exp, run, executor, report, meta)
-    echo(f"done in {time.perf_counter() - started:.0f} s; best loss: {run.path / 'best_loss.pt'}")
+    took = f"done in {time.perf_counter() - started:.0f} s"
+    if (run.path / BEST_LOSS).exists():
+        echo(f"{took}; best loss: {run.path / BEST_LOSS}")
+    else:  # every epoch so far was guided (α > 0) or failed
+        echo(f"{took}; no epoch without guidance yet, so no best loss: latest φ in "
+             f"{run.path / LAST_LOSS}")  # fmt: skip
     return state

@@ -101,18 +101,21 @@ def load_loss(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     return obj["phi"].numpy().astype(np.float32), meta
 
 
-def _git_sha() -> str | None:
+def _git(where: Path, *args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            timeout=5,
-        )
+        out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=where, timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() or None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_state(where: Path = Path(__file__).parent) -> dict[str, Any]:
+    """The commit of the checkout at ``where`` (epgkit's own by default) and whether its
+    tracked files differ from it; None outside a git checkout (e.g. installed from a wheel).
+    A dirty tree means the sha alone cannot reproduce the run."""
+    sha = _git(where, "rev-parse", "HEAD")
+    changes = _git(where, "status", "--porcelain", "--untracked-files=no") if sha else None
+    return {"git_sha": sha or None, "git_dirty": None if changes is None else bool(changes)}
 
 
 def versions() -> dict[str, str]:
@@ -161,7 +164,7 @@ class RunDir:
             "argv": sys.argv,
             "config_files": files,
             "versions": versions(),
-            "git_sha": _git_sha(),
+            **git_state(),
             "host": platform.node(),
         }
         (self.path / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -26,10 +26,22 @@ class ESState:
 
 
 def centered_ranks(fitness: np.ndarray) -> np.ndarray:
-    """Ranks mapped linearly onto [−0.5, 0.5]; ties broken by order, −inf ranks last."""
+    """Ranks mapped linearly onto [−0.5, 0.5]; equal fitness gets equal (mean) ranks, −inf
+    ranks last.
+
+    Equal ranks matter: the two halves of an antithetic pair share their task and seeds, so
+    when the loss does not affect fitness (guidance α = 1) they tie exactly, and ranks broken
+    by order would push φ along −v for no reason.
+    """
+    fitness = np.asarray(fitness, np.float64)
     n = len(fitness)
+    order = np.argsort(fitness, kind="stable")
     ranks = np.empty(n)
-    ranks[np.argsort(fitness, kind="stable")] = np.arange(n)
+    ranks[order] = np.arange(n)
+    sorted_fitness = fitness[order]
+    starts = np.flatnonzero(np.r_[True, sorted_fitness[1:] != sorted_fitness[:-1]])
+    for start, stop in zip(starts, np.r_[starts[1:], n], strict=True):
+        ranks[order[start:stop]] = (start + stop - 1) / 2
     return ranks / max(n - 1, 1) - 0.5
 
 
@@ -63,6 +75,15 @@ class OpenES:
     rank_transform: bool = True
 
     def __post_init__(self) -> None:
+        numbers = {"sigma": self.sigma, "lr_start": self.lr_start, "lr_end": self.lr_end,
+                   "l2": self.l2, "beta1": self.beta1, "beta2": self.beta2}  # fmt: skip
+        for name, value in numbers.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"OpenES.{name} must be a number, got {value!r}")
+        if self.lr_start <= 0 or self.lr_end < 0:
+            raise ValueError(
+                f"OpenES.lr_start must be > 0 and lr_end ≥ 0, got {self.lr_start}, {self.lr_end}"
+            )
         if self.sigma <= 0:
             raise ValueError(f"OpenES.sigma must be > 0, got {self.sigma}")
         if self.population < 2 or (self.antithetic and self.population % 2):
@@ -94,6 +115,11 @@ class OpenES:
     def tell(self, state: ESState, noise: np.ndarray, fitness: np.ndarray) -> ESState:
         """One ascent step from the fitness (V,) of the candidates ``noise`` described."""
         fitness = np.asarray(fitness, np.float64)
+        step = state.step + 1
+        if (fitness == fitness[0]).all() or not np.isfinite(fitness).any():
+            # No candidate did better than another (all tied, or all failed): no information,
+            # and Adam would turn the L2 term alone into a full step of size lr.
+            return replace(state, step=step)
         if self.rank_transform:
             weights = centered_ranks(fitness)
         else:
@@ -101,7 +127,6 @@ class OpenES:
             filled = np.where(np.isfinite(fitness), fitness, np.nanmin(finite))
             weights = (filled - filled.mean()) / (filled.std() + 1e-8)
         grad = weights @ noise / (len(fitness) * self.sigma) - self.l2 * state.phi
-        step = state.step + 1
         m = self.beta1 * state.m + (1 - self.beta1) * grad
         v = self.beta2 * state.v + (1 - self.beta2) * grad**2
         m_hat = m / (1 - self.beta1**step)

@@ -29,7 +29,8 @@ CSV_COLUMNS = (
 
 @dataclass(frozen=True)
 class Row:
-    """One point's line of the summary; fitness is None where no epoch has a finite one."""
+    """One point's line of the summary; fitness is None where no epoch has a finite one
+    (``best`` counts only epochs without guidance, α = 0)."""
 
     point: Point
     best: float | None
@@ -46,7 +47,12 @@ def summarize(sweep: Sweep) -> list[Row]:
     for point, of in zip(sweep.points, sweep.epochs, strict=True):
         run_dir = sweep.point_dir(point)
         metrics = _metrics(run_dir)
-        means = [m["fitness_mean"] for m in metrics if m.get("fitness_mean") is not None]
+        # As evolve's best loss: only epochs where the learned loss alone trained (α = 0).
+        means = [
+            m["fitness_mean"]
+            for m in metrics
+            if m.get("fitness_mean") is not None and not m.get("alpha")
+        ]
         final = metrics[-1].get("fitness_mean") if metrics else None
         rows.append(
             Row(

@@ -183,3 +183,25 @@ def test_an_unreachable_scheduler_names_its_address_and_writes_nothing(tmp_path)
                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 2 and address in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_resume_refuses_changed_settings_untouched_and_records_more_epochs(tmp_path):
+    run = tmp_path / "run"
+    done = subprocess.run(epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0",
+                                 "-b", "Experiment.epochs = 1"),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    before = snapshot(run)
+    for change in (["-b", "OpenES.population = 4"], ["-b", "EPGLoss.hidden = 8"], ["--seed", "5"]):
+        refused = subprocess.run(epgkit("evolve", "--resume", str(run), *change), cwd=ROOT,
+                                 capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert refused.returncode == 2 and "cannot change" in refused.stderr, change
+        assert "Traceback" not in refused.stderr
+        assert snapshot(run) == before
+    more = subprocess.run(epgkit("evolve", "--resume", str(run), "--workers", "0",
+                                 "-b", "Experiment.epochs = 2"),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert more.returncode == 0, more.stderr
+    assert [m["epoch"] for m in metrics(run)] == [0, 1]
+    # The run's config.gin says what it ran: a later resume keeps the 2 epochs.
+    assert (run / "config.gin").read_text().rstrip().endswith("Experiment.epochs = 2")

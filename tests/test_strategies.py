@@ -49,6 +49,30 @@ def test_centered_ranks_span_minus_half_to_half_and_put_failures_last():
     assert ranks.sum() == pytest.approx(0.0)
 
 
+def test_equal_fitness_gets_equal_ranks_so_a_tied_antithetic_pair_cancels():
+    ranks = centered_ranks(np.array([2.0, 5.0, 2.0, -np.inf, 5.0, -np.inf]))
+    np.testing.assert_allclose(ranks, np.array([2.5, 4.5, 2.5, 0.5, 4.5, 0.5]) / 5 - 0.5)
+    es = OpenES(population=4, antithetic=True, l2=0.0)
+    state = es.init(np.zeros(3))
+    noise = es.ask(state, np.random.default_rng(0))
+    # Pair 0 (±v0) tied, pair 1 did not: whatever v0 is, the step is the same.
+    other = noise.copy()
+    other[0], other[2] = noise[1] * 3.0 + 1.0, -(noise[1] * 3.0 + 1.0)
+    fitness = np.array([1.0, 3.0, 1.0, 0.0])
+    np.testing.assert_allclose(
+        es.tell(state, noise, fitness).phi, es.tell(state, other, fitness).phi, atol=1e-12
+    )
+
+
+@pytest.mark.parametrize("fitness", [[1.5, 1.5, 1.5, 1.5], [-np.inf] * 4])
+def test_no_step_when_no_candidate_did_better_than_another(fitness):
+    es = OpenES(population=4, l2=0.01)
+    state = es.init(np.array([1.0, -2.0]))
+    after = es.tell(state, es.ask(state, np.random.default_rng(0)), np.array(fitness))
+    np.testing.assert_array_equal(after.phi, state.phi)
+    assert after.step == 1  # the step-size schedule still advances with the epochs
+
+
 def test_antithetic_noise_comes_in_pairs():
     es = OpenES(population=6, antithetic=True)
     noise = es.ask(es.init(np.zeros(4)), np.random.default_rng(0))
@@ -76,7 +100,15 @@ def test_step_size_anneals_linearly_then_stays():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"sigma": 0.0}, {"sigma": -1.0}, {"population": 1}, {"population": 5, "antithetic": True}],
+    [
+        {"sigma": 0.0},
+        {"sigma": -1.0},
+        {"sigma": "abc"},
+        {"lr_start": -0.1},
+        {"lr_end": -1e-3},
+        {"population": 1},
+        {"population": 5, "antithetic": True},
+    ],
 )
 def test_invalid_es_settings_are_refused(kwargs):
     with pytest.raises(ValueError, match="OpenES"):
