@@ -52,7 +52,9 @@ def jobs_of(exp: Experiment, epoch: int) -> list[Job]:
     """The inner loops of an epoch, with candidates drawn as ``evolve`` draws them."""
     rng = np.random.default_rng(np.random.SeedSequence([exp.seed, 0]))
     state = exp.strategy.init(exp.inner.init_phi(rng))
-    noise = exp.strategy.ask(state, np.random.default_rng([exp.seed, epoch]))
+    noise = exp.strategy.ask(
+        state, np.random.default_rng(np.random.SeedSequence([exp.seed, epoch, 0]))
+    )
     candidates = exp.strategy.candidates(state, noise).astype(np.float32)
     return epoch_jobs(exp, candidates, epoch)
 
