@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from gymnasium.error import Error as GymError
+
 from epgkit import config
 from epgkit.cluster import Executor
 from epgkit.experiment import Experiment
@@ -69,12 +71,16 @@ def open_sweep(p: Plan, out: str | Path | None = None, flags: Sequence[str] = ()
     """
     path = Path(out) if out is not None else default_out(p)
     points = p.points()
-    exps = []
+    exps, envs_seen = [], set()
     for point in points:
         try:
             config.parse(p.configs, [*p.bindings, *flags, *point.bindings])
             exps.append(config.build(Experiment))
-        except config.ConfigError as err:
+            env = (exps[-1].inner.env_id, exps[-1].inner.env_kwargs)
+            if env not in envs_seen:  # a bad env id must not wait for its point's turn
+                envs_seen.add(env)
+                exps[-1].inner.dims()
+        except (config.ConfigError, GymError) as err:
             raise config.ConfigError(f"sweep point {point.name}: {err}") from None
     record = {
         **p.identity(),

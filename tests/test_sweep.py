@@ -115,6 +115,7 @@ def test_a_contradictory_sweep_is_refused(grids, bindings, samples, message):
         ("OpenES.sigmaa=[0.1]", "Did you mean sigma"),
         ("OpenEs.sigma=[0.1]", "Did you mean OpenES"),
         ("OpenES.sigma=[0.1, 0.0]", "sigma"),
+        ("InnerLoop.env_id=['epgkit/PointGoal-v0', 'epgkit/Nope-v0']", "Nope"),  # 2nd point
     ],
 )
 def test_an_unknown_binding_or_bad_value_is_refused_before_anything_is_written(
