@@ -2,6 +2,7 @@
 
 User mistakes (bad config, unknown names, bad values, an existing run directory, an
 unreachable scheduler) print one message and exit with code 2; ``--debug`` shows the traceback.
+What a right command cannot do on this machine (render without a GL backend) exits with code 1.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -63,6 +64,13 @@ def user_errors(debug: bool) -> Iterator[None]:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         typer.echo(f"epgkit: error: {message}", err=True)
         raise typer.Exit(USAGE_ERROR) from None
+
+
+def _cannot(message: str) -> NoReturn:
+    """Exit code 1 with one line: the command was right but could not be done here (no GL
+    backend, an env that cannot render); not a user mistake, so not code 2."""
+    typer.echo(f"epgkit: error: {message}", err=True)
+    raise typer.Exit(1)
 
 
 def _check_workers(workers: int | None) -> None:
@@ -332,21 +340,28 @@ def render(
 ) -> None:
     """Train a fresh policy with the loss on a held-out task, then render an episode of it."""
     from epgkit import train as tt
-    from epgkit.render import render_episode
+    from epgkit.envshow import mujoco_gl_problem
+    from epgkit.render import render_episode, render_problem
 
     with user_errors(debug):
+        mujoco_gl_problem()  # before the env is built: a broken GL backend breaks `import mujoco`
         source_ = tt.load_source(source)
         loops = tt.methods(tt.build(source_, binding or []), [], env, steps)
         tt.check_fits(loops[tt.LEARNED], source_)
         inner = loops[tt.LEARNED]
         (job,) = tt.test_jobs(source_.phi, 1, seed)
+        # Checked before training, which may take long, to produce a GIF that cannot be made.
+        if problem := render_problem(inner, job.task_seed):
+            _cannot(problem)
         (result,) = inner.run([job], keep_policy=True)
         total, reason = render_episode(inner, result.policy, job.task_seed, out, max_steps)
     typer.echo(
         f"trained on task {job.task_seed} of {inner.env_id} for {inner.steps:,} steps: final "
         f"return {result.fitness:.2f}; rendered episode return {total:.2f}"
     )
-    typer.echo(reason if reason else f"wrote {out}")
+    if reason:
+        _cannot(reason)
+    typer.echo(f"wrote {out}")
 
 
 envs_app = typer.Typer(no_args_is_help=True, help="Look at the task families.")
@@ -364,13 +379,17 @@ def envs_show(
     """Render one frame per sampled task into a PNG and print each task's parameters."""
     import json
 
-    from epgkit.envshow import show_tasks
+    from epgkit.envshow import is_task_family, show_tasks
 
     with user_errors(debug):
-        target = Path(out or f"{env_id.replace('/', '_')}_tasks.png")
+        target = Path(out or f"{env_id.replace('/', '_').replace(':', '_')}_tasks.png")
         task_list, message = show_tasks(env_id, tasks, target, seed=seed)
+        family = is_task_family(env_id)
     for task in task_list:
         typer.echo(json.dumps(task))
+    if not family:
+        typer.echo(f"{env_id} is not a task family (it takes no task_seed): each frame is a reset "
+                   "with another seed")  # fmt: skip
     typer.echo(message if message else f"wrote {target}")
 
 

@@ -43,20 +43,36 @@ def resolve(name: str) -> Path:
     )
 
 
-def _known_configurables() -> list[str]:
+_PLURALS = {"loss": "losses", "policy": "policies", "strategy": "strategies",
+           "inner_loop": "inner loops"}  # fmt: skip
+
+
+def _known_by_kind() -> dict[str, list[str]]:
     from epgkit.registry import KINDS, registered
 
-    return ["Experiment", *(name for kind in KINDS for name in registered(kind))]
+    return {kind: list(registered(kind)) for kind in KINDS}
 
 
 def _explain(err: Exception) -> str:
     """Gin's message plus close names for an unknown configurable or parameter."""
     text = str(err).strip()
-    match = re.search(r"No configurable matching '([\w.]+)'", text)
+    # Gin says "matching 'OpenEs'" for a binding's target and "matching reference
+    # '@ppo/EPGLos()'" for a value; the scope and the call are not part of the name.
+    match = re.search(r"No configurable matching (?:reference )?'@?([\w./]+)", text)
     if match:
-        close = difflib.get_close_matches(match.group(1).split(".")[-1], _known_configurables())
+        name = re.split(r"[./]", match.group(1))[-1]
+        known = _known_by_kind()
+        every = ["Experiment", *(n for names in known.values() for n in names)]
+        close = difflib.get_close_matches(name, every)
+        kind = next((k for k, names in known.items() if close and close[0] in names), None)
         if close:
             text += f"\nDid you mean {', '.join(close)}?"
+        if kind in _PLURALS:
+            text += f"\nKnown {_PLURALS[kind]}: {', '.join(known[kind])}"
+        elif not close:
+            text += "\nKnown configurables: Experiment; " + "; ".join(
+                f"{_PLURALS[kind]}: {', '.join(names)}" for kind, names in known.items() if names
+            )
     match = re.search(r"Configurable '(\w+)' doesn't have a parameter named '(\w+)'", text)
     if match:
         params = _parameters(match.group(1))
@@ -64,6 +80,19 @@ def _explain(err: Exception) -> str:
         text += f"\nDid you mean {', '.join(close)}?" if close else ""
         text += f"\nIts parameters: {', '.join(params)}" if params else ""
     return text
+
+
+def close_env_ids(name: str) -> str:
+    """A hint for an unknown env id: the registered ids closest to ``name``, or else epgkit's
+    task families (gymnasium's own message only suggests names within the same namespace)."""
+    import gymnasium as gym
+
+    from epgkit.envs import registered
+
+    close = difflib.get_close_matches(name, list(gym.registry), n=5, cutoff=0.6)
+    if close:
+        return f" Close registered ids: {', '.join(close)}."
+    return f" epgkit's task families: {', '.join(registered())} (see `epgkit list envs`)."
 
 
 def _parameters(configurable: str) -> list[str]:

@@ -22,9 +22,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from gymnasium.envs.registration import load_env_creator
 
 import epgkit.envs  # noqa: F401  (registers the task families on Dask workers too)
+from epgkit.config import ConfigError, close_env_ids
 from epgkit.dims import Dims
 from epgkit.lockstep import Lockstep
 from epgkit.losses import EPGLoss, LossContext, PPOLoss
@@ -129,6 +129,9 @@ class InnerLoop:
             f"eval_episodes must be ≥ 1, got {self.eval_episodes}"
             if self.eval_episodes < 1
             else "",
+            f"eval_max_steps must be ≥ 1, got {self.eval_max_steps}"
+            if self.eval_max_steps < 1
+            else "",
         ]
         problems = [p for p in problems if p]
         if problems:
@@ -180,11 +183,39 @@ class InnerLoop:
 
 
 def _takes_task_seed(env_id: str) -> bool:
+    """Whether ``env_id`` is a task family, i.e. its env creator takes a ``task_seed``.
+
+    Raises:
+        ConfigError: ``env_id`` names a module that cannot be imported, is not registered, or
+            its entry point cannot be loaded (messages name the id and close registered ids).
+    """
     module, _, name = env_id.rpartition(":")
     if module:  # gymnasium's "module:Name-v0" form: the module registers the env
-        importlib.import_module(module)
-    entry = gym.spec(name).entry_point
-    creator = load_env_creator(entry) if isinstance(entry, str) else entry
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(
+                f"env id {env_id!r}: module {module!r} cannot be imported ({err})"
+            ) from err
+    try:
+        entry = gym.spec(name).entry_point
+    except gym.error.Error as err:
+        raise ConfigError(f"env id {env_id!r}: {err}{close_env_ids(name)}") from err
+    creator = entry
+    if isinstance(entry, str):
+        # Loaded by hand rather than with load_env_creator: a module that cannot be imported or
+        # lacks the name is the user's mistake; any other error in the module is a real bug.
+        entry_module, _, attr = entry.partition(":")
+        try:
+            loaded = importlib.import_module(entry_module)
+        except ImportError as err:
+            raise ConfigError(
+                f"env id {env_id!r}: module {entry_module!r} of its entry point cannot be "
+                f"imported ({err})"
+            ) from err
+        creator = getattr(loaded, attr, None)
+        if creator is None:
+            raise ConfigError(f"env id {env_id!r}: its entry point {entry!r} does not exist")
     try:
         return "task_seed" in inspect.signature(creator).parameters
     except (TypeError, ValueError):

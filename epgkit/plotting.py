@@ -14,22 +14,57 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from epgkit.rundir import METRICS, RunDirError  # noqa: E402
 
-def _metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+_FITNESS_KEYS = ("epoch", "fitness_mean", "fitness_std", "fitness_max")
+
+
+def _fitness_rows(run_dir: Path) -> list[dict]:
+    """The complete epochs of a run that have a fitness, checked line by line.
+
+    A crash mid-append leaves a last line without its newline: that epoch never finished, so
+    it is left out (the file itself is only read). Any other line that is not a JSON object
+    with the fitness keys is a damaged file, reported with its line number.
+    """
+    path = Path(run_dir) / METRICS
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise RunDirError(f"{path}: not a text file") from None
+    rows = []
+    for number, line in enumerate(text[: text.rfind("\n") + 1].split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise RunDirError(f"{path}, line {number}: not JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise RunDirError(f"{path}, line {number}: not a JSON object")
+        if row.get("fitness_mean") is None:
+            continue
+        missing = [key for key in _FITNESS_KEYS if key not in row]
+        if missing:
+            raise RunDirError(f"{path}, line {number}: lacks {', '.join(missing)}")
+        rows.append(row)
+    return rows
 
 
 def plot_fitness(
     run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None
 ) -> Path:
-    """Mean fitness with its ±std band and the max, one colour per run; writes ``out``."""
+    """Mean fitness with its ±std band and the max, one colour per run; writes ``out``.
+
+    Raises:
+        RunDirError: A ``metrics.jsonl`` has a damaged line (nothing is written then).
+    """
+    # Every file is read before the figure exists: a damaged one leaves nothing behind.
+    runs = [(Path(run_dir), _fitness_rows(Path(run_dir))) for run_dir in run_dirs]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for i, run_dir in enumerate(run_dirs):
-        rows = [r for r in _metrics(Path(run_dir)) if r.get("fitness_mean") is not None]
+    for i, (run_dir, rows) in enumerate(runs):
         if not rows:
             continue
-        label = labels[i] if labels else Path(run_dir).name
+        label = labels[i] if labels else run_dir.name
         epochs = [r["epoch"] for r in rows]
         mean = [r["fitness_mean"] for r in rows]
         std = [r["fitness_std"] for r in rows]

@@ -1,7 +1,8 @@
 """Pictures of a trained policy: an episode of the final policy as a GIF (Figures 3, 4, 14).
 
 MuJoCo renders offscreen through EGL (set before mujoco is imported); without a GL backend
-``render_episode`` returns a one-line reason instead of writing anything.
+``render_problem`` says why in one line before any training, and ``render_episode`` returns a
+one-line reason instead of writing anything.
 """
 
 from __future__ import annotations
@@ -16,7 +17,42 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from epgkit.envshow import (  # noqa: E402
+    mujoco_gl_problem,
+    quiet_failed_viewers,
+    render_failure,
+    render_modes,
+)
 from epgkit.inner_loop import InnerLoop  # noqa: E402
+
+
+def _rendering(inner: InnerLoop) -> InnerLoop:
+    return dataclasses.replace(inner, env_kwargs=(*inner.env_kwargs, ("render_mode", "rgb_array")))
+
+
+def render_problem(inner: InnerLoop, task_seed: int) -> str | None:
+    """Why no frame of ``inner``'s env can be rendered here, or None if one can.
+
+    Cheap (one reset and one frame), so a command checks it before training a policy that
+    could not be pictured anyway. Call ``mujoco_gl_problem`` before anything imports mujoco
+    so that a missing GL backend is reported here rather than failing the import.
+    """
+    gl_problem = mujoco_gl_problem()
+    modes = render_modes(inner.env_id)
+    if modes is not None and "rgb_array" not in modes:
+        return f"no frames: {inner.env_id} cannot render rgb_array frames (its modes: {modes})"
+    with quiet_failed_viewers():
+        env = _rendering(inner).make_env(task_seed)
+        try:
+            env.reset(seed=task_seed % 2**31)
+            frame = env.render()
+        except Exception as error:  # no GL shows as EGLError, FatalError, ImportError, ...
+            return "no frames: " + render_failure(env, inner.env_id, error, gl_problem)
+        finally:
+            env.close()
+    if frame is None or np.ndim(frame) != 3:
+        return f"no frames: {inner.env_id} rendered no rgb_array frame"
+    return None
 
 
 def render_episode(
@@ -34,9 +70,8 @@ def render_episode(
     """
     from PIL import Image
 
-    loop = dataclasses.replace(inner, env_kwargs=(*inner.env_kwargs, ("render_mode", "rgb_array")))
-    env = loop.make_env(task_seed)
-    dims = loop.dims()
+    env = _rendering(inner).make_env(task_seed)
+    dims = inner.dims()
     theta = {k: torch.from_numpy(v).unsqueeze(0) for k, v in policy.items()
              if not k.startswith("obs_")}  # fmt: skip
     obs, _ = env.reset(seed=task_seed % 2**31)
@@ -44,10 +79,13 @@ def render_episode(
     try:
         for t in range(max_steps):
             if t % every == 0 and reason is None:
-                try:
-                    frames.append(np.asarray(env.render()))
-                except Exception as err:  # no GL shows as EGLError, FatalError, ImportError
-                    reason = f"no frames: {type(err).__name__}: {err}".splitlines()[0]
+                with quiet_failed_viewers():
+                    try:
+                        frames.append(np.asarray(env.render()))
+                    except Exception as err:  # no GL shows as EGLError, FatalError, ImportError
+                        reason = "no frames: " + render_failure(
+                            env, inner.env_id, err, mujoco_gl_problem()
+                        )
             obs_n = np.clip((obs - policy["obs_mean"]) / policy["obs_std"], -10, 10)
             with torch.no_grad():
                 dist = inner.policy.dist(
@@ -63,5 +101,6 @@ def render_episode(
         env.close()
     if reason is None and frames:
         images = [Image.fromarray(f) for f in frames]
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
         images[0].save(out, save_all=True, append_images=images[1:], duration=40 * every, loop=0)
     return total, reason

@@ -116,6 +116,14 @@ def test_list_shows_every_kind():
         (["evolve", "--resume", "/nonexistent/run"], "not an epgkit run directory"),
         (["evolve"], "at least one config"),
         (["list", "gizmos"], "cannot list"),
+        (
+            ["evolve", "quickstart", "-b", "InnerLoop.env_id = 'mymod:Foo-v0'"],
+            "env id 'mymod:Foo-v0': module 'mymod' cannot be imported",
+        ),
+        (["evolve", "quickstart", "-b", "InnerLoop.eval_max_steps = 0"], "eval_max_steps"),
+        (["evolve", "quickstart", "-b", "InnerLoop.loss = @EPGLos()"], "Known losses:"),
+        (["envs", "show", "epgkit/RandomHopr-v0"], "Close registered ids: epgkit/RandomHopper-v0"),
+        (["envs", "show", "nothing-like-it"], "epgkit's task families: "),
     ],
 )
 def test_user_mistakes_get_one_message_and_exit_code_2(tmp_path, args, message):
@@ -125,6 +133,14 @@ def test_user_mistakes_get_one_message_and_exit_code_2(tmp_path, args, message):
     assert message in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_an_env_module_that_cannot_be_imported_is_named_and_nothing_is_written(tmp_path):
+    out = epgkit("evolve", str(ROOT / "gin/quickstart.gin"), str(ROOT / "gin/debug.gin"),
+                 "-b", 'InnerLoop.env_id = "mymod:Foo-v0"', cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "'mymod:Foo-v0'" in out.stderr and "module 'mymod' cannot be imported" in out.stderr
+    assert "Traceback" not in out.stderr and list(tmp_path.iterdir()) == []
 
 
 def test_an_existing_run_directory_is_refused_and_left_untouched(tmp_path):
@@ -159,6 +175,97 @@ def test_envs_show_without_gl_still_prints_the_tasks(tmp_path):
     assert out.returncode == 0, out.stderr
     assert sum(x.startswith("{") for x in out.stdout.splitlines()) == 2
     assert not png.exists() and len(out.stdout.strip().splitlines()[-1]) < 300
+
+
+@pytest.mark.parametrize("backend", ["osmesa", "nonsense"])
+def test_envs_show_with_a_gl_backend_that_fails_to_load_still_prints_the_tasks(tmp_path, backend):
+    # MuJoCo loads the backend when it is imported: without OSMesa that import itself fails.
+    png = tmp_path / "tasks.png"
+    out = epgkit("envs", "show", "epgkit/RandomHopper-v0", "--tasks", "2", "--out", str(png),
+                 env={"MUJOCO_GL": backend})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr
+    assert sum(x.startswith("{") for x in out.stdout.splitlines()) == 2
+    last = out.stdout.strip().splitlines()[-1]
+    if last != f"wrote {png}":  # a machine with OSMesa renders
+        assert f"MUJOCO_GL={backend!r}" in last and len(last) < 300 and not png.exists()
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "CartPole-v1"])
+def test_envs_show_an_env_that_is_not_a_task_family(tmp_path, env_id):
+    png = tmp_path / "resets.png"
+    out = epgkit("envs", "show", env_id, "--tasks", "2", "--out", str(png))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[:2] == ["{}", "{}"] and "is not a task family" in lines[2]
+    # Without GL (Hopper) or pygame (CartPole) it says why in one line instead.
+    assert (lines[-1] == f"wrote {png}" and png.is_file()) or (
+        lines[-1].startswith("no PNG: ") and not png.exists()
+    )
+    assert "Traceback" not in out.stderr
+
+
+USER_ENVS = """
+import gymnasium as gym
+import numpy as np
+
+
+class Plain(gym.Env):
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,))
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,))
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(1, np.float32), 0.0, False, False, {}
+
+
+gym.register("Plain-v0", entry_point=Plain)
+"""
+
+
+def test_envs_show_a_users_env_that_neither_takes_a_task_seed_nor_renders(tmp_path):
+    (tmp_path / "userenvs.py").write_text(USER_ENVS)
+    png = tmp_path / "plain.png"
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    out = epgkit("envs", "show", "userenvs:Plain-v0", "--tasks", "3", "--out", str(png),
+                 env={"PYTHONPATH": path})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[:3] == ["{}"] * 3 and "not a task family" in lines[3]
+    assert "cannot render rgb_array frames" in lines[-1] and not png.exists()
+
+
+def _metrics_run(path: Path, broken: str | None = None, torn: str = "") -> Path:
+    """A run directory holding only metrics.jsonl: three epochs, line 2 replaced by ``broken``."""
+    rows = [json.dumps({"epoch": e, "fitness_mean": -10.0 + e, "fitness_std": 1.0,
+                        "fitness_max": -8.0 + e}) for e in range(3)]  # fmt: skip
+    if broken is not None:
+        rows[1] = broken
+    path.mkdir()
+    (path / "metrics.jsonl").write_text("".join(f"{r}\n" for r in rows) + torn)
+    return path
+
+
+def test_plot_skips_a_torn_last_line_and_leaves_the_run_untouched(tmp_path):
+    # A crash while appending an epoch leaves its line without the newline.
+    run = _metrics_run(tmp_path / "run", torn='{"epoch": 3, "fitness_mean": -6.')
+    before = snapshot(run)
+    out = epgkit("plot", str(run), "--out", str(tmp_path / "fitness.png"))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "fitness.png").stat().st_size > 5_000 and snapshot(run) == before
+
+
+@pytest.mark.parametrize("broken", ['{"epoch": 1, "fitn', "[1, 2]", '{"fitness_mean": 1.0}'])
+def test_plot_names_the_file_and_line_of_a_damaged_line(tmp_path, broken):
+    run = _metrics_run(tmp_path / "run", broken=broken)
+    before = snapshot(run)
+    out = epgkit("plot", str(run))  # by default the plot would go into run/plots/
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"{run / 'metrics.jsonl'}, line 2: " in out.stderr and "Traceback" not in out.stderr
+    assert snapshot(run) == before
 
 
 def test_plot_compares_runs_and_refuses_non_runs(tmp_path):
@@ -221,13 +328,26 @@ def test_render_trains_with_a_loss_and_writes_a_gif(tmp_path):
         assert image.n_frames >= 2  # identical frames merge: the point moves, then stays
 
 
-def test_render_without_gl_says_why_in_one_line(tmp_path):
-    run = tmp_path / "run"
+@pytest.fixture(scope="module")
+def hopper_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("hopper") / "run"
     done = epgkit("evolve", "randomhopper", "gin/debug.gin", "--run-dir", str(run),
                   "--workers", "0")  # fmt: skip
     assert done.returncode == 0, done.stderr
-    out = epgkit("render", str(run), "--out", str(tmp_path / "h.gif"), "--max-steps", "20",
-                 env={"MUJOCO_GL": "disable"})  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1].startswith("no frames")
-    assert not (tmp_path / "h.gif").exists()
+    return run
+
+
+@pytest.mark.parametrize("backend", ["disable", "osmesa"])
+def test_render_without_gl_says_why_in_one_line_before_training(tmp_path, hopper_run, backend):
+    gif = tmp_path / "h.gif"
+    out = epgkit("render", str(hopper_run), "--out", str(gif), "--max-steps", "20",
+                 env={"MUJOCO_GL": backend})  # fmt: skip
+    assert "Traceback" not in out.stderr
+    if backend == "osmesa" and out.returncode == 0:  # a machine with OSMesa renders
+        assert out.stdout.strip().endswith(f"wrote {gif}") and gif.is_file()
+        return
+    # Exit 1, not 2: the command is right, this machine cannot render.
+    assert out.returncode == 1, out.stdout + out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"epgkit: error: no frames: cannot render with MUJOCO_GL={backend!r}")
+    assert "trained on" not in out.stdout and not gif.exists()

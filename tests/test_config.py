@@ -51,6 +51,31 @@ def test_unknown_configurable_names_file_line_and_close_names(tmp_path: Path):
     assert "bad.gin" in text and "4" in text and "OpenES" in text
 
 
+@pytest.mark.parametrize(
+    "binding,close,known",
+    [
+        ("InnerLoop.loss = @EPGLos()", "EPGLoss", "Known losses: "),
+        ("InnerLoop.guide = @ppo/PPOLos()", "PPOLoss", "Known losses: "),
+        ("InnerLoop.policy = @GausianMLP()", "GaussianMLP", "Known policies: "),
+        ("OpenEs.sigma = 0.1", "OpenES", "Known strategies: "),
+        ("InnerLoop.loss = @Zzz()", None, "Known configurables: Experiment; "),
+    ],
+)
+def test_unknown_references_list_close_and_known_names(tmp_path: Path, binding, close, known):
+    bad = tmp_path / "bad.gin"
+    bad.write_text(f"include 'quickstart.gin'\n{binding}\n")
+    with pytest.raises(config.ConfigError) as err:
+        config.parse([bad])
+    text = str(err.value)
+    assert 'In file "' in text and "bad.gin" in text and "line 2" in text
+    if close:
+        assert f"Did you mean {close}" in text
+    else:
+        assert "Did you mean" not in text
+    (line,) = [x for x in text.splitlines() if x.startswith(known)]
+    assert close in line if close else all(n in line for n in ("EPGLoss", "GaussianMLP", "OpenES"))
+
+
 def test_syntax_errors_name_the_file(tmp_path: Path):
     bad = tmp_path / "broken.gin"
     bad.write_text("Experiment.epochs = (3\n")

@@ -23,7 +23,7 @@ from gymnasium.utils.env_checker import check_env
 import epgkit.envs
 from epgkit.envs.base import TaskFamily
 from epgkit.envs.mujoco_random import RandomHopper, RandomReacher, RandomWalker
-from epgkit.envshow import show_tasks
+from epgkit.envshow import is_task_family, show_tasks
 
 ENV_IDS = epgkit.envs.registered()
 N_STEPS = 20  # enough for any task difference to show, short enough for ~10 families
@@ -262,3 +262,78 @@ def test_show_tasks_without_gl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert len(tasks) == 2
     assert isinstance(message, str) and "MUJOCO_GL" in message
     assert not (tmp_path / "none.png").exists()
+
+
+class _PlainEnv(gym.Env):
+    """A user's env that is not a task family (no task_seed); its frame is drawn at reset."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,))
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,))
+
+    def __init__(self, render_mode: str | None = None) -> None:
+        self.render_mode = render_mode
+        self.shade = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self.shade = int(self.np_random.integers(256))
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(1, np.float32), 0.0, False, False, {}
+
+    def render(self) -> np.ndarray:
+        return np.full((8, 8, 3), self.shade, np.uint8)
+
+
+class _BlindFamily(gym.Env):
+    """A task family (it takes a task_seed) whose env has no rgb_array rendering."""
+
+    metadata = {"render_modes": []}
+    observation_space = _PlainEnv.observation_space
+    action_space = _PlainEnv.action_space
+
+    def __init__(self, task_seed: int = 0) -> None:
+        self.task = {"task_seed": task_seed, "size": task_seed % 7}
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(1, np.float32), 0.0, False, False, {}
+
+
+@pytest.fixture
+def user_envs():
+    gym.register("epgkit_test/Plain-v0", entry_point=_PlainEnv)
+    gym.register("epgkit_test/Blind-v0", entry_point=_BlindFamily)
+    yield
+    for env_id in ("epgkit_test/Plain-v0", "epgkit_test/Blind-v0"):
+        del gym.registry[env_id]
+
+
+def test_show_tasks_of_an_env_that_is_not_a_task_family(user_envs, tmp_path: Path) -> None:
+    out = tmp_path / "plain.png"
+    tasks, message = show_tasks("epgkit_test/Plain-v0", 3, out)
+    assert tasks == [{}, {}, {}] and message is None and out.stat().st_size > 0
+    assert not is_task_family("epgkit_test/Plain-v0") and is_task_family("epgkit/PointGoal-v0")
+
+
+def test_show_tasks_of_an_env_without_rgb_array_says_so(user_envs, tmp_path: Path) -> None:
+    tasks, message = show_tasks("epgkit_test/Blind-v0", 2, tmp_path / "blind.png")
+    assert [set(t) for t in tasks] == [{"task_seed", "size"}] * 2
+    assert isinstance(message, str) and "cannot render rgb_array" in message
+    assert not (tmp_path / "blind.png").exists()
+
+
+@pytest.mark.parametrize(
+    "env_id,close",
+    [("epgkit/RandomHopr-v0", "epgkit/RandomHopper-v0"), ("Hoper-v5", "Hopper-v5")],
+)
+def test_show_tasks_of_an_unknown_env_lists_close_ids(env_id: str, close: str, tmp_path: Path):
+    from epgkit.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"Close registered ids: {close}"):
+        show_tasks(env_id, 2, tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()

@@ -145,11 +145,39 @@ def test_a_nan_loss_fails_only_its_own_inner_loop(tiny_inner):
         ({"steps": 100}, "multiple of update_every"),
         ({"reduce": "max"}, "reduce"),
         ({"passes": 0}, "passes"),
+        ({"eval_max_steps": 0}, "eval_max_steps must be ≥ 1"),
+        ({"eval_max_steps": -5}, "eval_max_steps must be ≥ 1"),
     ],
 )
 def test_invalid_inner_loop_settings_are_refused(tiny_inner, change, match):
     with pytest.raises(ValueError, match=match):
         dataclasses.replace(tiny_inner, **change)
+
+
+@pytest.mark.parametrize(
+    "env_id,match",
+    [
+        ("mymod:Foo-v0", "'mymod:Foo-v0': module 'mymod' cannot be imported"),
+        ("epgkit/PointGol-v0", "Close registered ids: epgkit/PointGoal-v0"),
+        ("nothing-like-it", "epgkit's task families: .*epgkit/PointGoal-v0"),
+    ],
+)
+def test_an_env_id_that_cannot_be_made_is_a_config_error(tiny_inner, env_id, match):
+    from epgkit.config import ConfigError
+
+    with pytest.raises(ConfigError, match=match):
+        dataclasses.replace(tiny_inner, env_id=env_id).dims()
+
+
+def test_a_broken_entry_point_is_a_config_error(tiny_inner):
+    from epgkit.config import ConfigError
+
+    gym.register("epgkit_test/Broken-v0", entry_point="epgkit.envs.point:NoSuchEnv")
+    try:
+        with pytest.raises(ConfigError, match="'epgkit.envs.point:NoSuchEnv' does not exist"):
+            dataclasses.replace(tiny_inner, env_id="epgkit_test/Broken-v0").dims()
+    finally:
+        del gym.registry["epgkit_test/Broken-v0"]
 
 
 # --- the fast paths of the inner loop (issue 6) ---------------------------------------------
