@@ -73,6 +73,19 @@ def _cannot(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
+def _physics_only() -> None:
+    """For commands that never render (evolve, train, sweep): a ``MUJOCO_GL`` backend that
+    cannot load would break ``import mujoco`` itself, so run without one; Dask workers started
+    after this inherit the setting."""
+    from epgkit.envshow import mujoco_gl_problem
+
+    if problem := mujoco_gl_problem():
+        backend = os.environ.get("MUJOCO_GL")
+        typer.echo(f"epgkit: note: MUJOCO_GL={backend!r} cannot be loaded ({problem}); "
+                   "running without rendering", err=True)  # fmt: skip
+        os.environ["MUJOCO_GL"] = "disable"
+
+
 def _check_workers(workers: int | None) -> None:
     from epgkit.config import ConfigError
 
@@ -104,6 +117,7 @@ def evolve(
 ) -> None:
     """Evolve a learned loss (Algorithm 1)."""
     with user_errors(debug):
+        _physics_only()
         _evolve(configs or [], binding or [], run_dir, workers, scheduler, seed, resume,
                 wandb_project if use_wandb else None)  # fmt: skip
 
@@ -166,6 +180,7 @@ def train(
 ) -> None:
     """Train fresh policies with an evolved loss on held-out tasks, against baselines."""
     with user_errors(debug):
+        _physics_only()
         _train(source, env, runs, steps, baseline or [], out, binding or [], workers, scheduler,
                seed, wandb_project if use_wandb else None)  # fmt: skip
 
@@ -266,6 +281,7 @@ def sweep(
 ) -> None:
     """Evolve every point of a hyperparameter grid; re-run the same command to resume."""
     with user_errors(debug):
+        _physics_only()
         _sweep(configs or [], grid or [], binding or [], samples, seed, out, workers, scheduler,
                wandb_project if use_wandb else None)  # fmt: skip
 

@@ -191,6 +191,21 @@ def test_envs_show_with_a_gl_backend_that_fails_to_load_still_prints_the_tasks(t
         assert f"MUJOCO_GL={backend!r}" in last and len(last) < 300 and not png.exists()
 
 
+def test_evolve_and_train_run_on_dask_workers_when_the_gl_backend_cannot_load(tmp_path):
+    # They never render: a MUJOCO_GL that breaks `import mujoco` must not stop them.
+    gl = {"MUJOCO_GL": "nonsense"}
+    run = tmp_path / "run"
+    hopper = "InnerLoop.env_id = 'epgkit/RandomHopper-v0'"
+    out = epgkit("evolve", "gin/quickstart.gin", "gin/debug.gin", "--run-dir", str(run),
+                 "--workers", "1", "-b", hopper, env=gl)  # fmt: skip
+    assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+    assert "MUJOCO_GL='nonsense' cannot be loaded" in out.stderr
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    trained = epgkit("train", str(run), "--runs", "2", "--workers", "0",
+                     "--out", str(tmp_path / "t"), env=gl)  # fmt: skip
+    assert trained.returncode == 0 and "Traceback" not in trained.stderr, trained.stderr
+
+
 @pytest.mark.parametrize("env_id", ["Hopper-v5", "CartPole-v1"])
 def test_envs_show_an_env_that_is_not_a_task_family(tmp_path, env_id):
     png = tmp_path / "resets.png"
