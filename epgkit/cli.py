@@ -86,6 +86,15 @@ def _physics_only() -> None:
         os.environ["MUJOCO_GL"] = "disable"
 
 
+def _provenance(meta: dict) -> str:
+    """Which φ a loss file holds, as ``evolve`` recorded it (``epoch`` counts ES steps)."""
+    if "epoch" not in meta:
+        return ""
+    fitness = meta.get("fitness_mean")
+    scored = f", mean fitness {fitness:.2f} in the best unguided epoch" if fitness else ""
+    return f" (φ after {meta['epoch']} ES steps{scored})"
+
+
 def _check_workers(workers: int | None) -> None:
     from epgkit.config import ConfigError
 
@@ -234,6 +243,7 @@ def _train(
             f"epgkit: test-time training on {learned.env_id}: {runs} held-out tasks × "
             f"{', '.join(loops)}, U={learned.steps} steps each → {out}"
         )
+        tracker.echo(f"loss: {source.path}{_provenance(source.meta)}")
         results = tt.run_methods(loops, jobs, exp.batch_size, tracker.wrap(executor))
         info = {"source": str(source.path), "env_id": learned.env_id, "runs": runs, "seed": seed,
                 "evolved_on": source.meta.get("env_id"), "source_epoch": source.meta.get("epoch"),
@@ -418,8 +428,16 @@ def list_(
         str | None,
         typer.Argument(help="losses, policies, strategies, envs, configs or zoo (default: all)."),
     ] = None,
+    modules: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--import", help="Import this module first, to list what it registers (repeatable)."
+        ),
+    ] = None,
 ) -> None:
     """List the registered components, environments and shipped configs."""
+    import importlib
+
     from epgkit.config import ConfigError, available
     from epgkit.registry import registered
 
@@ -427,6 +445,11 @@ def list_(
     with user_errors(False):
         if what is not None and what not in kinds:
             raise ConfigError(f"cannot list {what!r}; choose one of {', '.join(kinds)}")
+        for module in modules or []:
+            try:
+                importlib.import_module(module)
+            except ImportError as err:
+                raise ConfigError(f"--import {module}: cannot be imported ({err})") from None
     for kind in [what] if what else kinds:
         typer.echo(f"{kind}:")
         if kind in LIST_KINDS:

@@ -102,6 +102,30 @@ def test_list_shows_every_kind():
     assert "EPGLoss" in losses.stdout and "GaussianMLP" not in losses.stdout
 
 
+USER_LOSS = '''
+import dataclasses
+
+import epgkit
+from epgkit.losses import ReinforceLoss
+
+
+@epgkit.register("loss")
+@dataclasses.dataclass(frozen=True)
+class MyLoss(ReinforceLoss):
+    """A user's loss."""
+'''
+
+
+def test_list_imports_a_users_module_to_show_what_it_registers(tmp_path):
+    (tmp_path / "my_losses.py").write_text(USER_LOSS)
+    env = {"PYTHONPATH": str(tmp_path)}
+    out = epgkit("list", "losses", "--import", "my_losses", env=env)
+    assert out.returncode == 0 and "MyLoss" in out.stdout and "A user's loss." in out.stdout
+    missing = epgkit("list", "losses", "--import", "no_such_module", env=env)
+    assert missing.returncode == 2 and "no_such_module" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
