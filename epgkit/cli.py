@@ -23,6 +23,28 @@ app = typer.Typer(
 )
 
 USAGE_ERROR = 2
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"epgkit {version('epgkit')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Evolved Policy Gradients: evolve learned RL losses and test them."""
+
+
 Bindings = Annotated[
     list[str] | None,
     typer.Option(

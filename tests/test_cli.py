@@ -92,6 +92,13 @@ def test_resume_continues_a_run_from_its_directory(tmp_path):
         == [0, 1]  # fmt: skip
 
 
+def test_version_prints_the_installed_version():
+    from importlib.metadata import version
+
+    out = epgkit("--version")
+    assert out.returncode == 0 and out.stdout.strip() == f"epgkit {version('epgkit')}"
+
+
 def test_list_shows_every_kind():
     out = epgkit("list")
     assert out.returncode == 0
