@@ -5,6 +5,7 @@ Shared by ``epgkit evolve`` and ``epgkit sweep`` so that a sweep point is an ord
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from epgkit.cluster import Executor
 from epgkit.evolve import evolve
 from epgkit.experiment import Experiment
 from epgkit.plotting import plot_fitness
-from epgkit.rundir import BEST_LOSS, LAST_LOSS, RunDir, RunDirError
+from epgkit.rundir import BEST_LOSS, LAST_LOSS, METRICS, RunDir, RunDirError
 from epgkit.strategies import ESState
 
 #: What ``--resume`` may change: where the run goes on, and (recorded in its config.gin) how
@@ -48,6 +49,21 @@ class Prepared:
                 f.write(f"\n# --resume {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
                 f.write("".join(f"{b}\n" for b in self.extend))
         self.run.write_operative(self.meta["operative_config"])
+
+
+def _check_complete_lines(path: Path) -> None:
+    """Refuses a log whose complete lines are not all JSON objects (the file was edited or
+    damaged); only a torn last line is a crash's doing, and resuming repairs that."""
+    if not path.exists():
+        return
+    data = path.read_text(errors="replace")
+    for number, line in enumerate(data[: data.rfind("\n") + 1].splitlines(), 1):
+        try:
+            ok = isinstance(json.loads(line), dict) if line.strip() else True
+        except ValueError:
+            ok = False
+        if not ok:
+            raise RunDirError(f"{path}, line {number}: not a JSON object; cannot resume this run")
 
 
 def _statements(bindings: Sequence[str]) -> list[tuple[str, str]]:
@@ -102,6 +118,7 @@ def prepare(
         bindings = [*bindings, f"Experiment.run_dir = {str(run.path)!r}"]
         if (run.path / "checkpoint.pt").exists():
             run.load_checkpoint()  # a corrupt checkpoint is refused before anything runs
+        _check_complete_lines(run.path / METRICS)
     elif not configs:
         raise config.ConfigError("give at least one config file, e.g. gin/quickstart.gin")
     else:

@@ -183,7 +183,8 @@ class RunDir:
         path = self.path / METRICS
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        data = path.read_text()  # a torn last line is an epoch still being written
+        return [json.loads(x) for x in data[: data.rfind("\n") + 1].splitlines() if x.strip()]
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Atomically replaces the checkpoint."""

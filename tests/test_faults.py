@@ -161,19 +161,27 @@ def test_a_dask_cli_cluster_gives_the_same_metrics_and_a_lost_scheduler_is_resum
     assert finished >= 2 and RunDir(lost).load_checkpoint()["epoch"] == finished
 
 
-def test_a_corrupt_checkpoint_is_refused_and_the_run_directory_is_untouched(tmp_path):
+def test_a_corrupt_checkpoint_or_log_is_refused_and_the_run_directory_is_untouched(tmp_path):
     run = tmp_path / "run"
     done = subprocess.run(epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0",
                                  "-b", "Experiment.epochs = 1"),
                           cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
-    (run / "checkpoint.pt").write_bytes(b"\x80\x02garbage")
-    before = snapshot(run)
-    again = subprocess.run(epgkit("evolve", "--resume", str(run)), cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert again.returncode == 2 and "checkpoint.pt" in again.stderr
-    assert "Traceback" not in again.stderr
-    assert snapshot(run) == before
+    metrics_text = (run / "metrics.jsonl").read_text()
+    for damaged, name in [("checkpoint.pt", "checkpoint.pt"), ("metrics.jsonl", "metrics.jsonl")]:
+        if damaged == "checkpoint.pt":
+            good = (run / "checkpoint.pt").read_bytes()
+            (run / "checkpoint.pt").write_bytes(b"\x80\x02garbage")
+        else:  # an edited log: a complete line that is not JSON
+            (run / "metrics.jsonl").write_text("{not json\n" + metrics_text)
+        before = snapshot(run)
+        again = subprocess.run(epgkit("evolve", "--resume", str(run)), cwd=ROOT,
+                               capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert again.returncode == 2 and name in again.stderr, again.stderr
+        assert "Traceback" not in again.stderr
+        assert snapshot(run) == before
+        if damaged == "checkpoint.pt":
+            (run / "checkpoint.pt").write_bytes(good)
 
 
 def test_an_unreachable_scheduler_names_its_address_and_writes_nothing(tmp_path):
