@@ -106,6 +106,8 @@ class RandomHopper(_RandomPhysics, LeanHopperStep, HopperEnv):
         thickness_range: Each capsule's radius times its own ``U(*thickness_range)``, before
             the mass factor (mass and inertia are recomputed from the new shape).
         render_mode: Gymnasium render mode, e.g. ``"rgb_array"``.
+        **stock: Hopper-v5's own reward and termination arguments, e.g. ``healthy_reward=0``
+            for the forward-velocity-only reward.
     """
 
     xml_file = "hopper.xml"
@@ -120,14 +122,22 @@ class RandomHopper(_RandomPhysics, LeanHopperStep, HopperEnv):
         mass_range: Range = (0.5, 2.0),
         thickness_range: Range = (0.5, 2.0),
         render_mode: str | None = None,
+        **stock: Any,
     ) -> None:
         self.task = self._sample_task(
             task_seed, gravity_range, friction_range, mass_range, thickness_range
         )
-        HopperEnv.__init__(self, xml_file=self.xml_file, render_mode=render_mode)
+        HopperEnv.__init__(self, xml_file=self.xml_file, render_mode=render_mode, **stock)
         # Pickles rebuild the task from its seed, not from the stock constructor's arguments.
         EzPickle.__init__(
-            self, task_seed, gravity_range, friction_range, mass_range, thickness_range, render_mode
+            self,
+            task_seed,
+            gravity_range,
+            friction_range,
+            mass_range,
+            thickness_range,
+            render_mode,
+            **stock,
         )
 
 
@@ -142,6 +152,7 @@ class RandomWalker(_RandomPhysics, LeanWalkerStep, Walker2dEnv):
         thickness_range: Each capsule's radius times its own ``U(*thickness_range)``, before
             the mass factor (mass and inertia are recomputed from the new shape).
         render_mode: Gymnasium render mode, e.g. ``"rgb_array"``.
+        **stock: Walker2d-v5's own reward and termination arguments, e.g. ``healthy_reward=0``.
     """
 
     xml_file = "walker2d_v5.xml"
@@ -156,13 +167,21 @@ class RandomWalker(_RandomPhysics, LeanWalkerStep, Walker2dEnv):
         mass_range: Range = (0.5, 2.0),
         thickness_range: Range = (0.5, 2.0),
         render_mode: str | None = None,
+        **stock: Any,
     ) -> None:
         self.task = self._sample_task(
             task_seed, gravity_range, friction_range, mass_range, thickness_range
         )
-        Walker2dEnv.__init__(self, xml_file=self.xml_file, render_mode=render_mode)
+        Walker2dEnv.__init__(self, xml_file=self.xml_file, render_mode=render_mode, **stock)
         EzPickle.__init__(
-            self, task_seed, gravity_range, friction_range, mass_range, thickness_range, render_mode
+            self,
+            task_seed,
+            gravity_range,
+            friction_range,
+            mass_range,
+            thickness_range,
+            render_mode,
+            **stock,
         )
 
 

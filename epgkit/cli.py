@@ -99,6 +99,8 @@ def _physics_only() -> None:
     """For commands that never render (evolve, train, sweep): a ``MUJOCO_GL`` backend that
     cannot load would break ``import mujoco`` itself, so run without one; Dask workers started
     after this inherit the setting."""
+    if "MUJOCO_GL" not in os.environ:  # mujoco loads no backend then; envshow would pick EGL
+        return
     from epgkit.envshow import mujoco_gl_problem
 
     if problem := mujoco_gl_problem():
@@ -113,7 +115,7 @@ def _provenance(meta: dict) -> str:
     if "epoch" not in meta:
         return ""
     fitness = meta.get("fitness_mean")
-    scored = f", mean fitness {fitness:.2f} in the best unguided epoch" if fitness else ""
+    scored = "" if fitness is None else f", mean fitness {fitness:.2f} in the best unguided epoch"
     return f" (φ after {meta['epoch']} ES steps{scored})"
 
 

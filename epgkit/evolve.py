@@ -124,7 +124,7 @@ def evolve(
         candidates = strategy.candidates(state, noise).astype(np.float32)
         results = run_jobs(exp, epoch_jobs(exp, candidates, epoch), executor)
         fitness = candidate_fitness(results, len(candidates))
-        phi_evaluated = state.phi
+        phi_evaluated, lr = state.phi, strategy.lr(state.step)  # the step size of this tell
         state = strategy.tell(state, noise, fitness)
 
         env_steps += sum(r.env_steps for r in results)
@@ -132,7 +132,7 @@ def evolve(
             "epoch": epoch,
             **_stats(results),
             "alpha": exp.alpha(epoch),
-            "lr": strategy.lr(epoch),
+            "lr": lr,
             "sigma": strategy.sigma,
             "failures": sum(r.failed is not None for r in results),
             "env_steps": env_steps,

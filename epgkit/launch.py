@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import gin
+from gin.config import ParserDelegate
+from gin.config_parser import BindingStatement, ConfigParser
 
 from epgkit import config
 from epgkit.cluster import Executor
@@ -52,44 +54,47 @@ class Prepared:
 
 
 def _check_complete_lines(path: Path) -> None:
-    """Refuses a log whose complete lines are not all JSON objects (the file was edited or
-    damaged); only a torn last line is a crash's doing, and resuming repairs that."""
+    """Refuses a log whose complete lines are not all epochs' JSON objects (the file was
+    edited or damaged); only a torn last line is a crash's doing, and resuming repairs that."""
     if not path.exists():
         return
-    data = path.read_text(errors="replace")
+    try:
+        data = path.read_text()
+    except UnicodeDecodeError as err:
+        raise RunDirError(f"{path}: not text ({err}); cannot resume this run") from None
     for number, line in enumerate(data[: data.rfind("\n") + 1].splitlines(), 1):
         try:
-            ok = isinstance(json.loads(line), dict) if line.strip() else True
+            row = json.loads(line) if line.strip() else {"epoch": 0}
         except ValueError:
-            ok = False
-        if not ok:
-            raise RunDirError(f"{path}, line {number}: not a JSON object; cannot resume this run")
-
-
-def _statements(bindings: Sequence[str]) -> list[tuple[str, str]]:
-    """(name, statement) of every gin statement in bindings; name is the bound parameter, or
-    the statement itself for ``import`` and ``include`` lines."""
-    out = []
-    for binding in bindings:
-        for line in binding.splitlines():
-            line = line.split("#", 1)[0].strip()
-            if line:
-                name = line.split("=", 1)[0].strip() if "=" in line else line
-                out.append((name.replace(" ", ""), line))
-    return out
+            row = None
+        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+            raise RunDirError(f"{path}, line {number}: not an epoch's metrics; cannot resume")
 
 
 def _check_resume_bindings(bindings: Sequence[str]) -> tuple[str, ...]:
     """Refuses bindings that would change a resumed run; returns those to record."""
-    statements = _statements(bindings)
-    changed = [name for name, _ in statements if name not in WHERE + EXTEND]
+    changed, extend = [], []
+    for binding in bindings:
+        try:  # gin's own parser: multi-line values, scopes and comments are its business
+            statements = list(ConfigParser(binding, ParserDelegate(skip_unknown=True)))
+        except Exception:  # noqa: BLE001  (a malformed binding: config.parse reports it)
+            continue
+        for st in statements:
+            if not isinstance(st, BindingStatement):
+                changed.append(binding.strip())  # import / include
+                continue
+            name = f"{st.scope + '/' if st.scope else ''}{st.selector}.{st.arg_name}"
+            if name in EXTEND:
+                extend.append(f"{name} = {st.value!r}")
+            elif name not in WHERE:
+                changed.append(name)
     if changed:
         raise config.ConfigError(
             f"--resume continues a run as it was configured; it cannot change "
             f"{', '.join(changed)} (it may set {', '.join(EXTEND + WHERE)}). "
             f"Start a new run to try other settings."
         )
-    return tuple(line for name, line in statements if name in EXTEND)
+    return tuple(extend)
 
 
 def flag_bindings(**flags: object) -> list[str]:
@@ -116,13 +121,15 @@ def prepare(
         extend = _check_resume_bindings(bindings)
         configs = [str(run.path / "config.gin")]
         bindings = [*bindings, f"Experiment.run_dir = {str(run.path)!r}"]
+        done = 0
         if (run.path / "checkpoint.pt").exists():
-            run.load_checkpoint()  # a corrupt checkpoint is refused before anything runs
+            # A corrupt checkpoint is refused here, before anything runs.
+            done = int(run.load_checkpoint()["epoch"])
         _check_complete_lines(run.path / METRICS)
     elif not configs:
         raise config.ConfigError("give at least one config file, e.g. gin/quickstart.gin")
     else:
-        extend = ()
+        extend, done = (), 0
     paths = config.parse(configs, bindings)
     exp = config.build(Experiment)
     if exp.run_dir is None:
@@ -130,6 +137,11 @@ def prepare(
         with gin.unlock_config():
             gin.bind_parameter("Experiment.run_dir", str(Path("runs") / paths[0].stem / stamp))
         exp = config.build(Experiment)
+    if resume is not None and extend and exp.epochs <= done:
+        raise config.ConfigError(
+            f"--resume {resume}: the run has done {done} epochs already; "
+            f"Experiment.epochs = {exp.epochs} adds none"
+        )
     dims = exp.inner.dims()  # a bad env id fails here, before anything is written
     meta = {
         "env_id": exp.inner.env_id,

@@ -4,7 +4,7 @@ K inner loops run in lockstep: their policies are stacked weights, their losses 
 in one batched call, their envs are stepped one after another into preallocated buffers. Each
 inner loop draws from its own seeds only, so its result does not depend on its batch-mates.
 
-Speed (benchmarks/inner_loop.py): an environment step costs ~100 µs of physics, so the loop
+Speed (benchmarks/inner_loop.py): a Hopper step costs ~60 µs of MuJoCo physics, so the loop
 around it must cost little. Acting is NumPy on views of the torch weights (torch's per-call
 overhead is larger than the arithmetic for one observation); envs whose only wrappers are
 gymnasium's time limit and order check are stepped through their unwrapped core with the time

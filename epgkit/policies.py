@@ -1,7 +1,7 @@
 """Policies π_θ as stacked weights: K independent MLPs evaluated in one batched matmul a layer.
 
 Every parameter carries a leading dimension K (one slice per inner loop running in lockstep),
-so acting and the loss's gradient for all K inner loops cost one ``baddbmm`` per layer
+so acting and the loss's gradient for all K inner loops cost one batched product per layer
 (Section 3.3: an MLP with 2 hidden layers of 64 tanh units; a Gaussian with a learnable,
 state-independent log-std for Box actions, a categorical for Discrete actions).
 

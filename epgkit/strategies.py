@@ -8,6 +8,7 @@ the gradient estimate Σ_v rank_v · v / (Vσ) minus an L2 term, applied with Ad
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -80,6 +81,12 @@ class OpenES:
         for name, value in numbers.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"OpenES.{name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ValueError(f"OpenES.{name} must be finite, got {value!r}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(
+                f"OpenES.beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}"
+            )
         if self.lr_start <= 0 or self.lr_end < 0:
             raise ValueError(
                 f"OpenES.lr_start must be > 0 and lr_end ≥ 0, got {self.lr_start}, {self.lr_end}"
@@ -115,17 +122,23 @@ class OpenES:
     def tell(self, state: ESState, noise: np.ndarray, fitness: np.ndarray) -> ESState:
         """One ascent step from the fitness (V,) of the candidates ``noise`` described."""
         fitness = np.asarray(fitness, np.float64)
-        step = state.step + 1
-        if (fitness == fitness[0]).all() or not np.isfinite(fitness).any():
-            # No candidate did better than another (all tied, or all failed): no information,
-            # and Adam would turn the L2 term alone into a full step of size lr.
-            return replace(state, step=step)
+        if not np.isfinite(fitness).any():
+            return state  # every candidate failed: nothing to learn from
         if self.rank_transform:
             weights = centered_ranks(fitness)
         else:
             finite = np.where(np.isfinite(fitness), fitness, np.nan)
             filled = np.where(np.isfinite(fitness), fitness, np.nanmin(finite))
             weights = (filled - filled.mean()) / (filled.std() + 1e-8)
+        half = len(weights) // 2
+        if (weights == weights[0]).all() or (
+            self.antithetic and (weights[:half] == weights[half:]).all()
+        ):
+            # No direction did better than its opposite (all tied, or every ±v pair tied, as
+            # when guidance α = 1 makes fitness ignore φ): no information. Adam would turn the
+            # L2 term alone into a full step of size lr, so no step is taken, nor counted.
+            return state
+        step = state.step + 1
         grad = weights @ noise / (len(fitness) * self.sigma) - self.l2 * state.phi
         m = self.beta1 * state.m + (1 - self.beta1) * grad
         v = self.beta2 * state.v + (1 - self.beta2) * grad**2

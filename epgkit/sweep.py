@@ -1,4 +1,4 @@
-"""Hyperparameter sweeps: every combination (or a seeded random sample) of gin binding grids.
+"""Running a sweep: its directory, and every point of its plan as an ordinary run.
 
 Each point of a sweep is an ordinary run directory, built by ``launch.prepare`` and evolved by
 ``launch.run_evolution``: runnable, resumable (``epgkit evolve --resume``) and plottable on

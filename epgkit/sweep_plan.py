@@ -1,7 +1,8 @@
 """What a sweep runs: grids of gin bindings (``--grid``), their points, and a checked plan.
 
-Nothing here touches the disk or parses gin: a plan is the command's arguments checked, and
-its points are every combination of the grids (or a seeded random sample of them).
+Nothing here writes or parses gin (config files are only located): a plan is the command's
+arguments checked, and its points are every combination of the grids (or a seeded random
+sample of them).
 """
 
 from __future__ import annotations

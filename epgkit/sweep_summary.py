@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from epgkit.plotting import plot_fitness
-from epgkit.rundir import METRICS
+from epgkit.rundir import RunDir
 
 if TYPE_CHECKING:
     from epgkit.sweep import Sweep  # epgkit.sweep imports this module to write its summaries
@@ -46,7 +45,7 @@ def summarize(sweep: Sweep) -> list[Row]:
     rows = []
     for point, of in zip(sweep.points, sweep.epochs, strict=True):
         run_dir = sweep.point_dir(point)
-        metrics = _metrics(run_dir)
+        metrics = RunDir(run_dir).metrics()  # a crashed point may end in a torn line
         # As evolve's best loss: only epochs where the learned loss alone trained (α = 0).
         means = [
             m["fitness_mean"]
@@ -66,15 +65,6 @@ def summarize(sweep: Sweep) -> list[Row]:
             )
         )
     return sorted(rows, key=lambda r: math.inf if r.final is None else -r.final)
-
-
-def _metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """A point's complete metrics lines (a crashed point may end in a torn line)."""
-    path = run_dir / METRICS
-    if not path.exists():
-        return []
-    data = path.read_text()
-    return [json.loads(x) for x in data[: data.rfind("\n") + 1].splitlines() if x.strip()]
 
 
 def write_summary(sweep: Sweep, rows: list[Row]) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+
+import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
@@ -61,3 +64,17 @@ def test_lean_step_takes_lists_and_refuses_a_wrong_action_shape():
     assert np.array_equal(got[0], want[0]) and got[1] == want[1]
     with pytest.raises(ValueError, match="Action dimension mismatch"):
         lean.step(np.zeros(2))
+
+
+@pytest.mark.parametrize("env_id", ["epgkit/RandomHopper-v0", "epgkit/RandomWalker-v0"])
+def test_stock_reward_arguments_pass_through_and_survive_pickling(env_id):
+    # The paper's RandomHopper rewards forward velocity: healthy_reward = 0 drops the bonus.
+    env = gym.make(env_id, task_seed=3, healthy_reward=0.0)
+    base, twin = env.unwrapped, pickle.loads(pickle.dumps(env.unwrapped))
+    env.reset(seed=0)
+    twin.reset(seed=0)
+    action = np.zeros(env.action_space.shape, np.float32)
+    (_, reward, *_, info), (_, twin_reward, *_) = env.step(action), twin.step(action)
+    assert base._healthy_reward == twin._healthy_reward == 0.0 and info["reward_survive"] == 0.0
+    assert reward == twin_reward == info["reward_forward"] + info["reward_ctrl"]
+    assert twin.task == base.task

@@ -18,6 +18,7 @@ from epgkit import config
 from epgkit.cluster import InProcess, connect
 from epgkit.evolve import evolve
 from epgkit.experiment import Experiment
+from epgkit.launch import _check_resume_bindings
 from epgkit.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,7 +169,7 @@ def test_a_corrupt_checkpoint_or_log_is_refused_and_the_run_directory_is_untouch
                           cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     metrics_text = (run / "metrics.jsonl").read_text()
-    for damaged, name in [("checkpoint.pt", "checkpoint.pt"), ("metrics.jsonl", "metrics.jsonl")]:
+    for damaged in ("checkpoint.pt", "metrics.jsonl"):
         if damaged == "checkpoint.pt":
             good = (run / "checkpoint.pt").read_bytes()
             (run / "checkpoint.pt").write_bytes(b"\x80\x02garbage")
@@ -177,7 +178,7 @@ def test_a_corrupt_checkpoint_or_log_is_refused_and_the_run_directory_is_untouch
         before = snapshot(run)
         again = subprocess.run(epgkit("evolve", "--resume", str(run)), cwd=ROOT,
                                capture_output=True, text=True, timeout=300)  # fmt: skip
-        assert again.returncode == 2 and name in again.stderr, again.stderr
+        assert again.returncode == 2 and damaged in again.stderr, again.stderr
         assert "Traceback" not in again.stderr
         assert snapshot(run) == before
         if damaged == "checkpoint.pt":
@@ -206,6 +207,9 @@ def test_resume_refuses_changed_settings_untouched_and_records_more_epochs(tmp_p
         assert refused.returncode == 2 and "cannot change" in refused.stderr, change
         assert "Traceback" not in refused.stderr
         assert snapshot(run) == before
+    same = subprocess.run(epgkit("evolve", "--resume", str(run), "-b", "Experiment.epochs = 1"),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert same.returncode == 2 and "adds none" in same.stderr and snapshot(run) == before
     more = subprocess.run(epgkit("evolve", "--resume", str(run), "--workers", "0",
                                  "-b", "Experiment.epochs = 2"),
                           cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -213,3 +217,23 @@ def test_resume_refuses_changed_settings_untouched_and_records_more_epochs(tmp_p
     assert [m["epoch"] for m in metrics(run)] == [0, 1]
     # The run's config.gin says what it ran: a later resume keeps the 2 epochs.
     assert (run / "config.gin").read_text().rstrip().endswith("Experiment.epochs = 2")
+
+
+@pytest.mark.parametrize(
+    ("bindings", "recorded"),
+    [
+        (["Experiment.epochs = (\n  20)"], ("Experiment.epochs = 20",)),  # gin's own syntax
+        (["Experiment.workers = 2  # here\nExperiment.epochs = 5"], ("Experiment.epochs = 5",)),
+        (["Experiment.scheduler = 'tcp://h:1'"], ()),
+    ],
+)
+def test_resume_bindings_are_read_as_gin_reads_them(bindings, recorded):
+    assert _check_resume_bindings(bindings) == recorded
+
+
+@pytest.mark.parametrize(
+    "binding", ["ppo/InnerLoop.lr = 0.1", "import my_module", "OpenES.sigma = \\\n 0.1"]
+)
+def test_resume_refuses_scoped_bindings_imports_and_continued_lines(binding):
+    with pytest.raises(config.ConfigError, match="cannot change"):
+        _check_resume_bindings([binding])

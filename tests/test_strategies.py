@@ -64,13 +64,20 @@ def test_equal_fitness_gets_equal_ranks_so_a_tied_antithetic_pair_cancels():
     )
 
 
-@pytest.mark.parametrize("fitness", [[1.5, 1.5, 1.5, 1.5], [-np.inf] * 4])
-def test_no_step_when_no_candidate_did_better_than_another(fitness):
-    es = OpenES(population=4, l2=0.01)
-    state = es.init(np.array([1.0, -2.0]))
+@pytest.mark.parametrize(
+    ("antithetic", "fitness"),
+    [
+        (False, [1.5, 1.5, 1.5, 1.5]),
+        (False, [-np.inf] * 4),
+        (True, [1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0]),  # each ±v pair tied (α = 1)
+    ],
+)
+def test_no_step_when_no_direction_did_better_than_its_opposite(antithetic, fitness):
+    es = OpenES(population=len(fitness), antithetic=antithetic, l2=0.01)
+    state = es.init(np.array([1.0, -2.0, 0.5]))
     after = es.tell(state, es.ask(state, np.random.default_rng(0)), np.array(fitness))
     np.testing.assert_array_equal(after.phi, state.phi)
-    assert after.step == 1  # the step-size schedule still advances with the epochs
+    assert after.step == 0  # Adam's bias correction and the schedule count real steps only
 
 
 def test_antithetic_noise_comes_in_pairs():
@@ -106,6 +113,10 @@ def test_step_size_anneals_linearly_then_stays():
         {"sigma": "abc"},
         {"lr_start": -0.1},
         {"lr_end": -1e-3},
+        {"sigma": float("nan")},
+        {"l2": float("inf")},
+        {"beta1": 1.0},
+        {"beta2": -0.1},
         {"population": 1},
         {"population": 5, "antithetic": True},
     ],

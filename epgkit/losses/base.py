@@ -74,6 +74,7 @@ class Loss(Protocol):
 
         Optional: a loss without it is used unchanged.
         """
+        return self
 
     def init_state(
         self, ctx: LossContext, phi: torch.Tensor, rngs: list[np.random.Generator]
