@@ -5,7 +5,6 @@ Shared by ``epgkit evolve`` and ``epgkit sweep`` so that a sweep point is an ord
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from epgkit.cluster import Executor
 from epgkit.evolve import evolve
 from epgkit.experiment import Experiment
 from epgkit.plotting import plot_fitness
-from epgkit.rundir import BEST_LOSS, LAST_LOSS, METRICS, RunDir, RunDirError
+from epgkit.rundir import BEST_LOSS, LAST_LOSS, METRICS, RunDir, RunDirError, jsonl_rows
 from epgkit.strategies import ESState
 
 #: What ``--resume`` may change: where the run goes on, and (recorded in its config.gin) how
@@ -58,16 +57,8 @@ def _check_complete_lines(path: Path) -> None:
     edited or damaged); only a torn last line is a crash's doing, and resuming repairs that."""
     if not path.exists():
         return
-    try:
-        data = path.read_text()
-    except UnicodeDecodeError as err:
-        raise RunDirError(f"{path}: not text ({err}); cannot resume this run") from None
-    for number, line in enumerate(data[: data.rfind("\n") + 1].splitlines(), 1):
-        try:
-            row = json.loads(line) if line.strip() else {"epoch": 0}
-        except ValueError:
-            row = None
-        if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+    for number, row in jsonl_rows(path):
+        if not isinstance(row.get("epoch"), int):
             raise RunDirError(f"{path}, line {number}: not an epoch's metrics; cannot resume")
 
 

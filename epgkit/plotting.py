@@ -3,7 +3,6 @@ curves, returns with their interquartile range and the KL of each update (Figure
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from epgkit.rundir import METRICS, RunDirError  # noqa: E402
+from epgkit.rundir import METRICS, RunDirError, jsonl_rows  # noqa: E402
 
 _FITNESS_KEYS = ("epoch", "fitness_mean", "fitness_std", "fitness_max")
 
@@ -27,20 +26,8 @@ def _fitness_rows(run_dir: Path) -> list[dict]:
     with the fitness keys is a damaged file, reported with its line number.
     """
     path = Path(run_dir) / METRICS
-    try:
-        text = path.read_text()
-    except UnicodeDecodeError:
-        raise RunDirError(f"{path}: not a text file") from None
     rows = []
-    for number, line in enumerate(text[: text.rfind("\n") + 1].split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise RunDirError(f"{path}, line {number}: not JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise RunDirError(f"{path}, line {number}: not a JSON object")
+    for number, row in jsonl_rows(path):
         if row.get("fitness_mean") is None:
             continue
         missing = [key for key in _FITNESS_KEYS if key not in row]

@@ -109,6 +109,34 @@ def _git(where: Path, *args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def jsonl_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) of every complete line of a JSON-lines file; blank lines skipped.
+
+    A last line without its newline is an append that a crash cut short: it is left out (the
+    file is only read; ``epgkit evolve --resume`` cuts it).
+
+    Raises:
+        RunDirError: The file is not text, or a complete line is not a JSON object (naming the
+            file and the line).
+    """
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as err:
+        raise RunDirError(f"{path}: not text ({err.reason})") from None
+    rows = []
+    for number, line in enumerate(text[: text.rfind("\n") + 1].split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise RunDirError(f"{path}, line {number}: not JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise RunDirError(f"{path}, line {number}: not a JSON object")
+        rows.append((number, row))
+    return rows
+
+
 def git_state(where: Path = Path(__file__).parent) -> dict[str, Any]:
     """The commit of the checkout at ``where`` (epgkit's own by default) and whether its
     tracked files differ from it; None outside a git checkout (e.g. installed from a wheel).
@@ -183,8 +211,7 @@ class RunDir:
         path = self.path / METRICS
         if not path.exists():
             return []
-        data = path.read_text()  # a torn last line is an epoch still being written
-        return [json.loads(x) for x in data[: data.rfind("\n") + 1].splitlines() if x.strip()]
+        return [row for _, row in jsonl_rows(path)]
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Atomically replaces the checkpoint."""
