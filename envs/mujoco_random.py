@@ -50,6 +50,33 @@ class _RandomPhysics(TaskFamily):
     """
 
     xml_file: str
+    _stock: type  # the gymnasium v5 env whose reward, termination and observations are used
+
+    def __init__(
+        self,
+        task_seed: int = 0,
+        gravity_range: Range = (2.0, 20.0),
+        friction_range: Range = (0.5, 2.0),
+        mass_range: Range = (0.5, 2.0),
+        thickness_range: Range = (0.5, 2.0),
+        render_mode: str | None = None,
+        **stock: Any,
+    ) -> None:
+        self.task = self._sample_task(
+            task_seed, gravity_range, friction_range, mass_range, thickness_range
+        )
+        self._stock.__init__(self, xml_file=self.xml_file, render_mode=render_mode, **stock)
+        # Pickles rebuild the task from its seed, not from the stock constructor's arguments.
+        EzPickle.__init__(
+            self,
+            task_seed,
+            gravity_range,
+            friction_range,
+            mass_range,
+            thickness_range,
+            render_mode,
+            **stock,
+        )
 
     def _sample_task(
         self, task_seed: int, gravity: Range, friction: Range, mass: Range, thickness: Range
@@ -111,34 +138,9 @@ class RandomHopper(_RandomPhysics, LeanHopperStep, HopperEnv):
     """
 
     xml_file = "hopper.xml"
+    _stock = HopperEnv
     reward_in_loss = False
     task_signal_dim = 0
-
-    def __init__(
-        self,
-        task_seed: int = 0,
-        gravity_range: Range = (2.0, 20.0),
-        friction_range: Range = (0.5, 2.0),
-        mass_range: Range = (0.5, 2.0),
-        thickness_range: Range = (0.5, 2.0),
-        render_mode: str | None = None,
-        **stock: Any,
-    ) -> None:
-        self.task = self._sample_task(
-            task_seed, gravity_range, friction_range, mass_range, thickness_range
-        )
-        HopperEnv.__init__(self, xml_file=self.xml_file, render_mode=render_mode, **stock)
-        # Pickles rebuild the task from its seed, not from the stock constructor's arguments.
-        EzPickle.__init__(
-            self,
-            task_seed,
-            gravity_range,
-            friction_range,
-            mass_range,
-            thickness_range,
-            render_mode,
-            **stock,
-        )
 
 
 class RandomWalker(_RandomPhysics, LeanWalkerStep, Walker2dEnv):
@@ -156,33 +158,9 @@ class RandomWalker(_RandomPhysics, LeanWalkerStep, Walker2dEnv):
     """
 
     xml_file = "walker2d_v5.xml"
+    _stock = Walker2dEnv
     reward_in_loss = False
     task_signal_dim = 0
-
-    def __init__(
-        self,
-        task_seed: int = 0,
-        gravity_range: Range = (2.0, 20.0),
-        friction_range: Range = (0.5, 2.0),
-        mass_range: Range = (0.5, 2.0),
-        thickness_range: Range = (0.5, 2.0),
-        render_mode: str | None = None,
-        **stock: Any,
-    ) -> None:
-        self.task = self._sample_task(
-            task_seed, gravity_range, friction_range, mass_range, thickness_range
-        )
-        Walker2dEnv.__init__(self, xml_file=self.xml_file, render_mode=render_mode, **stock)
-        EzPickle.__init__(
-            self,
-            task_seed,
-            gravity_range,
-            friction_range,
-            mass_range,
-            thickness_range,
-            render_mode,
-            **stock,
-        )
 
 
 class RandomReacher(TaskFamily, ReacherEnv):
