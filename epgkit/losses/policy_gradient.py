@@ -51,9 +51,24 @@ def _discounted_sums(x: torch.Tensor, decay: torch.Tensor) -> np.ndarray:
     return out
 
 
+class _HandDesigned:
+    """What a loss without φ (P = 0) answers: nothing to evolve, no input that follows the env."""
+
+    needs_history = False  # they read only the M steps being updated
+
+    def phi_size(self, ctx: LossContext) -> int:
+        return 0
+
+    def init_phi(self, ctx: LossContext, rng: np.random.Generator) -> np.ndarray:
+        return np.zeros(0, dtype=np.float32)
+
+    def resolve(self, dims: Dims) -> _HandDesigned:
+        return self
+
+
 @register("loss")
 @dataclass(frozen=True)
-class PPOLoss:
+class PPOLoss(_HandDesigned):
     """PPO's clipped surrogate with GAE and a value net trained alongside (Schulman 2017).
 
     Termination flags cut the bootstrap; time-limit truncations count as terminations too.
@@ -75,18 +90,6 @@ class PPOLoss:
     value_coef: float = 0.5
     entropy_coef: float = 0.0
     normalize_advantages: bool = True
-
-    needs_history = False
-
-    def phi_size(self, ctx: LossContext) -> int:
-        return 0
-
-    def init_phi(self, ctx: LossContext, rng: np.random.Generator) -> np.ndarray:
-        return np.zeros(0, dtype=np.float32)
-
-    def resolve(self, dims: Dims) -> PPOLoss:
-        """Itself: its inputs do not depend on the env's declaration."""
-        return self
 
     def init_state(
         self, ctx: LossContext, phi: torch.Tensor, rngs: list[np.random.Generator]
@@ -131,7 +134,7 @@ class PPOLoss:
 
 @register("loss")
 @dataclass(frozen=True)
-class ReinforceLoss:
+class ReinforceLoss(_HandDesigned):
     """REINFORCE (Williams 1992): −G_t · log π(a_t|s_t), with G_t the discounted return to go
     inside the update window, standardized per update.
 
@@ -140,18 +143,6 @@ class ReinforceLoss:
     """
 
     gamma: float = 0.99
-
-    needs_history = False
-
-    def phi_size(self, ctx: LossContext) -> int:
-        return 0
-
-    def init_phi(self, ctx: LossContext, rng: np.random.Generator) -> np.ndarray:
-        return np.zeros(0, dtype=np.float32)
-
-    def resolve(self, dims: Dims) -> ReinforceLoss:
-        """Itself: its inputs do not depend on the env's declaration."""
-        return self
 
     def init_state(
         self, ctx: LossContext, phi: torch.Tensor, rngs: list[np.random.Generator]
