@@ -429,12 +429,13 @@ def envs_show(
     """Render one frame per sampled task into a PNG and print each task's parameters."""
     import json
 
-    from epgkit.envshow import is_task_family, show_tasks
+    from epgkit.envshow import show_tasks
+    from epgkit.inner_loop import takes_task_seed
 
     with user_errors(debug):
         target = Path(out or f"{env_id.replace('/', '_').replace(':', '_')}_tasks.png")
         task_list, message = show_tasks(env_id, tasks, target, seed=seed)
-        family = is_task_family(env_id)
+        family = takes_task_seed(env_id)
     for task in task_list:
         typer.echo(json.dumps(task))
     if not family:

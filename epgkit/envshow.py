@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from gymnasium.envs.registration import load_env_creator  # noqa: E402
 
 import epgkit.envs  # noqa: E402  (registers the epgkit/ ids)
-from epgkit.inner_loop import _takes_task_seed  # noqa: E402
+from epgkit.inner_loop import takes_task_seed  # noqa: E402
 
 GL_PACKAGES = "libegl1 libegl-mesa0 libgl1-mesa-dri (or libosmesa6 with MUJOCO_GL=osmesa)"
 
@@ -86,15 +86,6 @@ def quiet_failed_viewers() -> Iterator[None]:
     finally:
         gc.collect()  # a viewer caught in a reference cycle is deleted here, still silenced
         sys.unraisablehook = previous
-
-
-def is_task_family(env_id: str) -> bool:
-    """Whether ``env_id`` builds tasks from a ``task_seed`` (else it is one fixed env).
-
-    Raises:
-        ConfigError: An unknown id (listing close ones) or a module that cannot be imported.
-    """
-    return _takes_task_seed(env_id)
 
 
 def render_modes(env_id: str) -> list[str] | None:
@@ -198,7 +189,7 @@ def show_tasks(
     if n_tasks < 1:
         raise ValueError(f"n_tasks={n_tasks} must be at least 1.")
     gl_problem = mujoco_gl_problem()  # first: loading the env's module may import mujoco
-    family = is_task_family(env_id)
+    family = takes_task_seed(env_id)
     modes = render_modes(env_id)
     message = None
     if modes is not None and "rgb_array" not in modes:

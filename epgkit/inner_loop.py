@@ -140,7 +140,7 @@ class InnerLoop:
     def make_env(self, task_seed: int) -> gym.Env:
         """The env of one task; envs that are not task families ignore the task seed."""
         kwargs = dict(self.env_kwargs)
-        if _takes_task_seed(self.env_id):
+        if takes_task_seed(self.env_id):
             kwargs["task_seed"] = task_seed
         return gym.make(self.env_id, disable_env_checker=True, **kwargs)
 
@@ -182,7 +182,7 @@ class InnerLoop:
         return results
 
 
-def _takes_task_seed(env_id: str) -> bool:
+def takes_task_seed(env_id: str) -> bool:
     """Whether ``env_id`` is a task family, i.e. its env creator takes a ``task_seed``.
 
     Raises:

@@ -23,7 +23,8 @@ from gymnasium.utils.env_checker import check_env
 import epgkit.envs
 from epgkit.envs.base import TaskFamily
 from epgkit.envs.mujoco_random import RandomHopper, RandomReacher, RandomWalker
-from epgkit.envshow import is_task_family, show_tasks
+from epgkit.envshow import show_tasks
+from epgkit.inner_loop import takes_task_seed
 
 ENV_IDS = epgkit.envs.registered()
 N_STEPS = 20  # enough for any task difference to show, short enough for ~10 families
@@ -317,7 +318,7 @@ def test_show_tasks_of_an_env_that_is_not_a_task_family(user_envs, tmp_path: Pat
     out = tmp_path / "plain.png"
     tasks, message = show_tasks("epgkit_test/Plain-v0", 3, out)
     assert tasks == [{}, {}, {}] and message is None and out.stat().st_size > 0
-    assert not is_task_family("epgkit_test/Plain-v0") and is_task_family("epgkit/PointGoal-v0")
+    assert not takes_task_seed("epgkit_test/Plain-v0") and takes_task_seed("epgkit/PointGoal-v0")
 
 
 def test_show_tasks_of_an_env_without_rgb_array_says_so(user_envs, tmp_path: Path) -> None:
