@@ -39,6 +39,18 @@ def snapshot(path: Path) -> dict[str, str]:
             for p in sorted(path.rglob("*")) if p.is_file()}  # fmt: skip
 
 
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """``epgkit ARGS`` in a child process from the repository root."""
+    return subprocess.run(epgkit(*args), cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def one_epoch_run(run: Path) -> Path:
+    done = cli("evolve", *QUICK, "--run-dir", str(run), "--workers", "0",
+               "-b", "Experiment.epochs = 1")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return run
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -163,11 +175,7 @@ def test_a_dask_cli_cluster_gives_the_same_metrics_and_a_lost_scheduler_is_resum
 
 
 def test_a_corrupt_checkpoint_or_log_is_refused_and_the_run_directory_is_untouched(tmp_path):
-    run = tmp_path / "run"
-    done = subprocess.run(epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0",
-                                 "-b", "Experiment.epochs = 1"),
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    run = one_epoch_run(tmp_path / "run")
     metrics_text = (run / "metrics.jsonl").read_text()
     for damaged in ("checkpoint.pt", "metrics.jsonl"):
         if damaged == "checkpoint.pt":
@@ -176,8 +184,7 @@ def test_a_corrupt_checkpoint_or_log_is_refused_and_the_run_directory_is_untouch
         else:  # an edited log: a complete line that is not JSON
             (run / "metrics.jsonl").write_text("{not json\n" + metrics_text)
         before = snapshot(run)
-        again = subprocess.run(epgkit("evolve", "--resume", str(run)), cwd=ROOT,
-                               capture_output=True, text=True, timeout=300)  # fmt: skip
+        again = cli("evolve", "--resume", str(run))
         assert again.returncode == 2 and damaged in again.stderr, again.stderr
         assert "Traceback" not in again.stderr
         assert snapshot(run) == before
@@ -187,32 +194,23 @@ def test_a_corrupt_checkpoint_or_log_is_refused_and_the_run_directory_is_untouch
 
 def test_an_unreachable_scheduler_names_its_address_and_writes_nothing(tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"
-    out = subprocess.run(epgkit("evolve", *QUICK, "--run-dir", str(tmp_path / "r"),
-                                "--scheduler", address, "-b", "Experiment.connect_timeout = 1"),
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = cli("evolve", *QUICK, "--run-dir", str(tmp_path / "r"), "--scheduler", address,
+              "-b", "Experiment.connect_timeout = 1")  # fmt: skip
     assert out.returncode == 2 and address in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "r").exists()
 
 
 def test_resume_refuses_changed_settings_untouched_and_records_more_epochs(tmp_path):
-    run = tmp_path / "run"
-    done = subprocess.run(epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0",
-                                 "-b", "Experiment.epochs = 1"),
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    run = one_epoch_run(tmp_path / "run")
     before = snapshot(run)
     for change in (["-b", "OpenES.population = 4"], ["-b", "EPGLoss.hidden = 8"], ["--seed", "5"]):
-        refused = subprocess.run(epgkit("evolve", "--resume", str(run), *change), cwd=ROOT,
-                                 capture_output=True, text=True, timeout=300)  # fmt: skip
+        refused = cli("evolve", "--resume", str(run), *change)
         assert refused.returncode == 2 and "cannot change" in refused.stderr, change
         assert "Traceback" not in refused.stderr
         assert snapshot(run) == before
-    same = subprocess.run(epgkit("evolve", "--resume", str(run), "-b", "Experiment.epochs = 1"),
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    same = cli("evolve", "--resume", str(run), "-b", "Experiment.epochs = 1")
     assert same.returncode == 2 and "adds none" in same.stderr and snapshot(run) == before
-    more = subprocess.run(epgkit("evolve", "--resume", str(run), "--workers", "0",
-                                 "-b", "Experiment.epochs = 2"),
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    more = cli("evolve", "--resume", str(run), "--workers", "0", "-b", "Experiment.epochs = 2")
     assert more.returncode == 0, more.stderr
     assert [m["epoch"] for m in metrics(run)] == [0, 1]
     # The run's config.gin says what it ran: a later resume keeps the 2 epochs.

@@ -134,14 +134,27 @@ def reference_epg_loss(loss: EPGLoss, phi_row, x_window, x_row):
     return hid @ parts["head2_w"][:, 0] + parts["head2_b"].reshape(())
 
 
-@pytest.mark.parametrize("kernels,strides", [((8, 4), (7, 2)), ((6, 4), (5, 2)), ((8, 4), (4, 2))])
-def test_epg_loss_is_a_strided_temporal_convolution_over_each_steps_window(kernels, strides):
-    loss = EPGLoss(kernels=kernels, strides=strides)
+def learned(loss: EPGLoss) -> tuple[torch.Tensor, GaussianMLP, dict, dict]:
+    """φ, a Gaussian policy, its θ and the loss's own state for K inner loops."""
     rngs = [np.random.default_rng(i) for i in range(K)]
     phi = torch.from_numpy(np.stack([loss.init_phi(CTX, r) for r in rngs]))
     policy = GaussianMLP()
-    theta = policy.init(DIMS, rngs)
-    state = loss.init_state(CTX, phi, rngs)
+    return phi, policy, policy.init(DIMS, rngs), loss.init_state(CTX, phi, rngs)
+
+
+def assert_matches_reference(loss, phi, x, rows, out) -> None:
+    """Each step's loss equals Figure 2 on the plain rows ``x`` of its N-row window."""
+    for k in range(K):
+        for b in range(B):
+            j = int(rows[k, b])
+            ref = reference_epg_loss(loss, phi[k], x[k, j - N + 1 : j + 1], x[k, j])
+            torch.testing.assert_close(out[k, b], ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernels,strides", [((8, 4), (7, 2)), ((6, 4), (5, 2)), ((8, 4), (4, 2))])
+def test_epg_loss_is_a_strided_temporal_convolution_over_each_steps_window(kernels, strides):
+    loss = EPGLoss(kernels=kernels, strides=strides)
+    phi, policy, theta, state = learned(loss)
     hist, rows = history(3), last_m_rows()
     with torch.no_grad():
         out = evaluate(loss, phi, policy, theta, state, hist, rows)
@@ -159,11 +172,7 @@ def test_epg_loss_is_a_strided_temporal_convolution_over_each_steps_window(kerne
             ],
             -1,
         )
-        for k in range(K):
-            for b in range(B):
-                j = int(rows[k, b])
-                ref = reference_epg_loss(loss, phi[k], x[k, j - N + 1 : j + 1], x[k, j])
-                torch.testing.assert_close(out[k, b], ref, rtol=1e-4, atol=1e-5)
+        assert_matches_reference(loss, phi, x, rows, out)
 
 
 def test_epg_loss_inputs_follow_the_env_and_the_switches():
@@ -233,11 +242,7 @@ def test_epg_loss_matches_figure_2_for_every_row_layout(switches):
     """The loss splits each row into data, memory and policy columns; any layout must give
     the loss of the plain concatenated row."""
     loss = EPGLoss(strides=(4, 2), **switches)
-    rngs = [np.random.default_rng(i) for i in range(K)]
-    phi = torch.from_numpy(np.stack([loss.init_phi(CTX, r) for r in rngs]))
-    policy = GaussianMLP()
-    theta = policy.init(DIMS, rngs)
-    state = loss.init_state(CTX, phi, rngs)
+    phi, policy, theta, state = learned(loss)
     hist, rows = history(5), last_m_rows()
     reward, signal = loss._inputs(CTX)
     with torch.no_grad():
@@ -250,11 +255,7 @@ def test_epg_loss_matches_figure_2_for_every_row_layout(switches):
         cols += [policy.log_prob(pi, hist.act_raw).unsqueeze(-1)] if loss.use_logprob else []
         x = torch.cat(cols, -1)
         assert x.shape[-1] == loss.row_size(CTX)
-        for k in range(K):
-            for b in range(B):
-                j = int(rows[k, b])
-                ref = reference_epg_loss(loss, phi[k], x[k, j - N + 1 : j + 1], x[k, j])
-                torch.testing.assert_close(out[k, b], ref, rtol=1e-4, atol=1e-5)
+        assert_matches_reference(loss, phi, x, rows, out)
 
 
 def test_epg_loss_reuses_its_per_update_part_and_still_differentiates_phi():
