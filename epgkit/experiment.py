@@ -28,9 +28,10 @@ class Experiment:
             W/V tasks and its fitness is their mean.
         alpha_epochs: Epochs over which the guidance weight α anneals linearly 1 → 0
             (Eq. 10; paper: 500 of 5000). 0 turns guidance off.
-        batch_size: Inner loops run in lockstep by one Dask task (K). Results depend neither
-            on K nor on the number of workers: an inner loop computes the same bits alone
-            as in any batch.
+        batch_size: Inner loops run in lockstep by one Dask task (K). Part of the
+            determinism contract: the same seed and K give the same bits on any number of
+            workers. Another K gives the same results only up to rounding (the CPU's BLAS may
+            pick another kernel for another batch size), which ES ranks can then amplify.
         seed: Root seed of every random draw of the run.
         workers: Dask worker processes of the local cluster; 0 runs in this process;
             None uses one per core.

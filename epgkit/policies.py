@@ -84,12 +84,13 @@ def _layers(params: dict[str, Any], prefix: str) -> int:
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """K stacked affine layers: x (K, T, in) @ w (K, in, out) + b (K, 1, out).
 
-    The numbers of one slice do not depend on K, so an inner loop run alone gives exactly what
-    it gives in any batch (tests/test_inner_loop.py).
+    A slice's numbers agree across K only up to rounding: BLAS may choose its kernel by batch
+    size, and which one differs between CPUs. Determinism is promised for a fixed K.
     """
     if w.shape[-1] == 1:
-        # BLAS multiplies a single matrix by a single column (K = 1) with another kernel than a
-        # batch of them: the last bits would differ. A product and a row sum do not.
+        # A product and a row sum rather than BLAS's matrix-vector kernel: it keeps width-1
+        # layers (value head, loss output) on one code path for every K, and the documented
+        # results were computed this way.
         return (x * w.transpose(1, 2)).sum(-1, keepdim=True) + b
     if w.shape[-1] * 4 <= w.shape[-2]:
         # A narrow layer (64 → 3 action means) as (wᵀ xᵀ)ᵀ: MKL's batched GEMM runs

@@ -90,15 +90,22 @@ def test_no_best_loss_while_every_epoch_is_guided(tmp_path):
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
-def test_results_do_not_depend_on_how_many_inner_loops_run_in_lockstep(tmp_path, batch_size):
-    runs = []
+def test_another_batch_size_changes_results_only_by_rounding(tmp_path, batch_size):
+    # One guided epoch (α = 1, no ES step): the same inner loops, grouped otherwise. Across K
+    # only rounding may differ (the BLAS kernel), so later epochs are not compared: ranks of
+    # near-tied fitnesses may flip, which is why the determinism contract fixes K.
+    records = []
     for k in (4, batch_size):
         run = new_run(tmp_path / f"k{k}")
-        evolve(experiment("Experiment.inner_loops = 8", f"Experiment.batch_size = {k}"), run,
-               InProcess())  # fmt: skip
-        runs.append((metrics(run), run.load_checkpoint()["phi"].numpy()))
-    assert runs[1][0] == runs[0][0]
-    np.testing.assert_array_equal(runs[1][1], runs[0][1])
+        evolve(experiment("Experiment.epochs = 1", "Experiment.inner_loops = 8",
+                          f"Experiment.batch_size = {k}"), run, InProcess())  # fmt: skip
+        rows = [json.loads(x) for x in (run.path / "inner_loops.jsonl").read_text().splitlines()]
+        records.append(sorted(rows, key=lambda r: r["index"]))
+    assert len(records[0]) == len(records[1]) == 8
+    for a, b in zip(*records, strict=True):
+        same = ("index", "candidate", "task_seed", "seed")
+        assert [a[k] for k in same] == [b[k] for k in same]
+        assert b["fitness"] == pytest.approx(a["fitness"], rel=1e-4, abs=1e-6)
 
 
 def test_same_seed_gives_identical_metrics_in_process_and_on_1_or_2_dask_workers(tmp_path):

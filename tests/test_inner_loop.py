@@ -58,9 +58,11 @@ def test_same_seeds_give_identical_results(tiny_inner):
         ("CartPole-v1", 0.5),  # categorical policy
     ],
 )
-def test_an_inner_loop_gives_the_same_bits_alone_and_in_any_batch(tiny_inner, env_id, alpha):
-    # Epochs are cut into batches by the cluster's size, so this is what makes results
-    # independent of the number of workers.
+def test_an_inner_loop_does_not_depend_on_its_batch_mates(tiny_inner, env_id, alpha):
+    # Each slot of a lockstep batch has its own env, seeds, normalizer and optimizer state; a
+    # slot that read a neighbour's would change its result far beyond rounding. Bits are not
+    # compared: BLAS may pick another kernel per batch size (it does on AMD EPYC), which is why
+    # the determinism contract fixes K.
     policy = CategoricalMLP() if env_id == "CartPole-v1" else GaussianMLP()
     inner = dataclasses.replace(tiny_inner, env_id=env_id, policy=policy)
     batch = jobs(inner, 4, alpha=alpha)
@@ -68,10 +70,26 @@ def test_an_inner_loop_gives_the_same_bits_alone_and_in_any_batch(tiny_inner, en
     runs.append([inner.run([job], keep_policy=True)[0] for job in batch[1:3]])
     for got in runs[1:]:
         for a, b in zip(runs[0][1:3], got, strict=True):
-            assert (a.fitness, a.eval_returns, a.episodes, a.kl) == (
-                b.fitness, b.eval_returns, b.episodes, b.kl)  # fmt: skip
+            assert [t for t, _ in a.episodes] == [t for t, _ in b.episodes]
+            np.testing.assert_allclose(a.eval_returns, b.eval_returns, rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(a.kl, b.kl, rtol=1e-3, atol=1e-9)
             for name, value in a.policy.items():
-                np.testing.assert_array_equal(value, b.policy[name], err_msg=name)
+                np.testing.assert_allclose(value, b.policy[name], rtol=1e-4, atol=1e-6,
+                                           err_msg=name)  # fmt: skip
+
+
+def test_the_same_batch_gives_the_same_bits_after_other_batches(tiny_inner):
+    # What the determinism contract rests on: a batch's result is a function of its jobs
+    # alone, whatever ran before it in the same worker process.
+    batch = jobs(tiny_inner, 3, alpha=0.5)
+    first = tiny_inner.run(batch, keep_policy=True)
+    tiny_inner.run(jobs(tiny_inner, 2, alpha=0.0, seed=7))
+    again = tiny_inner.run(batch, keep_policy=True)
+    for a, b in zip(first, again, strict=True):
+        assert (a.fitness, a.eval_returns, a.episodes, a.kl) == (
+            b.fitness, b.eval_returns, b.episodes, b.kl)  # fmt: skip
+        for name, value in a.policy.items():
+            np.testing.assert_array_equal(value, b.policy[name], err_msg=name)
 
 
 def test_full_guidance_ignores_phi_and_no_guidance_depends_on_it(tiny_inner):
