@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from epgkit.rundir import METRICS, RunDirError, jsonl_rows  # noqa: E402
+from epgkit.stats import CI_LEVEL  # noqa: E402
 
 _FITNESS_KEYS = ("epoch", "fitness_mean", "fitness_std", "fitness_max")
 
@@ -85,18 +86,37 @@ def _matrix(runs: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray]:
     return x, values
 
 
-def plot_returns(curves: dict[str, list[list[dict]]], out: str | Path, seed: int = 0) -> Path:
+def plot_returns(
+    curves: dict[str, list[list[dict]]],
+    out: str | Path,
+    seed: int = 0,
+    iqm: dict[str, tuple[float, float, float]] | None = None,
+) -> Path:
     """Return against env steps per method, as in the paper's Section 4 figures: the mean as
-    a solid line, the interquartile range shaded, five randomly chosen runs dotted."""
+    a solid line, the interquartile range shaded, five randomly chosen runs dotted.
+
+    ``iqm`` (method → IQM of the final returns, CI low, CI high; ``epgkit.stats``) adds a
+    panel on the right with each method's IQM and its confidence interval, and the numbers
+    to the legend.
+    """
     rng = np.random.default_rng(seed)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    iqm = iqm or {}
+    if iqm:
+        fig, (ax, side) = plt.subplots(1, 2, figsize=(9, 4), width_ratios=(4, 1.2))
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4))
+    colors = {}
     for method, runs in curves.items():
         x, y = _matrix(runs, "return")
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(y, 0)
             q25, q75 = np.nanpercentile(y, 25, 0), np.nanpercentile(y, 75, 0)
-        (line,) = ax.plot(x, mean, label=f"{method} (n={len(runs)})")
+        label = f"{method} (n={len(runs)})"
+        if method in iqm:
+            label += ", IQM {:.4g} [{:.4g}, {:.4g}]".format(*iqm[method])
+        (line,) = ax.plot(x, mean, label=label)
+        colors[method] = line.get_color()
         ax.fill_between(x, q25, q75, color=line.get_color(), alpha=0.2, linewidth=0)
         for i in rng.choice(len(runs), size=min(5, len(runs)), replace=False):
             ax.plot(x, y[i], ":", color=line.get_color(), linewidth=0.8, alpha=0.8)
@@ -104,7 +124,22 @@ def plot_returns(curves: dict[str, list[list[dict]]], out: str | Path, seed: int
     ax.set_ylabel("return")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    if iqm:
+        _iqm_panel(side, iqm, colors)
     return _save(fig, out)
+
+
+def _iqm_panel(ax, iqm: dict[str, tuple[float, float, float]], colors: dict[str, str]) -> None:
+    """Each method's IQM as a dot and its confidence interval as a bar, side by side."""
+    for k, (method, (value, low, high)) in enumerate(iqm.items()):
+        ax.vlines(k, low, high, color=colors.get(method), linewidth=2)
+        ax.plot([k - 0.15, k + 0.15], [low, low], [k - 0.15, k + 0.15], [high, high],
+                color=colors.get(method), linewidth=1.5)  # fmt: skip
+        ax.plot(k, value, "o", color=colors.get(method))
+    ax.set_xticks(range(len(iqm)), list(iqm), rotation=30, fontsize=8)
+    ax.set_xlim(-0.5, len(iqm) - 0.5)
+    ax.set_title(f"final return: IQM, {CI_LEVEL:.0%} CI", fontsize=9)
+    ax.grid(alpha=0.3)
 
 
 def plot_kl(curves: dict[str, list[list[dict]]], out: str | Path) -> Path:

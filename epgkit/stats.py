@@ -36,14 +36,13 @@ def iqm(scores: ArrayLike) -> np.ndarray:
     averaged: 1..8 gives the mean of 3, 4, 5, 6. NaN where no value is finite.
     """
     x = np.sort(_finite_or_nan(scores), axis=-1)  # NaNs sort last
-    k = np.isfinite(x).sum(-1)
+    k = np.isfinite(x).sum(-1, keepdims=True)
     cut = k // 4
-    # Sums of the middle slices from a cumulative sum, one (lo, hi) pair per row.
-    c = np.concatenate([np.zeros((*x.shape[:-1], 1)), np.nancumsum(x, -1)], -1)
-    hi = np.take_along_axis(c, (k - cut)[..., None], -1)[..., 0]
-    lo = np.take_along_axis(c, cut[..., None], -1)[..., 0]
+    rank = np.arange(x.shape[-1])
+    middle = (rank >= cut) & (rank < k - cut)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(k > 0, (hi - lo) / (k - 2 * cut), np.nan)
+        mean = np.where(middle, x, 0.0).sum(-1) / (k - 2 * cut)[..., 0]
+    return np.where(k[..., 0] > 0, mean, np.nan)
 
 
 def probability_of_improvement(x: ArrayLike, y: ArrayLike) -> np.ndarray:

@@ -25,6 +25,14 @@ from epgkit.experiment import Experiment
 from epgkit.inner_loop import InnerLoop, Job, Result, run_batch
 from epgkit.losses import PPOLoss, ReinforceLoss
 from epgkit.rundir import BEST_LOSS, LAST_LOSS, RunDirError, json_safe, load_loss
+from epgkit.stats import (
+    BOOTSTRAP_REPS,
+    BOOTSTRAP_SEED,
+    CI_LEVEL,
+    bootstrap_ci,
+    iqm,
+    probability_of_improvement,
+)
 
 LEARNED = "epg"
 
@@ -153,7 +161,7 @@ def curve(result: Result, update_every: int, steps: int) -> list[dict[str, Any]]
 
 
 def summarize(results: list[Result], loop: InnerLoop) -> dict[str, Any]:
-    """Final-return statistics of one method."""
+    """Final-return statistics of one method; failed runs are left out (and counted)."""
     finals = np.array([r.fitness for r in results])
     ok = finals[np.isfinite(finals)]
     q25, q75 = np.percentile(ok, [25, 75]) if len(ok) else (math.nan, math.nan)
@@ -161,6 +169,8 @@ def summarize(results: list[Result], loop: InnerLoop) -> dict[str, Any]:
         "final_mean": float(ok.mean()) if len(ok) else math.nan,
         "final_median": float(np.median(ok)) if len(ok) else math.nan,
         "final_iqr": [float(q25), float(q75)],
+        "final_iqm": float(iqm(ok)),
+        "final_iqm_ci": list(bootstrap_ci(iqm, ok)),
         "finals": [float(f) for f in finals],
         "failures": int(sum(r.failed is not None for r in results)),
         "env_steps": int(loop.steps),
@@ -168,6 +178,16 @@ def summarize(results: list[Result], loop: InnerLoop) -> dict[str, Any]:
         "task_seeds": [r.task_seed for r in results],
         "seeds": [r.seed for r in results],
     }
+
+
+def improvement(x: dict[str, Any], y: dict[str, Any]) -> dict[str, Any]:
+    """P(X > Y) + ½ P(X = Y) between the final returns of two methods' summaries, with its
+    bootstrap CI over tasks: the runs are paired by task, and a resample keeps the pairs."""
+    if x["task_seeds"] != y["task_seeds"]:
+        raise ValueError("the two methods were not trained on the same tasks in the same order")
+    finals_x, finals_y = np.array(x["finals"], float), np.array(y["finals"], float)
+    ci = bootstrap_ci(probability_of_improvement, finals_x, finals_y, paired=True)
+    return {"p": float(probability_of_improvement(finals_x, finals_y)), "ci": list(ci)}
 
 
 def steps_to_reach(runs: list[list[dict[str, Any]]], target: float) -> int | None:
@@ -208,17 +228,30 @@ def write_outputs(
             other: steps_to_reach(curves[m], summary["methods"][other]["final_mean"])
             for other in loops
         }
+        stats["probability_of_improvement"] = {
+            b: improvement(stats, summary["methods"][b]) for b in loops if b not in (m, LEARNED)
+        }
+    summary["bootstrap"] = {"reps": BOOTSTRAP_REPS, "level": CI_LEVEL, "seed": BOOTSTRAP_SEED,
+                            "paired_by_task": True}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
-    plot_returns(curves, out / "returns.png", seed=info.get("seed", 0))
+    iqms = {m: (s["final_iqm"], *s["final_iqm_ci"]) for m, s in summary["methods"].items()}
+    plot_returns(curves, out / "returns.png", seed=info.get("seed", 0), iqm=iqms)
     plot_kl(curves, out / "kl.png")
     return summary
 
 
 def table(summary: dict[str, Any]) -> str:
-    """The summary as a fixed-width text table."""
-    rows = [f"{'method':<12}{'mean':>10}{'median':>10}{'IQR':>22}{'failed':>8}"]
+    """The summary as a fixed-width text table, then each probability of improvement."""
+    ci = f"IQM [{CI_LEVEL:.0%} CI]"
+    rows = [f"{'method':<12}{'mean':>10}{'median':>10}{'IQR':>22}{ci:>28}{'failed':>8}"]
     for m, s in summary["methods"].items():
         iqr = f"[{s['final_iqr'][0]:.1f}, {s['final_iqr'][1]:.1f}]"
+        lo, hi = s["final_iqm_ci"]
+        iqm_ci = f"{s['final_iqm']:.2f} [{lo:.2f}, {hi:.2f}]"
         rows.append(f"{m:<12}{s['final_mean']:>10.2f}{s['final_median']:>10.2f}{iqr:>22}"
-                    f"{s['failures']:>8}")  # fmt: skip
+                    f"{iqm_ci:>28}{s['failures']:>8}")  # fmt: skip
+    for m, s in summary["methods"].items():
+        for b, poi in s["probability_of_improvement"].items():
+            lo, hi = poi["ci"]
+            rows.append(f"P({m} > {b}) = {poi['p']:.2f}, {CI_LEVEL:.0%} CI [{lo:.2f}, {hi:.2f}]")
     return "\n".join(rows)

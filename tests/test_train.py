@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import torch
 from epgkit import train as tt
 from epgkit.cluster import InProcess
 from epgkit.evolve import TASK_SEED_LIMIT
+from epgkit.inner_loop import Result
 from epgkit.launch import prepare, run_evolution
 from epgkit.rundir import RunDirError
 
@@ -60,24 +62,59 @@ def test_summary_matches_the_curves_last_points_and_plots_are_written(run_dir, t
         assert len(updates) == 3 * loops[method].steps // loops[method].update_every
     for method, stats in summary["methods"].items():
         assert 0 < stats["steps_to_reach"][method] <= loops[method].steps  # its own final mean
+        assert stats["final_iqm"] == pytest.approx(stats["final_mean"])  # 3 runs: none cut
+        low, high = stats["final_iqm_ci"]
+        assert min(stats["finals"]) - 1e-9 <= low <= high <= max(stats["finals"]) + 1e-9
+    poi = {m: stats["probability_of_improvement"] for m, stats in summary["methods"].items()}
+    assert {m: set(p) for m, p in poi.items()} == {
+        "epg": {"ppo", "reinforce"}, "ppo": {"reinforce"}, "reinforce": {"ppo"}}  # fmt: skip
+    finals = {m: stats["finals"] for m, stats in summary["methods"].items()}
+    wins = sum((x > y) + 0.5 * (x == y) for x in finals["epg"] for y in finals["ppo"])
+    assert poi["epg"]["ppo"]["p"] == pytest.approx(wins / 9)
+    assert poi["ppo"]["reinforce"]["p"] + poi["reinforce"]["ppo"]["p"] == pytest.approx(1)
+    assert all(0 <= p["ci"][0] <= p["ci"][1] <= 1 for ps in poi.values() for p in ps.values())
+    assert summary["bootstrap"]["paired_by_task"] is True
     for png in ("returns.png", "kl.png"):
         assert (tmp_path / png).stat().st_size > 5_000
     assert "epg" in tt.table(summary) and "reinforce" in tt.table(summary)
+    assert "P(epg > reinforce) = " in tt.table(summary)
+
+
+def test_failed_runs_are_left_out_of_the_statistics_and_counted():
+    def result(i: int, fitness: float) -> Result:
+        failed = None if math.isfinite(fitness) else "non-finite loss"
+        return Result(i, 0, 100 + i, i, fitness, [], 0, {}, failed)
+
+    loop = SimpleNamespace(steps=64, update_every=16)
+    epg = tt.summarize([result(i, f) for i, f in enumerate([*range(1, 9), -math.inf])], loop)
+    assert epg["failures"] == 1 and epg["final_iqm"] == 4.5  # mean of 3, 4, 5, 6
+    assert epg["final_iqm_ci"][0] < 4.5 < epg["final_iqm_ci"][1]
+    ppo = tt.summarize([result(i, f) for i, f in enumerate([-math.inf, *[0.5] * 8])], loop)
+    improvement = tt.improvement(epg, ppo)
+    assert improvement["p"] == 1.0 and improvement["ci"] == [1.0, 1.0]  # failures do not lose
+    assert tt.improvement(ppo, epg)["p"] == 0.0
 
 
 def test_train_from_a_run_dir_and_from_a_loss_file_through_the_cli(run_dir, tmp_path):
     for source, out in ((run_dir, tmp_path / "a"), (run_dir / "loss.pt", tmp_path / "b")):
         done = subprocess.run(
-            [sys.executable, "-m", "epgkit.cli", "train", str(source), "--runs", "3",
+            [sys.executable, "-m", "epgkit.cli", "train", str(source), "--runs", "4",
              "--baseline", "ppo", "--out", str(out), "--workers", "0"],
             capture_output=True, text=True, cwd=ROOT, timeout=300,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         summary = json.loads((out / "summary.json").read_text())
         assert set(summary["methods"]) == {"epg", "ppo"}
-        assert all(len(m["finals"]) == 3 for m in summary["methods"].values())
+        assert all(len(m["finals"]) == 4 for m in summary["methods"].values())
+        epg = summary["methods"]["epg"]
+        assert epg["final_iqm"] == pytest.approx(np.mean(sorted(epg["finals"])[1:3]))
+        low, high = epg["final_iqm_ci"]
+        poi = epg["probability_of_improvement"]["ppo"]
+        assert set(summary["methods"]["ppo"]["probability_of_improvement"]) == set()
         assert (out / "returns.png").is_file() and (out / "kl.png").is_file()
         assert "epg" in done.stdout and "ppo" in done.stdout
+        assert f"{epg['final_iqm']:.2f} [{low:.2f}, {high:.2f}]" in done.stdout
+        assert f"P(epg > ppo) = {poi['p']:.2f}, 95% CI [{poi['ci'][0]:.2f}, " in done.stdout
     again = subprocess.run(
         [sys.executable, "-m", "epgkit.cli", "train", str(run_dir), "--out", str(tmp_path / "a"),
          "--workers", "0"], capture_output=True, text=True, cwd=ROOT, timeout=300,
