@@ -161,7 +161,7 @@ def curve(result: Result, update_every: int, steps: int) -> list[dict[str, Any]]
 
 
 def summarize(results: list[Result], loop: InnerLoop) -> dict[str, Any]:
-    """Final-return statistics of one method; failed runs are left out (and counted)."""
+    """Final-return statistics of one method."""
     finals = np.array([r.fitness for r in results])
     ok = finals[np.isfinite(finals)]
     q25, q75 = np.percentile(ok, [25, 75]) if len(ok) else (math.nan, math.nan)
@@ -169,8 +169,6 @@ def summarize(results: list[Result], loop: InnerLoop) -> dict[str, Any]:
         "final_mean": float(ok.mean()) if len(ok) else math.nan,
         "final_median": float(np.median(ok)) if len(ok) else math.nan,
         "final_iqr": [float(q25), float(q75)],
-        "final_iqm": float(iqm(ok)),
-        "final_iqm_ci": list(bootstrap_ci(iqm, ok)),
         "finals": [float(f) for f in finals],
         "failures": int(sum(r.failed is not None for r in results)),
         "env_steps": int(loop.steps),
@@ -178,6 +176,29 @@ def summarize(results: list[Result], loop: InnerLoop) -> dict[str, Any]:
         "task_seeds": [r.task_seed for r in results],
         "seeds": [r.seed for r in results],
     }
+
+
+def with_statistics(summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` with, per method, the interquartile mean of the final returns and its
+    bootstrap CI, and the probability of improvement over each baseline (``epgkit.stats``).
+
+    Only ``finals`` and ``task_seeds`` are read, so an older ``summary.json`` gets them too.
+    """
+    methods = summary["methods"]
+    out = {}
+    for m, s in methods.items():
+        finals = np.array(s["finals"], float)  # a failed run: −inf, or null in a JSON file
+        ok = finals[np.isfinite(finals)]
+        baselines = [b for b in methods if b not in (m, LEARNED)]
+        out[m] = {
+            **s,
+            "final_iqm": float(iqm(ok)),
+            "final_iqm_ci": list(bootstrap_ci(iqm, ok)),
+            "probability_of_improvement": {b: improvement(s, methods[b]) for b in baselines},
+        }
+    bootstrap = {"reps": BOOTSTRAP_REPS, "level": CI_LEVEL, "seed": BOOTSTRAP_SEED,
+                 "paired_by_task": True}  # fmt: skip
+    return {**summary, "methods": out, "bootstrap": bootstrap}
 
 
 def improvement(x: dict[str, Any], y: dict[str, Any]) -> dict[str, Any]:
@@ -228,11 +249,7 @@ def write_outputs(
             other: steps_to_reach(curves[m], summary["methods"][other]["final_mean"])
             for other in loops
         }
-        stats["probability_of_improvement"] = {
-            b: improvement(stats, summary["methods"][b]) for b in loops if b not in (m, LEARNED)
-        }
-    summary["bootstrap"] = {"reps": BOOTSTRAP_REPS, "level": CI_LEVEL, "seed": BOOTSTRAP_SEED,
-                            "paired_by_task": True}  # fmt: skip
+    summary = with_statistics(summary)
     (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
     iqms = {m: (s["final_iqm"], *s["final_iqm_ci"]) for m, s in summary["methods"].items()}
     plot_returns(curves, out / "returns.png", seed=info.get("seed", 0), iqm=iqms)

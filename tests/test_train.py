@@ -18,7 +18,7 @@ from epgkit.cluster import InProcess
 from epgkit.evolve import TASK_SEED_LIMIT
 from epgkit.inner_loop import Result
 from epgkit.launch import prepare, run_evolution
-from epgkit.rundir import RunDirError
+from epgkit.rundir import RunDirError, json_safe
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,12 +87,23 @@ def test_failed_runs_are_left_out_of_the_statistics_and_counted():
 
     loop = SimpleNamespace(steps=64, update_every=16)
     epg = tt.summarize([result(i, f) for i, f in enumerate([*range(1, 9), -math.inf])], loop)
+    ppo = tt.summarize([result(i, f) for i, f in enumerate([-math.inf, *[0.5] * 8])], loop)
+    summary = tt.with_statistics({"methods": {"epg": epg, "ppo": ppo}, "runs": 9})
+    epg, ppo = summary["methods"]["epg"], summary["methods"]["ppo"]
     assert epg["failures"] == 1 and epg["final_iqm"] == 4.5  # mean of 3, 4, 5, 6
     assert epg["final_iqm_ci"][0] < 4.5 < epg["final_iqm_ci"][1]
-    ppo = tt.summarize([result(i, f) for i, f in enumerate([-math.inf, *[0.5] * 8])], loop)
-    improvement = tt.improvement(epg, ppo)
-    assert improvement["p"] == 1.0 and improvement["ci"] == [1.0, 1.0]  # failures do not lose
+    assert epg["final_mean"] == 4.5 and summary["runs"] == 9  # what was there is kept
+    improvement = epg["probability_of_improvement"]
+    assert improvement == {"ppo": {"p": 1.0, "ci": [1.0, 1.0]}}  # a failure does not lose
+    assert ppo["probability_of_improvement"] == {}  # no other baseline
     assert tt.improvement(ppo, epg)["p"] == 0.0
+    # A summary.json read back (failures as null) gives the same statistics.
+    read_back = json.loads(json.dumps(json_safe({"methods": {"epg": epg, "ppo": ppo}})))
+    again = tt.with_statistics(read_back)["methods"]
+    for key in ("final_iqm", "final_iqm_ci", "probability_of_improvement"):
+        assert again["epg"][key] == epg[key] and again["ppo"][key] == ppo[key]
+    with pytest.raises(ValueError, match="same tasks"):
+        tt.improvement(epg, {**ppo, "task_seeds": ppo["task_seeds"][::-1]})
 
 
 def test_train_from_a_run_dir_and_from_a_loss_file_through_the_cli(run_dir, tmp_path):
