@@ -11,7 +11,8 @@ Reinforcement Learning at the Edge of the Statistical Precipice" (the rliable pr
   fixed seed so that the same returns always give the same interval.
 
 Pure NumPy: every statistic works on the last axis, so the bootstrap evaluates all its
-resamples in one call. Non-finite values (failed runs) are left out of every statistic.
+resamples in a few vectorized calls. Non-finite values (failed runs) are left out of every
+statistic.
 """
 
 from __future__ import annotations
