@@ -5,8 +5,8 @@ time outside the physics: it evaluates ``is_healthy`` twice (once for the reward
 termination), rebuilds the full state vector each time, and goes through several properties
 and NumPy wrapper functions. These mixins compute each quantity once, with the same arithmetic
 in the same order, so observations, rewards, terminations and infos are bit-for-bit the stock
-ones (tests/test_envs_lean_step.py steps both side by side). Put a mixin before the gymnasium
-class in the bases.
+ones for the same reward arguments (tests/test_envs_lean_step.py steps both side by side, with
+and without the healthy bonus). Put a mixin before the gymnasium class in the bases.
 """
 
 from __future__ import annotations

@@ -2,9 +2,12 @@
 
 Appendix A of Houthooft et al. (2018): Hopper and Walker2d with randomized gravity, friction,
 body mass and link thickness, and Reacher with randomized link lengths. Each class subclasses
-gymnasium's v5 env, so reward, termination and observations are the stock ones (Hopper and
-Walker step through ``lean_step``'s bit-identical, faster ``step``); only the compiled model
-differs. Geometry (capsule radius, link length) is edited in an ``MjSpec``
+gymnasium's v5 env, so termination and observations are the stock ones (Hopper and Walker step
+through ``lean_step``'s bit-identical, faster ``step``); only the compiled model differs.
+Hopper and Walker are rewarded as in the paper, by forward velocity minus the stock control
+cost, ``x_velocity - 1e-3 * |a|^2``: their ``healthy_reward`` defaults to 0 instead of
+gymnasium's +1 a step, which lets a policy score by standing still (``healthy_reward=1.0``
+gives the stock reward back). Geometry (capsule radius, link length) is edited in an ``MjSpec``
 and recompiled, so mass and inertia follow the new shape; masses, friction and gravity are then
 set on the compiled model and ``mj_setConst`` refreshes the constants derived from them.
 """
@@ -59,13 +62,20 @@ class _RandomPhysics(TaskFamily):
         friction_range: Range = (0.5, 2.0),
         mass_range: Range = (0.5, 2.0),
         thickness_range: Range = (0.5, 2.0),
+        healthy_reward: float = 0.0,
         render_mode: str | None = None,
         **stock: Any,
     ) -> None:
         self.task = self._sample_task(
             task_seed, gravity_range, friction_range, mass_range, thickness_range
         )
-        self._stock.__init__(self, xml_file=self.xml_file, render_mode=render_mode, **stock)
+        self._stock.__init__(
+            self,
+            xml_file=self.xml_file,
+            healthy_reward=healthy_reward,
+            render_mode=render_mode,
+            **stock,
+        )
         # Pickles rebuild the task from its seed, not from the stock constructor's arguments.
         EzPickle.__init__(
             self,
@@ -74,6 +84,7 @@ class _RandomPhysics(TaskFamily):
             friction_range,
             mass_range,
             thickness_range,
+            healthy_reward,
             render_mode,
             **stock,
         )
@@ -123,7 +134,8 @@ class _RandomPhysics(TaskFamily):
 
 
 class RandomHopper(_RandomPhysics, LeanHopperStep, HopperEnv):
-    """Hopper-v5 with gravity, friction, body masses and capsule radii drawn from ``task_seed``.
+    """Hopper-v5 with gravity, friction, body masses and capsule radii drawn from ``task_seed``,
+    rewarded by forward velocity (no healthy bonus by default).
 
     Args:
         task_seed: Seed of the task; the same seed gives the same physics.
@@ -132,9 +144,11 @@ class RandomHopper(_RandomPhysics, LeanHopperStep, HopperEnv):
         mass_range: Each body's mass and inertia times its own ``U(*mass_range)``.
         thickness_range: Each capsule's radius times its own ``U(*thickness_range)``, before
             the mass factor (mass and inertia are recomputed from the new shape).
+        healthy_reward: Reward for each step the hopper is healthy: 0, the paper's
+            forward-velocity reward; 1.0 is Hopper-v5's stock reward.
         render_mode: Gymnasium render mode, e.g. ``"rgb_array"``.
-        **stock: Hopper-v5's own reward and termination arguments, e.g. ``healthy_reward=0``
-            for the forward-velocity-only reward.
+        **stock: Hopper-v5's other reward and termination arguments, e.g.
+            ``ctrl_cost_weight``.
     """
 
     xml_file = "hopper.xml"
@@ -144,7 +158,8 @@ class RandomHopper(_RandomPhysics, LeanHopperStep, HopperEnv):
 
 
 class RandomWalker(_RandomPhysics, LeanWalkerStep, Walker2dEnv):
-    """Walker2d-v5 with gravity, friction, body masses and capsule radii drawn from ``task_seed``.
+    """Walker2d-v5 with gravity, friction, body masses and capsule radii drawn from ``task_seed``,
+    rewarded by forward velocity (no healthy bonus by default).
 
     Args:
         task_seed: Seed of the task; the same seed gives the same physics.
@@ -153,8 +168,11 @@ class RandomWalker(_RandomPhysics, LeanWalkerStep, Walker2dEnv):
         mass_range: Each body's mass and inertia times its own ``U(*mass_range)``.
         thickness_range: Each capsule's radius times its own ``U(*thickness_range)``, before
             the mass factor (mass and inertia are recomputed from the new shape).
+        healthy_reward: Reward for each step the walker is healthy: 0, the paper's
+            forward-velocity reward; 1.0 is Walker2d-v5's stock reward.
         render_mode: Gymnasium render mode, e.g. ``"rgb_array"``.
-        **stock: Walker2d-v5's own reward and termination arguments, e.g. ``healthy_reward=0``.
+        **stock: Walker2d-v5's other reward and termination arguments, e.g.
+            ``ctrl_cost_weight``.
     """
 
     xml_file = "walker2d_v5.xml"

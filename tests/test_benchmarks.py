@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from epgkit import train as tt
+from epgkit.config import ConfigError
+from epgkit.evolve import TASK_SEED_LIMIT
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBER = r"(\d+\.\d+|nan)"
@@ -45,3 +50,58 @@ def test_ppo_reference_benchmark_compares_epgkit_ppo_with_sb3():
     assert lines[0].startswith("Hopper-v5, 2,048 env steps per run")
     assert any(line.startswith("epgkit PPO, sb3-like") for line in lines)
     assert re.fullmatch(rf"best_epgkit_ppo={NUMBER} sb3_ppo={NUMBER}", lines[-1])
+
+
+def load_tune_ppo():
+    spec = importlib.util.spec_from_file_location("tune_ppo", ROOT / "benchmarks" / "tune_ppo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tune_ppo"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tune_ppo_takes_an_experiment_an_env_id_or_an_evolved_loss():
+    tune_ppo = load_tune_ppo()
+    hopper = tune_ppo.setting("randomhopper_small", ["InnerLoop.steps = 512"])
+    assert (hopper.env_id, hopper.steps, hopper.update_every) == ("epgkit/RandomHopper-v0", 512, 64)
+    walker = tune_ppo.setting("epgkit/RandomWalker-v0")
+    assert walker.env_id == "epgkit/RandomWalker-v0" and walker.steps == 8192  # base.gin's U
+    zoo_hopper = tune_ppo.setting("zoo:randomhopper-small")
+    assert dict(zoo_hopper.env_kwargs) == {"healthy_reward": 1.0}  # the reward it was tested on
+    with pytest.raises(ConfigError, match="RandomWalker-v0"):
+        tune_ppo.setting("epgkit/RandomWalkr-v0")
+
+
+def test_tune_ppo_refuses_tuning_on_the_test_tasks():
+    tune_ppo = load_tune_ppo()
+    tuning = {j.task_seed for j in tune_ppo.tuning_jobs(20, seed=1, test_seed=0)}
+    assert min(tuning) >= TASK_SEED_LIMIT  # held out from evolution's task seeds
+    with pytest.raises(SystemExit, match="--seed 1 by convention"):
+        tune_ppo.tuning_jobs(20, seed=0, test_seed=0)
+
+
+def test_tune_ppo_writes_a_table_and_a_fragment_that_train_uses(tmp_path):
+    table, fragment = tmp_path / "tuning.md", tmp_path / "baselines.gin"
+    grid = ["--lrs", "0.001", "0.01", "--rollouts", "32", "--minibatches", "16", "--passes",
+            "1", "2", "--gammas", "0.9", "0.99", "--lams", "0.95"]  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "tune_ppo.py"), "epgkit/PointGoal-v0",
+         "--steps", "64", "--runs", "2", *grid, "--workers", "0", "--out", str(table),
+         "--gin-out", str(fragment)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in table.read_text().splitlines() if re.match(r"\| [\d.]+ \|", line)]
+    assert len(rows) == 2 * 2 * 2 * 2  # γ × lr × passes × minibatch {16, the full 32}
+    gamma, lam, lr, rollout, minibatch, passes, mean, _ = (
+        float(x) for x in rows[0].strip("|").split("|"))  # fmt: skip
+    assert mean == max(float(r.strip("|").split("|")[6]) for r in rows)
+
+    # `epgkit train LOSS -b "include '...'" --baseline ppo` trains PPO with the best setting.
+    source = tt.load_source("zoo:pointgoal-quickstart")
+    exp = tt.build(source, [f"include '{fragment}'"])
+    ppo = tt.methods(exp, ["ppo"], None, 64)["ppo"]
+    assert (ppo.lr, ppo.update_every, ppo.minibatch, ppo.passes) == (
+        lr, rollout, minibatch, passes)  # fmt: skip
+    assert (ppo.loss.gamma, ppo.loss.lam, ppo.guide) == (gamma, lam, None)
+    assert ppo.env_id == exp.inner.env_id == "epgkit/PointGoal-v0"

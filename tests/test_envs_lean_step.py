@@ -17,10 +17,13 @@ from epgkit.envs.mujoco_random import RandomHopper, RandomWalker
 FAMILIES = [(RandomHopper, HopperEnv), (RandomWalker, Walker2dEnv), (DirectionalHopper, HopperEnv)]
 
 
+@pytest.mark.parametrize("healthy_reward", [0.0, 1.0], ids=["paper", "stock"])
 @pytest.mark.parametrize(("family", "stock"), FAMILIES, ids=lambda c: c.__name__)
-def test_lean_step_is_bit_identical_to_the_stock_step(family, stock):
-    # Twins of one task: one steps through the lean step, the other through the stock one.
-    lean, twin = family(task_seed=7), family(task_seed=7)
+def test_lean_step_is_bit_identical_to_the_stock_step(family, stock, healthy_reward):
+    # Twins of one task and reward: one steps through the lean step, the other through the
+    # stock one.
+    lean = family(task_seed=7, healthy_reward=healthy_reward)
+    twin = family(task_seed=7, healthy_reward=healthy_reward)
     assert isinstance(lean, LeanWalkerStep)
     lean.reset(seed=0)
     twin.reset(seed=0)
@@ -66,15 +69,17 @@ def test_lean_step_takes_lists_and_refuses_a_wrong_action_shape():
         lean.step(np.zeros(2))
 
 
-@pytest.mark.parametrize("env_id", ["epgkit/RandomHopper-v0", "epgkit/RandomWalker-v0"])
+@pytest.mark.parametrize(
+    "env_id", ["epgkit/RandomHopper-v0", "epgkit/RandomWalker-v0", "epgkit/DirectionalHopper-v0"]
+)
 def test_stock_reward_arguments_pass_through_and_survive_pickling(env_id):
-    # The paper's RandomHopper rewards forward velocity: healthy_reward = 0 drops the bonus.
-    env = gym.make(env_id, task_seed=3, healthy_reward=0.0)
+    # The paper's reward is the default; healthy_reward = 1 gives back gymnasium's stock bonus.
+    env = gym.make(env_id, task_seed=3, healthy_reward=1.0)
     base, twin = env.unwrapped, pickle.loads(pickle.dumps(env.unwrapped))
     env.reset(seed=0)
     twin.reset(seed=0)
-    action = np.zeros(env.action_space.shape, np.float32)
+    action = np.full(env.action_space.shape, 0.5, np.float32)
     (_, reward, *_, info), (_, twin_reward, *_) = env.step(action), twin.step(action)
-    assert base._healthy_reward == twin._healthy_reward == 0.0 and info["reward_survive"] == 0.0
-    assert reward == twin_reward == info["reward_forward"] + info["reward_ctrl"]
+    assert base._healthy_reward == twin._healthy_reward == 1.0 and info["reward_survive"] == 1.0
+    assert reward == twin_reward == info["reward_forward"] + 1.0 + info["reward_ctrl"]
     assert twin.task == base.task

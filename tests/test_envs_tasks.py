@@ -99,7 +99,7 @@ def test_direction_flips_the_velocity_reward_only(env_id: str) -> None:
     assert np.abs(v).max() > 0.1
     np.testing.assert_allclose([i["reward_forward"] for i in info_f], v)
     np.testing.assert_allclose([i["reward_forward"] for i in info_b], -v)
-    # Everything else (healthy bonus, control cost) is the same: rewards differ by 2 v.
+    # Everything else (the control cost) is the same: rewards differ by 2 v.
     np.testing.assert_allclose(rew_f - rew_b, 2 * v)
 
 

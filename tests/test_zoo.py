@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from epgkit import train as tt
@@ -32,3 +33,19 @@ def test_zoo_loss_loads_and_trains_one_inner_loop(name):
 def test_an_unknown_zoo_name_lists_the_known_ones():
     with pytest.raises(KeyError, match="Known: "):
         zoo.path("zoo:no-such-loss")
+
+
+def test_randomhopper_small_keeps_the_stock_reward_it_was_evolved_and_tested_with():
+    # docs/results.md §2 evolved and tested it with +1 per healthy step (then the default); its
+    # recorded config binds that reward, for the loss and for every baseline alike.
+    loops = tt.methods(tt.build(tt.load_source("zoo:randomhopper-small")), ["ppo", "reinforce"],
+                       None, None)  # fmt: skip
+    assert set(loops) == {"epg", "ppo", "reinforce"}
+    for name, loop in loops.items():
+        assert dict(loop.env_kwargs) == {"healthy_reward": 1.0}, name
+        env = loop.make_env(tt.test_jobs(np.zeros(0), 1, seed=0)[0].task_seed)
+        env.reset(seed=0)
+        for _ in range(5):
+            _, reward, terminated, _, info = env.step(np.zeros(env.action_space.shape))
+            assert not terminated and info["reward_survive"] == 1.0
+            assert reward == pytest.approx(info["x_velocity"] + 1.0 + info["reward_ctrl"])
