@@ -106,6 +106,7 @@ class Lockstep:
             "signal": np.zeros((k, rows, d.signal_dim), np.float32),
             "logp_old": np.zeros((k, rows), np.float32),
             "pi_old": np.zeros((k, rows, self.ctx.dist_dim), np.float32),
+            "progress": np.zeros((k, rows), np.float32),
         }
         self.next_obs = np.zeros((k, d.obs_dim), np.float32)
         # Tensors share memory with the buffers, so the History is built once; sliding the
@@ -227,6 +228,7 @@ class Lockstep:
             self.rew_norm(reward, out=b_rew[:, j, None])
             self.rew_norm(reward, center=False, out=b_rew_scaled[:, j, None])
             b_done[:, j] = self.done
+            buf["progress"][:, j] = t / cfg.steps
             if (t + 1) % m == 0:
                 self.obs_norm(obs, out=self.next_obs)
                 self._update()

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from epgkit.inner_loop import InnerLoop, Job, run_batch
+from epgkit.lockstep import Lockstep
 from epgkit.losses import EPGLoss, PPOLoss
 from epgkit.policies import CategoricalMLP, GaussianMLP
 from epgkit.registry import register
@@ -328,3 +329,17 @@ def test_more_passes_take_more_adam_steps_and_one_pass_is_the_default(tiny_inner
     three = dataclasses.replace(tiny_inner, passes=3).run(batch)
     # Three passes move the policy further per update than one.
     assert np.mean([np.mean(r.kl) for r in three]) > np.mean([np.mean(r.kl) for r in one])
+
+
+def test_the_history_records_each_rows_lifetime_progress(tiny_inner):
+    # EPGLoss.use_progress reads t / U off the history: after the last update the window has
+    # slid by M, so the rows just before the last M hold the final steps t = U - M .. U - 1.
+    inner = dataclasses.replace(tiny_inner, loss=EPGLoss(use_progress=True))
+    lockstep = Lockstep(inner, jobs(inner, 2, alpha=0.0))
+    results = lockstep.run()
+    assert all(r.failed is None and math.isfinite(r.fitness) for r in results)
+    u, m = inner.steps, inner.update_every
+    rows = lockstep.hist_full.progress.shape[1]
+    expected = np.arange(u - m, u, dtype=np.float32) / u
+    for got in lockstep.hist_full.progress[:, rows - 2 * m : rows - m].numpy():
+        np.testing.assert_allclose(got, expected, rtol=1e-6)

@@ -47,6 +47,7 @@ def history(seed: int = 0, k: int = K) -> History:
         logp_old=r(k, t),
         next_obs=r(k, 3),
         pi_old=r(k, t, 4),
+        progress=torch.rand(k, t, generator=g),
     )
 
 
@@ -236,6 +237,7 @@ def test_ppo_clips_the_ratio():
         {"use_logprob": True},
         {"use_reward": False, "use_task_signal": False},
         {"use_reward": True, "use_task_signal": False, "use_logprob": True, "memory_dim": 5},
+        {"use_progress": True, "use_logprob": True},
     ],
 )
 def test_epg_loss_matches_figure_2_for_every_row_layout(switches):
@@ -252,6 +254,7 @@ def test_epg_loss_matches_figure_2_for_every_row_layout(switches):
         cols = [hist.obs, hist.act, hist.done.unsqueeze(-1), mem, pi]
         cols += [hist.reward.unsqueeze(-1)] if reward else []
         cols += [hist.signal] if signal else []
+        cols += [hist.progress.unsqueeze(-1)] if loss.use_progress else []
         cols += [policy.log_prob(pi, hist.act_raw).unsqueeze(-1)] if loss.use_logprob else []
         x = torch.cat(cols, -1)
         assert x.shape[-1] == loss.row_size(CTX)

@@ -39,6 +39,8 @@ class History:
         logp_old: log π(a|s) when the action was taken (K, T).
         next_obs: Normalized observation after the last step, for bootstrapping (K, obs_dim).
         pi_old: π(·|s) when the action was taken (K, T, dist_dim).
+        progress: How far the inner loop's lifetime had gone at each row, t / U (K, T); None
+            where the caller does not track it.
     """
 
     obs: torch.Tensor
@@ -51,6 +53,7 @@ class History:
     logp_old: torch.Tensor
     next_obs: torch.Tensor
     pi_old: torch.Tensor
+    progress: torch.Tensor | None = None
 
 
 class Loss(Protocol):

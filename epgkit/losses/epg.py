@@ -36,6 +36,9 @@ class EPGLoss:
         use_reward: Give the reward to the loss; None follows the env's family (Table 1).
         use_task_signal: Give the privileged task signal; None uses it when the env has one.
         use_logprob: Add log π(a|s) of the taken action to each row (an extension).
+        use_progress: Add t / U, how far the inner loop's lifetime has gone, to each row (an
+            extension after Jackson et al. 2024's temporally-aware LPO: a loss that knows the
+            time left can anneal its steps, which the memory unit alone can only infer).
     """
 
     channels: tuple[int, int] = (10, 10)
@@ -47,6 +50,7 @@ class EPGLoss:
     use_reward: bool | None = None
     use_task_signal: bool | None = None
     use_logprob: bool = False
+    use_progress: bool = False
 
     needs_history = True
 
@@ -73,7 +77,8 @@ class EPGLoss:
         return reward, signal
 
     def row_size(self, ctx: LossContext) -> int:
-        """Features per buffer row: s, a, d, mem, π(·|s) [, r] [, task signal] [, log π]."""
+        """Features per buffer row: s, a, d, mem, π(·|s) [, r] [, task signal] [, t/U]
+        [, log π]."""
         reward, signal = self._inputs(ctx)
         d = ctx.dims
         return (
@@ -84,6 +89,7 @@ class EPGLoss:
             + ctx.dist_dim
             + int(reward)
             + (d.signal_dim if signal else 0)
+            + int(self.use_progress)
             + int(self.use_logprob)
         )
 
@@ -142,8 +148,8 @@ class EPGLoss:
         start = mem[-1] + 1 if mem else len(data)
         policy = list(range(start, start + ctx.dist_dim))
         rest = start + ctx.dist_dim
-        extra = int(reward) + (d.signal_dim if signal else 0)
-        data += list(range(rest, rest + extra))  # r, task signal
+        extra = int(reward) + (d.signal_dim if signal else 0) + int(self.use_progress)
+        data += list(range(rest, rest + extra))  # r, task signal, t/U
         if self.use_logprob:
             policy.append(rest + extra)
         return data, mem, policy
@@ -155,6 +161,10 @@ class EPGLoss:
             cols.append(hist.reward.unsqueeze(-1))
         if signal:
             cols.append(hist.signal)
+        if self.use_progress:
+            if hist.progress is None:
+                raise ValueError("EPGLoss.use_progress needs a history that records t / U")
+            cols.append(hist.progress.unsqueeze(-1))
         return torch.cat(cols, dim=-1)
 
     def _fixed(self, ctx: LossContext, p: Params, hist: History) -> Params:
