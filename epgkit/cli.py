@@ -264,8 +264,8 @@ def _train(
                        source.meta["operative_config"]) as tracker,
     ):  # fmt: skip
         tracker.echo(
-            f"epgkit: test-time training on {learned.env_id}: {runs} held-out tasks × "
-            f"{', '.join(loops)}, U={learned.steps} steps each → {out}"
+            f"epgkit: test-time training on {learned.env_id} with {learned.policy!r}: {runs} "
+            f"held-out tasks × {', '.join(loops)}, U={learned.steps} steps each → {out}"
         )
         tracker.echo(f"loss: {source.path}{_provenance(source.meta)}")
         results = tt.run_methods(loops, jobs, exp.batch_size, tracker.wrap(executor))

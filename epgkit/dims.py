@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
+from epgkit.config import ConfigError
 from epgkit.envs import loss_view
 
 
@@ -32,16 +33,33 @@ class Dims:
     act_low: tuple[float, ...] = ()
     act_high: tuple[float, ...] = ()
 
+    @property
+    def action_space(self) -> str:
+        """The action space in gymnasium's words, for messages."""
+        return f"Discrete({self.act_dim})" if self.discrete else f"Box of shape ({self.act_dim},)"
+
     @classmethod
     def of(cls, env: gym.Env) -> Dims:
-        """Reads the dims of ``env``; only flat Box observations and Box/Discrete actions."""
+        """Reads the dims of ``env``.
+
+        Raises:
+            ConfigError: The observation space is not a flat Box, or the action space neither a
+                flat Box nor a Discrete space starting at 0 (the spaces epgkit's policies handle).
+        """
         obs, act = env.observation_space, env.action_space
+        name = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
         if not isinstance(obs, gym.spaces.Box) or len(obs.shape) != 1:
-            raise ValueError(f"epgkit needs a flat Box observation space, got {obs}")
+            raise ConfigError(
+                f"{name}'s observation space {obs} is not supported: epgkit needs a flat Box "
+                "(shape (n,))"
+            )
         reward_in_loss, signal_dim = loss_view(env)
-        if isinstance(act, gym.spaces.Discrete):
+        if isinstance(act, gym.spaces.Discrete) and int(act.start) == 0:
             return cls(obs.shape[0], int(act.n), True, signal_dim, reward_in_loss)
         if isinstance(act, gym.spaces.Box) and len(act.shape) == 1:
             low, high = (tuple(np.asarray(b, dtype=float).tolist()) for b in (act.low, act.high))
             return cls(obs.shape[0], act.shape[0], False, signal_dim, reward_in_loss, low, high)
-        raise ValueError(f"epgkit needs a Box or Discrete action space, got {act}")
+        raise ConfigError(
+            f"{name}'s action space {act} is not supported: epgkit needs a Box of shape (n,) "
+            "(GaussianMLP) or a Discrete space starting at 0 (CategoricalMLP)"
+        )

@@ -7,11 +7,12 @@ so Dask workers receive ordinary picklable objects and never read gin.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import gin
 
 from epgkit.inner_loop import InnerLoop
+from epgkit.policies import default_policy
 from epgkit.strategies import OpenES
 
 
@@ -77,6 +78,28 @@ class Experiment:
     def n_workers(self) -> int:
         """Local worker processes to start (one single-threaded worker per core by default)."""
         return self.workers if self.workers is not None else (os.cpu_count() or 1)
+
+    def with_policies(self) -> Experiment:
+        """This experiment with a policy in every inner loop whose config names none.
+
+        ``InnerLoop.policy = None`` (base.gin) means the default of the env's action space:
+        ``GaussianMLP`` for Box actions, ``CategoricalMLP`` for Discrete ones. It is built here,
+        in the driver, through gin, so that its bindings (``GaussianMLP.hidden``,
+        ``CategoricalMLP.hidden``) apply and the operative config records them. Baselines
+        without a policy of their own get the same one, so comparisons stay like for like.
+        """
+        loops = [self.inner, *self.baselines.values()]
+        if all(loop.policy is not None for loop in loops):
+            return self
+        policy = self.inner.policy
+        if policy is None:
+            policy = gin.get_configurable(default_policy(self.inner.dims()))()
+
+        def fill(loop: InnerLoop) -> InnerLoop:
+            return loop if loop.policy is not None else replace(loop, policy=policy)
+
+        baselines = {name: fill(loop) for name, loop in self.baselines.items()}
+        return replace(self, inner=fill(self.inner), baselines=baselines)
 
     def alpha(self, epoch: int) -> float:
         """Guidance weight α at ``epoch`` (0-based)."""

@@ -28,7 +28,7 @@ from epgkit.config import ConfigError, close_env_ids
 from epgkit.dims import Dims
 from epgkit.lockstep import Lockstep
 from epgkit.losses import EPGLoss, LossContext, PPOLoss
-from epgkit.policies import GaussianMLP
+from epgkit.policies import default_policy, fitting
 from epgkit.registry import register
 
 
@@ -80,7 +80,9 @@ class InnerLoop:
         env_id: Gymnasium id of the task family.
         loss: The loss trained with (L_φ), e.g. ``@EPGLoss()``, or ``@PPOLoss()`` as a baseline.
         guide: L_pg blended in with weight α (Eq. 10), or None.
-        policy: The policy architecture.
+        policy: The policy, or None for the default of the env's action space: GaussianMLP
+            for Box actions, CategoricalMLP for Discrete ones (``Experiment.with_policies``
+            builds it through gin in the driver, so that ``GaussianMLP.hidden`` applies).
         steps: U, environment steps of training.
         update_every: M, steps between updates.
         buffer_size: N, rows of history the loss sees.
@@ -98,7 +100,7 @@ class InnerLoop:
     env_id: str = "epgkit/PointGoal-v0"
     loss: Any = EPGLoss()
     guide: Any = PPOLoss()
-    policy: Any = GaussianMLP()
+    policy: Any = None
     steps: int = 8192
     update_every: int = 64
     buffer_size: int = 512
@@ -152,10 +154,28 @@ class InnerLoop:
         finally:
             env.close()
 
+    def policy_for(self, dims: Dims) -> Any:
+        """The policy trained on an env of ``dims``: ``policy``, or when None the default of the
+        action space with its default sizes.
+
+        Raises:
+            ConfigError: The policy declares another action space than the env's.
+        """
+        policy = self.policy if self.policy is not None else default_policy(dims)()
+        if getattr(policy, "discrete", dims.discrete) != dims.discrete:
+            kind = "Discrete" if dims.discrete else "Box"
+            raise ConfigError(
+                f"InnerLoop.policy = @{type(policy).__name__}() cannot act in {self.env_id}, whose "
+                f"action space is {dims.action_space}; policies for {kind} actions: "
+                f"{', '.join(fitting(dims))} (or None, to choose by the action space)"
+            )
+        return policy
+
     def context(self, dims: Dims | None = None) -> LossContext:
         """The shapes the loss is built for."""
         dims = dims or self.dims()
-        return LossContext(dims, self.policy.dist_dim(dims), self.buffer_size, self.update_every)
+        dist_dim = self.policy_for(dims).dist_dim(dims)
+        return LossContext(dims, dist_dim, self.buffer_size, self.update_every)
 
     def phi_size(self) -> int:
         """Dimension of the evolved loss parameters φ."""

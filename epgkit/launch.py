@@ -128,6 +128,7 @@ def prepare(
         with gin.unlock_config():
             gin.bind_parameter("Experiment.run_dir", str(Path("runs") / paths[0].stem / stamp))
         exp = config.build(Experiment)
+    exp = exp.with_policies()  # InnerLoop.policy = None: chosen from the env's action space
     if resume is not None and extend and exp.epochs <= done:
         raise config.ConfigError(
             f"--resume {resume}: the run has done {done} epochs already; "
@@ -137,6 +138,7 @@ def prepare(
     meta = {
         "env_id": exp.inner.env_id,
         "loss": type(exp.inner.loss).__name__,
+        "policy": repr(exp.inner.policy),
         "phi_size": exp.inner.phi_size(),
         "obs_dim": dims.obs_dim,
         "act_dim": dims.act_dim,
@@ -158,7 +160,7 @@ def run_evolution(
     where = exp.scheduler or ("in-process" if exp.n_workers == 0 else f"{exp.n_workers} workers")
     echo(
         f"epgkit: evolving {meta['loss']} (|φ| = {meta['phi_size']:,}) on "
-        f"{exp.inner.env_id}: E={exp.epochs} W={exp.inner_loops} "
+        f"{exp.inner.env_id} with {meta['policy']}: E={exp.epochs} W={exp.inner_loops} "
         f"V={exp.strategy.population} U={exp.inner.steps} on {where} → {run.path}"
     )
     started = time.perf_counter()

@@ -62,11 +62,12 @@ class Lockstep:
         self.cores, self.limits = zip(*(_core(env) for env in self.envs), strict=True)
         self.elapsed = [0] * k  # steps since reset, for the time limits counted here
         self.dims = d = Dims.of(self.envs[0])
+        self.policy = cfg.policy_for(d)
         self.ctx = cfg.context(d)
         streams = [np.random.SeedSequence(j.seed).spawn(4) for j in self.jobs]
         self.rngs = [[np.random.default_rng(s) for s in ss] for ss in streams]
         init_rngs = [r[_INIT] for r in self.rngs]
-        self.theta = cfg.policy.init(d, init_rngs)
+        self.theta = self.policy.init(d, init_rngs)
         p = cfg.loss.phi_size(self.ctx)
         phi = np.stack([np.asarray(j.phi, np.float32).reshape(p) for j in self.jobs])
         self.phi = torch.from_numpy(phi)
@@ -91,7 +92,7 @@ class Lockstep:
         self.theta_size = sum(t.numel() for t in self.theta.values())  # θ comes first
         # NumPy views of θ: acting reads the weights Adam updates in place, with no copy.
         self.theta_np = {name: t.detach().numpy() for name, t in self.theta.items()}
-        self.numpy_act = hasattr(cfg.policy, "act")
+        self.numpy_act = hasattr(self.policy, "act")
 
         m = cfg.update_every
         rows = cfg.buffer_size + m - 1  # T: N-row windows of the last M steps
@@ -137,8 +138,8 @@ class Lockstep:
     def _act(self, obs_n: np.ndarray, noise: np.ndarray | None):
         """π(·|s), a and log π(a|s) for one normalized observation per inner loop."""
         if self.numpy_act:
-            return self.cfg.policy.act(self.theta_np, obs_n, noise)
-        policy = self.cfg.policy  # a policy without a NumPy path: torch, one call per step
+            return self.policy.act(self.theta_np, obs_n, noise)
+        policy = self.policy  # a policy without a NumPy path: torch, one call per step
         with torch.no_grad():
             dist = policy.dist(self.theta, torch.from_numpy(obs_n).unsqueeze(1))
             if noise is None:
@@ -210,7 +211,7 @@ class Lockstep:
         for t in range(cfg.steps):
             j = first + t % m
             if t % m == 0:
-                noise = np.stack([cfg.policy.draw_noise(r[_ACT], m, self.dims) for r in self.rngs])
+                noise = np.stack([self.policy.draw_noise(r[_ACT], m, self.dims) for r in self.rngs])
             self.obs_norm.update(obs)
             obs_n = self.obs_norm(obs, out=b_obs[:, j])
             dist, act, logp = self._act(obs_n, noise[:, t % m])
@@ -263,8 +264,8 @@ class Lockstep:
         alive = torch.tensor([f is None for f in self.failed])
         for s in range(0, m * cfg.passes, cfg.minibatch):
             rows = torch.from_numpy(order[:, s : s + cfg.minibatch])
-            pi = cfg.policy.dist(self.theta, hist.obs)
-            logp = cfg.policy.log_prob(pi, hist.act_raw) if self.needs_logp else None
+            pi = self.policy.dist(self.theta, hist.obs)
+            logp = self.policy.log_prob(pi, hist.act_raw) if self.needs_logp else None
             per_loop = torch.zeros(k)
             if use_loss:
                 steps = cfg.loss(self.ctx, self.phi, self.loss_state, hist, pi, logp, rows, prep_l)
@@ -282,8 +283,8 @@ class Lockstep:
             torch.where(alive, per_loop, torch.zeros_like(per_loop)).sum().backward()
             self.opt.step()
         with torch.no_grad():
-            after = cfg.policy.dist(self.theta, hist.obs[:, -m:])
-            kl = cfg.policy.kl(hist.pi_old[:, -m:], after).mean(1).numpy()
+            after = self.policy.dist(self.theta, hist.obs[:, -m:])
+            kl = self.policy.kl(hist.pi_old[:, -m:], after).mean(1).numpy()
             bad = ~np.isfinite(kl)
             if not bool(torch.isfinite(self.opt.data[: self.theta_size]).all()):
                 bad |= ~np.all(
@@ -309,7 +310,7 @@ class Lockstep:
             noise = (
                 None
                 if cfg.eval_deterministic
-                else np.stack([cfg.policy.draw_noise(r[_ACT], 1, self.dims)[0] for r in self.rngs])
+                else np.stack([self.policy.draw_noise(r[_ACT], 1, self.dims)[0] for r in self.rngs])
             )
             _, act, _ = self._act(self.obs_norm(obs), noise)
             env_act = self._env_actions(act)

@@ -3,7 +3,9 @@
 Every parameter carries a leading dimension K (one slice per inner loop running in lockstep),
 so acting and the loss's gradient for all K inner loops cost one batched product per layer
 (Section 3.3: an MLP with 2 hidden layers of 64 tanh units; a Gaussian with a learnable,
-state-independent log-std for Box actions, a categorical for Discrete actions).
+state-independent log-std for Box actions, a categorical for Discrete actions). Each policy
+declares the action space it acts in; ``default_policy`` is the one an env gets when the
+config names none.
 
 Two paths compute the same π_θ: torch (``dist`` and friends) where the loss needs gradients,
 and NumPy (``act``) for the one observation per inner loop of every environment step, where
@@ -16,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -136,6 +138,9 @@ class GaussianMLP:
     hidden: tuple[int, ...] = (64, 64)
     init_log_std: float = 0.0
 
+    #: The action space it acts in: Box (False) or Discrete (True), as ``Dims.discrete``.
+    discrete: ClassVar[bool] = False
+
     def dist_dim(self, dims: Dims) -> int:
         """Size of π(·|s) as a loss input: the mean and the log-std."""
         return 2 * dims.act_dim
@@ -206,6 +211,8 @@ class CategoricalMLP:
 
     hidden: tuple[int, ...] = (64, 64)
 
+    discrete: ClassVar[bool] = True
+
     def dist_dim(self, dims: Dims) -> int:
         """Size of π(·|s) as a loss input: one probability per action."""
         return dims.act_dim
@@ -258,3 +265,17 @@ class CategoricalMLP:
         picked = np.take_along_axis(probs, idx, -1)[:, 0]
         logp = np.log(np.maximum(picked, 1e-8))
         return probs, idx.astype(np.float32), logp
+
+
+def default_policy(dims: Dims) -> type:
+    """The policy an env gets when the config names none (``InnerLoop.policy = None``): the
+    paper's Gaussian for Box actions, a categorical for Discrete ones (Section 3.3)."""
+    return CategoricalMLP if dims.discrete else GaussianMLP
+
+
+def fitting(dims: Dims) -> list[str]:
+    """Names of the registered policies that declare they act in the action space of ``dims``."""
+    from epgkit.registry import registered  # at call time: the registry imports every component
+
+    return [name for name, cls in registered("policy").items()
+            if getattr(cls, "discrete", None) == dims.discrete]  # fmt: skip

@@ -72,6 +72,7 @@ def render_episode(
 
     env = _rendering(inner).make_env(task_seed)
     dims = inner.dims()
+    pi = inner.policy_for(dims)
     theta = {k: torch.from_numpy(v).unsqueeze(0) for k, v in policy.items()
              if not k.startswith("obs_")}  # fmt: skip
     obs, _ = env.reset(seed=task_seed % 2**31)
@@ -88,10 +89,8 @@ def render_episode(
                         )
             obs_n = np.clip((obs - policy["obs_mean"]) / policy["obs_std"], -10, 10)
             with torch.no_grad():
-                dist = inner.policy.dist(
-                    theta, torch.tensor(obs_n, dtype=torch.float32)[None, None]
-                )
-                act = inner.policy.mode(dist)[0, 0].numpy()
+                dist = pi.dist(theta, torch.tensor(obs_n, dtype=torch.float32)[None, None])
+                act = pi.mode(dist)[0, 0].numpy()
             action = int(act[0]) if dims.discrete else np.clip(act, dims.act_low, dims.act_high)
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)

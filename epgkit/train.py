@@ -66,9 +66,10 @@ def load_source(source: str) -> Source:
 
 def build(source: Source, bindings: Sequence[str] = ()) -> Experiment:
     """The experiment the loss was evolved with, then the user's bindings."""
-    # The operative config is a gin text; parsed first, so the user's bindings win.
+    # The operative config is a gin text; parsed first, so the user's bindings win. A policy
+    # left to the action space (None) is chosen as in evolution, from the evolution's env.
     config.parse([], [source.meta["operative_config"], *bindings])
-    return config.build(Experiment)
+    return config.build(Experiment).with_policies()
 
 
 def methods(
