@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from epgkit.dims import Dims
 from epgkit.losses import EPGLoss, History, LossContext, PPOLoss, ReinforceLoss, gae
-from epgkit.policies import GaussianMLP
+from epgkit.policies import CategoricalMLP, GaussianMLP
 from epgkit.registry import registered
 
 DIMS = Dims(
@@ -229,6 +229,29 @@ def test_ppo_clips_the_ratio():
         adv = prep["adv"].gather(1, recent)
         value_part = out + torch.min(math.exp(5) * adv, (1 + PPOLoss().clip) * adv)
     assert torch.all(value_part >= -1e-4)  # what is left is the (non-negative) value loss
+
+
+@pytest.mark.parametrize("policy", [GaussianMLP(init_log_std=-0.3), CategoricalMLP()])
+def test_ppos_entropy_bonus_is_the_entropy_of_either_policy(policy):
+    discrete = isinstance(policy, CategoricalMLP)
+    dims = dataclasses.replace(DIMS, discrete=discrete, act_dim=4 if discrete else 2)
+    ctx = LossContext(dims, policy.dist_dim(dims), N, M)
+    rngs = [np.random.default_rng(i) for i in range(K)]
+    hist, rows = history(), last_m_rows()
+    with torch.no_grad():
+        pi = policy.dist(policy.init(dims, rngs), hist.obs)
+        state = PPOLoss().init_state(ctx, torch.zeros(K, 0), rngs)
+        prep = PPOLoss().begin_update(ctx, state, hist)
+        plain, bonus = (PPOLoss(entropy_coef=c)(ctx, torch.zeros(K, 0), state, hist, pi,
+                        hist.logp_old, rows, prep) for c in (0.0, 0.1))  # fmt: skip
+    at = pi.gather(1, rows.unsqueeze(-1).expand(-1, -1, pi.shape[-1]))
+    if discrete:
+        entropy = torch.distributions.Categorical(probs=at).entropy()
+    else:  # up to the constant ½·log(2πe) per dimension, which has no gradient
+        mean, log_std = at.chunk(2, -1)
+        entropy = torch.distributions.Normal(mean, log_std.exp()).entropy().sum(-1)
+        entropy = entropy - 2 * 0.5 * math.log(2 * math.pi * math.e)
+    torch.testing.assert_close(plain - bonus, 0.1 * entropy)
 
 
 @pytest.mark.parametrize(

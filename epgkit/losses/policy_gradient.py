@@ -79,7 +79,7 @@ class PPOLoss(_HandDesigned):
         lam: GAE λ.
         value_hidden: Hidden sizes of the value net.
         value_coef: Weight of the value regression in the per-step loss.
-        entropy_coef: Weight of an entropy bonus (Gaussian policies only).
+        entropy_coef: Weight of an entropy bonus.
         normalize_advantages: Standardize advantages over each update's M steps.
     """
 
@@ -124,12 +124,18 @@ class PPOLoss(_HandDesigned):
         obs = hist.obs.gather(1, rows.unsqueeze(-1).expand(-1, -1, hist.obs.shape[-1]))
         value = mlp(state, "v_", obs).squeeze(-1)
         loss = -surrogate + self.value_coef * (value - prep["ret"].gather(1, recent)).square()
-        if self.entropy_coef and not ctx.dims.discrete:
-            log_std = pi[..., ctx.dims.act_dim :].gather(
-                1, rows.unsqueeze(-1).expand(-1, -1, ctx.dims.act_dim)
-            )
-            loss = loss - self.entropy_coef * log_std.sum(-1)
+        if self.entropy_coef:
+            loss = loss - self.entropy_coef * _entropy(ctx, pi, rows)
         return loss
+
+
+def _entropy(ctx: LossContext, pi: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """H(π(·|s)) at ``rows`` up to a constant: −Σ p log p of a categorical (π is its
+    probabilities), Σ log σ of a diagonal Gaussian (π is its mean, then its log-std)."""
+    pi = pi.gather(1, rows.unsqueeze(-1).expand(-1, -1, pi.shape[-1]))
+    if ctx.dims.discrete:
+        return -(pi * torch.log(pi.clamp_min(1e-8))).sum(-1)
+    return pi[..., ctx.dims.act_dim :].sum(-1)
 
 
 @register("loss")
