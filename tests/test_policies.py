@@ -1,13 +1,19 @@
-"""Policies, over every registered one, checked against torch.distributions."""
+"""Policies, over every registered one, checked against torch.distributions; which one an env
+gets."""
 
 from __future__ import annotations
 
+import gin
 import numpy as np
 import pytest
 import torch
 
+from epgkit import config
+from epgkit.config import ConfigError
 from epgkit.dims import Dims
-from epgkit.policies import CategoricalMLP, GaussianMLP
+from epgkit.experiment import Experiment
+from epgkit.inner_loop import InnerLoop
+from epgkit.policies import CategoricalMLP, GaussianMLP, default_policy, fitting
 from epgkit.registry import registered
 
 BOX = Dims(obs_dim=4, act_dim=3, discrete=False)
@@ -70,3 +76,44 @@ def test_categorical_samples_follow_the_probabilities():
     torch.testing.assert_close(
         policy.log_prob(probs[:, :1], torch.tensor([[[2.0]]])), torch.log(torch.tensor([[0.7]]))
     )
+
+
+# --- which policy an env gets ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(registered("policy")))
+def test_every_policy_declares_its_action_space(name):
+    assert isinstance(registered("policy")[name].discrete, bool)
+
+
+def test_without_a_policy_box_actions_get_the_gaussian_and_discrete_the_categorical():
+    assert default_policy(BOX) is GaussianMLP and default_policy(DISCRETE) is CategoricalMLP
+    assert fitting(BOX) == ["GaussianMLP"] and fitting(DISCRETE) == ["CategoricalMLP"]
+    cartpole = InnerLoop(env_id="CartPole-v1")
+    assert cartpole.policy is None
+    assert cartpole.policy_for(cartpole.dims()) == CategoricalMLP()
+    pendulum = InnerLoop(env_id="Pendulum-v1", policy=GaussianMLP(hidden=(8,)))
+    assert pendulum.policy_for(pendulum.dims()) == GaussianMLP(hidden=(8,))
+
+
+def test_a_policy_for_another_action_space_is_refused_naming_what_fits():
+    inner = InnerLoop(env_id="CartPole-v1", policy=GaussianMLP())
+    with pytest.raises(ConfigError) as err:
+        inner.context()
+    assert str(err.value) == (
+        "InnerLoop.policy = @GaussianMLP() cannot act in CartPole-v1, whose action space is "
+        "Discrete(2); policies for Discrete actions: CategoricalMLP (or None, to choose by the "
+        "action space)"
+    )
+
+
+def test_the_experiment_builds_the_chosen_policy_through_gin_for_every_inner_loop():
+    config.parse(["quickstart.gin", "debug.gin"],
+                 ["InnerLoop.env_id = 'CartPole-v1'", "CategoricalMLP.hidden = (16,)"])  # fmt: skip
+    exp = config.build(Experiment)
+    assert exp.inner.policy is None
+    chosen = exp.with_policies()
+    assert chosen.inner.policy == CategoricalMLP(hidden=(16,))
+    assert {b.policy for b in chosen.baselines.values()} == {CategoricalMLP(hidden=(16,))}
+    assert "CategoricalMLP.hidden = (16,)" in gin.operative_config_str()
+    assert chosen.with_policies() is chosen

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from epgkit.config import ConfigError
 from epgkit.dims import Dims
 from epgkit.losses.base import History, LossContext, _split
 from epgkit.policies import Params, linear
@@ -73,7 +74,11 @@ class EPGLoss:
         resolved = self.resolve(ctx.dims)  # the one place where None follows the env
         reward, signal = resolved.use_reward, resolved.use_task_signal
         if signal and ctx.dims.signal_dim == 0:
-            raise ValueError("EPGLoss.use_task_signal is True but the env has no task signal")
+            raise ConfigError(
+                "EPGLoss.use_task_signal = True, but the env has no task signal (only task "
+                "families that declare one do); allowed here: None (use it where there is one) "
+                "or False"
+            )
         return reward, signal
 
     def row_size(self, ctx: LossContext) -> int:
