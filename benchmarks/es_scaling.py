@@ -45,7 +45,7 @@ def experiment(quick: bool) -> Experiment:
             "InnerLoop.steps = 1024",  # U: 16 updates of M = 64, N = 512
         ]
     config.parse(files, bindings)
-    return config.build(Experiment)
+    return config.build(Experiment).with_policies()
 
 
 def jobs_of(exp: Experiment, epoch: int) -> list[Job]:

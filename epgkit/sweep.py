@@ -71,15 +71,16 @@ def open_sweep(p: Plan, out: str | Path | None = None, flags: Sequence[str] = ()
     """
     path = Path(out) if out is not None else default_out(p)
     points = p.points()
-    exps, envs_seen = [], set()
+    exps, checked = [], set()
     for point in points:
         try:
             config.parse(p.configs, [*p.bindings, *flags, *point.bindings])
             exps.append(config.build(Experiment))
-            env = (exps[-1].inner.env_id, exps[-1].inner.env_kwargs)
-            if env not in envs_seen:  # a bad env id must not wait for its point's turn
-                envs_seen.add(env)
-                exps[-1].inner.dims()
+            inner = exps[-1].inner
+            key = (inner.env_id, inner.env_kwargs, repr(inner.policy))
+            if key not in checked:  # a bad env id or policy must not wait for its point's turn
+                checked.add(key)
+                exps[-1].with_policies().inner.context()
         except (config.ConfigError, GymError) as err:
             raise config.ConfigError(f"sweep point {point.name}: {err}") from None
     record = {

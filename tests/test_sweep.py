@@ -126,6 +126,16 @@ def test_an_unknown_binding_or_bad_value_is_refused_before_anything_is_written(
     assert not (tmp_path / "s").exists()
 
 
+def test_a_point_whose_policy_cannot_act_in_its_env_is_refused_before_anything_is_written(
+    tmp_path,
+):
+    plan = sp.plan(CONFIGS, ["InnerLoop.env_id=['Pendulum-v1', 'CartPole-v1']"],
+                   ["InnerLoop.policy = @GaussianMLP()"])  # fmt: skip
+    with pytest.raises(config.ConfigError, match=r"GaussianMLP\(\) cannot act in CartPole-v1"):
+        sw.open_sweep(plan, tmp_path / "s", IN_PROCESS)
+    assert not (tmp_path / "s").exists()
+
+
 def test_points_are_the_product_in_grid_order_with_readable_unique_names():
     plan = sp.plan(CONFIGS, ["OpenES.sigma=[0.02, 0.05]", "InnerLoop.lr=[0.003, 0.01]"])
     points = plan.points()
