@@ -63,7 +63,7 @@ def setting(target: str, bindings: Sequence[str] = ()) -> InnerLoop:
         config.parse(["base.gin"], [f"InnerLoop.env_id = '{target}'", *bindings])
     else:
         config.parse([target], bindings)
-    return config.build(Experiment).inner
+    return config.build(Experiment).with_policies().inner
 
 
 def tuning_jobs(runs: int, seed: int, test_seed: int) -> list[Job]:
