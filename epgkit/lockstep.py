@@ -16,7 +16,7 @@ operations.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
@@ -54,10 +54,21 @@ def _core(env: gym.Env) -> tuple[gym.Env, int | None]:
 
 
 class Lockstep:
-    """The state of K inner loops advancing together; lives for one ``InnerLoop.run``."""
+    """The state of K inner loops advancing together; lives for one ``InnerLoop.run``.
 
-    def __init__(self, cfg: InnerLoop, jobs: Sequence[Job]) -> None:
+    ``on_update``, if given, is called with this object at every update, once the history is
+    complete and before the first Adam step: an observer (``epgkit.analyze``) that reads the
+    buffer, θ and the loss's state, and must change nothing (nor draw from the seed streams).
+    """
+
+    def __init__(
+        self,
+        cfg: InnerLoop,
+        jobs: Sequence[Job],
+        on_update: Callable[[Lockstep], None] | None = None,
+    ) -> None:
         self.cfg, self.jobs, k = cfg, list(jobs), len(jobs)
+        self.on_update = on_update
         self.envs = [cfg.make_env(j.task_seed) for j in self.jobs]
         self.cores, self.limits = zip(*(_core(env) for env in self.envs), strict=True)
         self.elapsed = [0] * k  # steps since reset, for the time limits counted here
@@ -247,6 +258,8 @@ class Lockstep:
             self.alive.remove(i)
 
     def _update(self) -> None:
+        if self.on_update is not None:
+            self.on_update(self)
         cfg, k, m = self.cfg, len(self.envs), self.cfg.update_every
         use_loss, use_guide = self.use_loss, self.use_guide
         needs_history = (use_loss and cfg.loss.needs_history) or (
