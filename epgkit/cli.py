@@ -499,6 +499,66 @@ def list_(
                 typer.echo(f"  {name}")
 
 
+analyze_app = typer.Typer(
+    no_args_is_help=True,
+    help="Look inside a learned loss during test-time training (Section 4.3, Appendix B).",
+)
+app.add_typer(analyze_app, name="analyze")
+_Source = Annotated[
+    str, typer.Argument(help="A run directory (its best loss), a loss file, or zoo:NAME.")
+]
+_Env = Annotated[str | None, typer.Option(help="Test on another env id (same spaces).")]
+_Runs = Annotated[int, typer.Option(min=1, help="Held-out tasks, one inner loop each.")]
+_Steps = Annotated[int | None, typer.Option(help="Env steps U of each run.")]
+_Out = Annotated[
+    str | None,
+    typer.Option(help="Output folder (default: RUN_DIR/analyze/<time> or runs/analyze/<time>)."),
+]
+_Seed = Annotated[int, typer.Option(help="Seed of the held-out tasks and runs (as in train).")]
+
+
+def _analyze(kind: str, source: str, env: str | None, runs: int, steps: int | None,
+             out: str | None, seed: int, bindings: list[str], debug: bool) -> None:  # fmt: skip
+    import torch
+
+    from epgkit import analyze
+
+    torch.set_num_threads(1)
+    with user_errors(debug):
+        _physics_only()
+        study = analyze.prepare(kind, source, env, runs, steps, out, seed, bindings)
+        typer.echo(f"epgkit: {kind} of {study.source.path}{_provenance(study.source.meta)} on "
+                   f"{study.learned.env_id}: {runs} held-out tasks, U={study.learned.steps} "
+                   f"steps each → {study.out}")  # fmt: skip
+        data = analyze.run(kind, study)
+    typer.echo(analyze.headline(kind, data))
+    typer.echo(f"wrote {study.out / (kind + '.png')} and {kind}.json")
+
+
+@analyze_app.command("sensitivity")
+def analyze_sensitivity(source: _Source, env: _Env = None, runs: _Runs = 3, steps: _Steps = None,
+                        out: _Out = None, seed: _Seed = 0, binding: Bindings = None,
+                        debug: Debug = False) -> None:  # fmt: skip
+    """‖∂L/∂x‖ of the loss per input and row of its window, as a heatmap (Figure 21)."""
+    _analyze("sensitivity", source, env, runs, steps, out, seed, binding or [], debug)
+
+
+@analyze_app.command("gradients")
+def analyze_gradients(source: _Source, env: _Env = None, runs: _Runs = 3, steps: _Steps = None,
+                      out: _Out = None, seed: _Seed = 0, binding: Bindings = None,
+                      debug: Debug = False) -> None:  # fmt: skip
+    """Spearman's ρ between the loss's and PPO's policy gradients, per update."""
+    _analyze("gradients", source, env, runs, steps, out, seed, binding or [], debug)
+
+
+@analyze_app.command("kl")
+def analyze_kl(source: _Source, env: _Env = None, runs: _Runs = 3, steps: _Steps = None,
+               out: _Out = None, seed: _Seed = 0, binding: Bindings = None,
+               debug: Debug = False) -> None:  # fmt: skip
+    """KL per update under the loss, PPO and the initial loss φ₀ (Figures 16, 22)."""
+    _analyze("kl", source, env, runs, steps, out, seed, binding or [], debug)
+
+
 def main() -> None:
     """Console entry point."""
     app()
