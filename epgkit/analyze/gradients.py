@@ -14,6 +14,7 @@ passes, minibatches in order. It never touches θ, so the run is the learned los
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -178,7 +179,7 @@ def analyze(study: Study) -> dict[str, Any]:
     return data
 
 
-def plot(data: dict[str, Any], path):
+def plot(data: dict[str, Any], path: Path) -> Path:
     """ρ against update: every run thin, the mean over runs thick, the paper's ≈ 0.5 dashed."""
     import matplotlib.pyplot as plt
 

@@ -12,19 +12,20 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from epgkit.analyze.study import Study, initial_phi, save_figure, write_json
-from epgkit.inner_loop import Result
+from epgkit.inner_loop import Job, Result
 
 LEARNED, PPO, INITIAL = "epg", "ppo", "epg φ₀"
 COLORS = {LEARNED: "tab:blue", PPO: "tab:orange", INITIAL: "tab:green"}
 SHOWN_RUNS = 4  # columns of the figure; the JSON has every run
 
 
-def initial_jobs(study: Study) -> tuple[list | None, dict[str, Any]]:
+def initial_jobs(study: Study) -> tuple[list[Job] | None, dict[str, Any]]:
     """The study's jobs with φ₀, or None and why not."""
     phi0 = initial_phi(study.exp)
     note = {
@@ -86,7 +87,7 @@ def analyze(study: Study) -> dict[str, Any]:
     return data
 
 
-def plot(data: dict[str, Any], path):
+def plot(data: dict[str, Any], path: Path) -> Path:
     """One column per run (the first few): training returns above, each update's KL below."""
     import matplotlib.pyplot as plt
 

@@ -14,6 +14,7 @@ An input the loss never reads has no gradient at all and is listed as not read.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -152,7 +153,7 @@ def analyze(study: Study, per_update: int = 8) -> dict[str, Any]:
     return data
 
 
-def plot(data: dict[str, Any], path):
+def plot(data: dict[str, Any], path: Path) -> Path:
     """Heatmap of inputs × window rows (log colours; grey is exactly 0), and each input's
     sensitivity over the whole window beside it, mem included."""
     import matplotlib.pyplot as plt

@@ -21,6 +21,7 @@ import matplotlib
 import numpy as np
 
 from epgkit import train as tt
+from epgkit.config import ConfigError
 from epgkit.experiment import Experiment
 from epgkit.inner_loop import InnerLoop, Job, Result
 from epgkit.lockstep import Lockstep
@@ -70,7 +71,7 @@ def prepare(
         ConfigError: A bad binding, env or step budget.
     """
     if runs < 1:
-        raise RunDirError(f"--runs must be ≥ 1, got {runs}")
+        raise ConfigError(f"--runs must be ≥ 1, got {runs}")
     source = tt.load_source(source_arg)
     exp = tt.build(source, bindings)
     loops = tt.methods(exp, ["ppo"], env, steps)
