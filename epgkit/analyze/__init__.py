@@ -47,7 +47,8 @@ def headline(kind: str, data: dict[str, Any]) -> str:
     if kind == "gradients":
         return (
             f"Spearman ρ(∂L_φ/∂θ, ∂L_PPO/∂θ): mean {data['mean']:.3f}, median "
-            f"{data['median']:.3f} over {len(data['per_update'])} updates × {data['runs']} runs "
+            f"{data['median']:.3f}, mean |ρ| {data['mean_abs']:.3f} over "
+            f"{len(data['per_update'])} updates × {data['runs']} runs "
             f"(paper: ≈ {data['paper']})"
         )
     parts = []

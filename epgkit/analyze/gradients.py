@@ -167,6 +167,8 @@ def analyze(study: Study) -> dict[str, Any]:
         "theta_size": observer.theta_size,
         "mean": float(finite.mean()) if finite.size else math.nan,
         "median": float(np.median(finite)) if finite.size else math.nan,
+        # Large when the two agree or disagree strongly on each update, whatever the sign.
+        "mean_abs": float(np.abs(finite).mean()) if finite.size else math.nan,
         "per_run_mean": per_run,
         "per_update": [
             {"update": u, "mean": per_update[u], "rho": rho[u].tolist()} for u in range(len(rho))

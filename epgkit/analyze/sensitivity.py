@@ -199,6 +199,7 @@ def plot(data: dict[str, Any], path: Path) -> Path:
         side.set_xscale("log")
         side.xaxis.set_minor_formatter(NullFormatter())
     side.set_title("whole window", fontsize=9)
+    side.set_xlabel("‖∂L_t / ∂x‖₂", fontsize=8)
     side.grid(alpha=0.3, axis="x")
     notes = ["grey: exactly 0 (a row no convolution window reaches, or an ignored input)"]
     if data["not_read"]:
