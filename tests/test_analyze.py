@@ -75,7 +75,7 @@ def test_ppo_against_itself_has_rho_one_and_its_negation_minus_one(tiny_inner):
     def compare(lock):
         k, t_rows, m = len(lock.jobs), lock.hist_full.done.shape[1], lock.ctx.update_every
         rows = torch.arange(t_rows - m, t_rows).expand(k, m)
-        args = (lock.ctx, lock.phi, lock.loss_state, lock.hist_full, lock.cfg.policy,
+        args = (lock.ctx, lock.phi, lock.loss_state, lock.hist_full, lock.policy,
                 lock.theta, rows)  # fmt: skip
         ppo = gradients.policy_gradient(PPOLoss(), *args)
         for scale in (3.0, -0.5):
@@ -95,8 +95,9 @@ def test_the_gradient_observer_finds_ppo_close_to_ppo(tiny_inner):
     rho = np.array(observer.rho)
     # Its own value net, not the run's: advantages differ a little, the gradients barely.
     assert rho.shape == (4, 2) and rho.min() > 0.9
-    assert observer.theta_size == sum(t[0].numel() for t in ppo.policy.init(
-        ppo.dims(), [np.random.default_rng(0)]).values())  # fmt: skip
+    policy = ppo.policy_for(ppo.dims())
+    theta = policy.init(ppo.dims(), [np.random.default_rng(0)])
+    assert observer.theta_size == sum(t[0].numel() for t in theta.values())
 
 
 def test_observing_changes_nothing(tiny_inner):
@@ -137,7 +138,7 @@ def test_a_loss_has_no_sensitivity_to_what_its_weights_ignore(tiny_inner):
     out = observer.summary(tiny_inner.buffer_size)
     assert out["updates"] == tiny_inner.steps // tiny_inner.update_every
     matrix = dict(zip(out["features"], np.array(out["matrix"]), strict=True))
-    assert {"s", "a", "d", "π(·|s)", "r"} <= set(matrix) and out["not_read"] == []
+    assert {"s", "a", "d", "π(·|s)", "r"} <= set(matrix) and out["not_read"] == ["t/U"]
     assert (matrix["a"] == 0).all() and out["window_total"]["a"] == 0
     assert out["window_total"]["mem"] == 0
     assert matrix["s"][-1] > 0 and matrix["π(·|s)"].sum() > 0 and out["window_total"]["d"] > 0
@@ -145,11 +146,12 @@ def test_a_loss_has_no_sensitivity_to_what_its_weights_ignore(tiny_inner):
 
 
 def test_an_input_the_loss_never_reads_is_reported_as_not_read(tiny_inner):
-    inner = dataclasses.replace(tiny_inner, loss=IgnoresActions())
+    inner = dataclasses.replace(tiny_inner, loss=IgnoresActions(use_progress=True))
     observer = sensitivity.Sensitivity(per_update=2)
     observe(inner, jobs(inner, 1), observer)
     out = observer.summary(inner.buffer_size)
     assert out["not_read"] == ["a"] and "a" not in out["features"]
+    assert out["window_total"]["t/U"] > 0 and out["feature_widths"]["t/U"] == 1
     assert out["window_total"]["mem"] > 0 and out["window_total"]["s"] > 0
 
 

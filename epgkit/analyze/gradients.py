@@ -100,7 +100,7 @@ class GradientCorrelation:
         self.theta_size = 0
 
     def __call__(self, lock: Lockstep) -> None:
-        ctx, hist, policy, k = lock.ctx, lock.hist_full, lock.cfg.policy, len(lock.jobs)
+        ctx, hist, policy, k = lock.ctx, lock.hist_full, lock.policy, len(lock.jobs)
         if self.value is None:
             # The value net's own seeds: the run's streams are left exactly as they were.
             rngs = [
@@ -132,7 +132,7 @@ class GradientCorrelation:
         ctx, hist, policy, phi = (
             lock.ctx,
             lock.hist_full,
-            lock.cfg.policy,
+            lock.policy,
             torch.zeros(len(rows), 0),
         )
         with torch.no_grad():

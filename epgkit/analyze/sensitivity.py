@@ -4,7 +4,7 @@ with respect to each kind of input x at each row of the N-row window ending at t
 During a test-time run (α = 0), at every update a few of the M steps being updated on are
 picked (evenly spaced, no random draw), the loss is evaluated on them with every input a leaf
 of its own, and each step's loss is differentiated alone. The inputs are the buffer's rows as
-the loss reads them — s, a, d, r and the task signal from the history, π(·|s) (and log π(a|s))
+the loss reads them — s, a, d, r, the task signal and t/U from the history, π(·|s) (and log π(a|s))
 recomputed from θ but differentiated as inputs, not through θ — so the gradient with respect
 to s is the loss's direct use of s. The memory unit's output mem = tanh(mem_w + mem_b) is the
 same vector at every row, so it has one sensitivity for the whole window, not one per row.
@@ -32,6 +32,7 @@ ROW_INPUTS = (
     ("π(·|s)", None),
     ("r", "reward"),
     ("task signal", "signal"),
+    ("t/U", "progress"),
     ("log π(a|s)", None),
 )
 MEMORY = "mem"
@@ -54,15 +55,15 @@ class Sensitivity:
 
     def _leaves(self, lock: Lockstep) -> dict[str, torch.Tensor]:
         """Every per-row input the loss may read, as a fresh leaf (K, T, ...)."""
-        cfg, hist = lock.cfg, lock.hist_full
+        hist = lock.hist_full
         with torch.no_grad():
-            pi = cfg.policy.dist(lock.theta, hist.obs)
-            needs_logp = getattr(cfg.loss, "needs_logp", True)
-            logp = cfg.policy.log_prob(pi, hist.act_raw) if needs_logp else None
+            pi = lock.policy.dist(lock.theta, hist.obs)
+            needs_logp = getattr(lock.cfg.loss, "needs_logp", True)
+            logp = lock.policy.log_prob(pi, hist.act_raw) if needs_logp else None
         leaves = {}
         for name, field in ROW_INPUTS:
             value = getattr(hist, field) if field else {"π(·|s)": pi, "log π(a|s)": logp}[name]
-            if value is not None and value[0, 0].numel():  # an env without a task signal: none
+            if value is not None and value[0, 0].numel():  # none: no task signal, no t/U
                 leaves[name] = value.detach().clone().requires_grad_()
                 self.widths[name] = value[0, 0].numel()
         return leaves
