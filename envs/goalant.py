@@ -2,9 +2,10 @@
 
 Task (drawn from ``task_seed`` only): a target ``g = r (cos a, sin a)`` in the ground plane with
 ``r ~ U(goal_radius_low, goal_radius_high)`` (2 to 5 m by default, a few seconds' walk for a
-trained Ant) and ``a ~ U(-pi, pi)``. ``goal_x_sign=+1`` keeps the targets with x > 0 (the
-meta-training half of Figure 18), ``goal_x_sign=-1`` those with x < 0 (the out-of-distribution
-test): ``a ~ U(-pi/2, pi/2)`` and ``g_x = goal_x_sign * r cos a``, strictly inside the half-plane.
+trained Ant) and ``a ~ U(-pi, pi)``. Figure 18's out-of-distribution pair puts the targets on
+the x-axis: ``goal_x_sign=+1`` at ``(r, 0)`` (meta-training, the ant's right), ``-1`` at
+``(-r, 0)`` (the test, its left). With ``goal_layout='half-plane'`` they fill the half-plane
+instead: ``a ~ U(-pi/2, pi/2)`` and ``g = (goal_x_sign * r cos a, r sin a)``, strictly inside it.
 
 Each reset (from the env's own ``np_random``, not the task) turns the ant by a yaw drawn from
 ``U(-pi, pi)`` on top of Ant-v5's reset noise.
@@ -41,12 +42,15 @@ from gymnasium.utils import EzPickle
 
 from epgkit.envs.base import TaskFamily
 
+GOAL_LAYOUTS = ("axis", "half-plane")
+
 
 def draw_goal(
     task_seed: int,
     goal_radius_low: float = 2.0,
     goal_radius_high: float = 5.0,
     goal_x_sign: int = 0,
+    goal_layout: str = "axis",
 ) -> dict[str, Any]:
     """The task of ``task_seed``: target radius, polar angle and xy position, as a JSON dict.
 
@@ -55,6 +59,8 @@ def draw_goal(
         goal_radius_low: Smallest distance of the target from the origin, in metres.
         goal_radius_high: Largest distance of the target from the origin, in metres.
         goal_x_sign: ``+1`` for targets with x > 0 only, ``-1`` for x < 0 only, ``0`` for any.
+        goal_layout: With a sign, ``'axis'`` puts the targets on that half of the x-axis
+            (Figure 18), ``'half-plane'`` anywhere in that half-plane.
     """
     if not 0.0 < goal_radius_low <= goal_radius_high:
         raise ValueError(
@@ -62,11 +68,16 @@ def draw_goal(
         )
     if goal_x_sign not in (-1, 0, 1):
         raise ValueError(f"goal_x_sign is {goal_x_sign}; allowed: -1, 0 or 1.")
+    if goal_layout not in GOAL_LAYOUTS:
+        raise ValueError(f"goal_layout is {goal_layout!r}; allowed: {', '.join(GOAL_LAYOUTS)}.")
     rng = np.random.default_rng(task_seed)
     radius = float(rng.uniform(goal_radius_low, goal_radius_high))
     if goal_x_sign == 0:
         angle = float(rng.uniform(-math.pi, math.pi))
         goal = [radius * math.cos(angle), radius * math.sin(angle)]
+    elif goal_layout == "axis":
+        goal = [goal_x_sign * radius, 0.0]
+        angle = 0.0 if goal_x_sign > 0 else math.pi
     else:
         # Mirroring the right half-plane keeps x strictly signed even at a = -pi/2.
         half = float(rng.uniform(-math.pi / 2, math.pi / 2))
@@ -83,6 +94,8 @@ class GoalAnt(TaskFamily, AntEnv):
         goal_radius_low: Smallest distance of the target from the origin, in metres.
         goal_radius_high: Largest distance of the target from the origin, in metres.
         goal_x_sign: ``+1`` for targets with x > 0 only, ``-1`` for x < 0 only, ``0`` for any.
+        goal_layout: With a sign, ``'axis'`` (targets on the x-axis, Figure 18) or
+            ``'half-plane'``.
         goal_tolerance: Torso-to-target distance, in metres, at which the target counts as
             reached (reported as ``info["is_success"]``; ends the episode when ``no_reset``).
         no_reset: Appendix B's no-reset learning: terminate only on reaching the target, never
@@ -99,12 +112,13 @@ class GoalAnt(TaskFamily, AntEnv):
         goal_radius_low: float = 2.0,
         goal_radius_high: float = 5.0,
         goal_x_sign: int = 0,
+        goal_layout: str = "axis",
         goal_tolerance: float = 0.5,
         no_reset: bool = False,
         render_mode: str | None = None,
     ) -> None:
         self.task: dict[str, Any] = draw_goal(
-            task_seed, goal_radius_low, goal_radius_high, goal_x_sign
+            task_seed, goal_radius_low, goal_radius_high, goal_x_sign, goal_layout
         )
         self.goal = np.array(self.task["goal"])
         self.goal_tolerance = goal_tolerance
@@ -119,6 +133,7 @@ class GoalAnt(TaskFamily, AntEnv):
             goal_radius_low=goal_radius_low,
             goal_radius_high=goal_radius_high,
             goal_x_sign=goal_x_sign,
+            goal_layout=goal_layout,
             goal_tolerance=goal_tolerance,
             no_reset=no_reset,
             render_mode=render_mode,

@@ -106,9 +106,11 @@ def test_direction_flips_the_velocity_reward_only(env_id: str) -> None:
 # ---- GoalAnt ----
 
 
-def test_goal_ranges_and_half_planes() -> None:
+def test_goal_ranges_axes_and_half_planes() -> None:
     for sign in (-1, 0, 1):
-        goals = np.array([draw_goal(s, goal_x_sign=sign)["goal"] for s in range(2000)])
+        goals = np.array(
+            [draw_goal(s, goal_x_sign=sign, goal_layout="half-plane")["goal"] for s in range(2000)]
+        )
         radii = np.linalg.norm(goals, axis=1)
         assert radii.min() >= 2.0 and radii.max() <= 5.0
         if sign:
@@ -116,9 +118,22 @@ def test_goal_ranges_and_half_planes() -> None:
         else:
             assert (goals[:, 0] > 0).mean() == pytest.approx(0.5, abs=0.05)
         assert (goals[:, 1] > 0).mean() == pytest.approx(0.5, abs=0.05)
+    # Figure 18: meta-training targets on the positive x-axis, test targets on the negative.
+    for sign in (-1, 1):
+        tasks = [draw_goal(s, goal_x_sign=sign) for s in range(200)]
+        goals = np.array([t["goal"] for t in tasks])
+        assert (goals[:, 1] == 0).all() and (np.sign(goals[:, 0]) == sign).all()
+        assert np.abs(goals[:, 0]).min() >= 2.0 and np.abs(goals[:, 0]).max() <= 5.0
+        assert np.unique(goals[:, 0]).size == 200  # the distance still varies per task
+        np.testing.assert_allclose([t["goal_angle"] for t in tasks], 0 if sign > 0 else np.pi)
     for env_id, sign in (("epgkit/GoalAntPosX-v0", 1), ("epgkit/GoalAntNegX-v0", -1)):
         for seed in range(10):
-            assert np.sign(gym.make(env_id, task_seed=seed).unwrapped.goal[0]) == sign
+            goal = gym.make(env_id, task_seed=seed).unwrapped.goal
+            assert np.sign(goal[0]) == sign and goal[1] == 0
+        half = gym.make(env_id, task_seed=0, goal_layout="half-plane").unwrapped.goal
+        assert np.sign(half[0]) == sign and half[1] != 0
+    with pytest.raises(ValueError, match="goal_layout"):
+        draw_goal(0, goal_x_sign=1, goal_layout="quadrant")
     with pytest.raises(ValueError, match="goal_x_sign"):
         draw_goal(0, goal_x_sign=2)
 
