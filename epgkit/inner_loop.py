@@ -28,7 +28,7 @@ from epgkit.config import ConfigError, close_env_ids
 from epgkit.dims import Dims
 from epgkit.lockstep import Lockstep
 from epgkit.losses import EPGLoss, LossContext, PPOLoss
-from epgkit.policies import default_policy, fitting
+from epgkit.policies import default_policy, fitting, flat_params
 from epgkit.registry import register
 
 
@@ -95,6 +95,9 @@ class InnerLoop:
             (each step used once); PPO baselines may use more (PPO's "epochs").
         reduce: How per-step losses make a minibatch loss: "sum" (paper) or "mean".
         env_kwargs: Extra constructor arguments of the env, as (name, value) pairs.
+        evolve_init: EPG+I (Figure 13): the ES evolves the policy's initial parameters θ₀
+            with φ; the evolved vector is φ followed by θ₀, and every inner loop starts from
+            θ₀ instead of a random θ. With a hand-designed loss (φ empty) it is PPO+I.
     """
 
     env_id: str = "epgkit/PointGoal-v0"
@@ -112,6 +115,7 @@ class InnerLoop:
     passes: int = 1
     reduce: str = "sum"
     env_kwargs: tuple[tuple[str, Any], ...] = ()
+    evolve_init: bool = False
 
     def __post_init__(self) -> None:
         m, n, b = self.update_every, self.buffer_size, self.minibatch
@@ -178,12 +182,21 @@ class InnerLoop:
         return LossContext(dims, dist_dim, self.buffer_size, self.update_every)
 
     def phi_size(self) -> int:
-        """Dimension of the evolved loss parameters φ."""
-        return self.loss.phi_size(self.context())
+        """Dimension of the evolved vector: the loss's φ, then θ₀ under ``evolve_init``."""
+        ctx = self.context()
+        return self.loss.phi_size(ctx) + (self._theta0(ctx).size if self.evolve_init else 0)
 
     def init_phi(self, rng: np.random.Generator) -> np.ndarray:
-        """An initial φ."""
-        return self.loss.init_phi(self.context(), rng)
+        """An initial evolved vector: the loss's φ, then a fresh policy's θ under
+        ``evolve_init``."""
+        ctx = self.context()
+        phi = self.loss.init_phi(ctx, rng)
+        return np.concatenate([phi, self._theta0(ctx, rng)]) if self.evolve_init else phi
+
+    def _theta0(self, ctx: LossContext, rng: np.random.Generator | None = None) -> np.ndarray:
+        policy = self.policy_for(ctx.dims)
+        theta = policy.init(ctx.dims, [rng or np.random.default_rng(0)])
+        return flat_params(theta)[0].numpy().astype(np.float32)
 
     def run(self, jobs: Sequence[Job], keep_policy: bool = False) -> list[Result]:
         """Runs len(jobs) inner loops in lockstep and returns their results in order.

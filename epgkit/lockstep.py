@@ -29,6 +29,7 @@ from epgkit.envs import task_of
 from epgkit.flat_adam import FlatAdam
 from epgkit.losses import History
 from epgkit.normalize import RunningNorm
+from epgkit.policies import load_flat
 
 if TYPE_CHECKING:  # only for hints: epgkit.inner_loop imports this module
     from epgkit.inner_loop import InnerLoop, Job, Result
@@ -80,8 +81,12 @@ class Lockstep:
         init_rngs = [r[_INIT] for r in self.rngs]
         self.theta = self.policy.init(d, init_rngs)
         p = cfg.loss.phi_size(self.ctx)
-        phi = np.stack([np.asarray(j.phi, np.float32).reshape(p) for j in self.jobs])
-        self.phi = torch.from_numpy(phi)
+        flat = np.stack([np.asarray(j.phi, np.float32).reshape(-1) for j in self.jobs])
+        if cfg.evolve_init:  # EPG+I: the evolved vector is φ then θ₀, where training starts
+            load_flat(self.theta, torch.from_numpy(flat[:, p:]))
+        elif flat.shape[1] != p:
+            raise ValueError(f"φ has {flat.shape[1]} numbers, the loss {p}")
+        self.phi = torch.from_numpy(np.ascontiguousarray(flat[:, :p]))
         alpha = np.array([j.alpha for j in self.jobs], np.float32)
         self.alpha = torch.from_numpy(alpha)
         self.use_loss = bool((alpha < 1).any())

@@ -76,6 +76,24 @@ def init_mlp(
     return params
 
 
+def flat_params(params: Params) -> torch.Tensor:
+    """K stacked parameter sets as one (K, P) matrix, in the dict's order (``load_flat``'s)."""
+    k = next(iter(params.values())).shape[0]
+    return torch.cat([t.reshape(k, -1) for t in params.values()], dim=1)
+
+
+def load_flat(params: Params, flat: torch.Tensor) -> None:
+    """Writes a (K, P) matrix laid out as ``flat_params`` into ``params``, in place."""
+    start = 0
+    with torch.no_grad():
+        for t in params.values():
+            size = t[0].numel()
+            t.copy_(flat[:, start : start + size].reshape(t.shape))
+            start += size
+    if start != flat.shape[1]:
+        raise ValueError(f"θ₀ has {flat.shape[1]} numbers, the policy {start}")
+
+
 def _layers(params: dict[str, Any], prefix: str) -> int:
     n = 0
     while f"{prefix}w{n}" in params:
