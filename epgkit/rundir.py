@@ -28,6 +28,13 @@ RECORDS = "inner_loops.jsonl"
 CHECKPOINT = "checkpoint.pt"
 BEST_LOSS = "best_loss.pt"
 LAST_LOSS = "loss.pt"
+OPERATIVE = "operative_config.gin"
+
+#: What a checkpoint holds: the ES state, the epochs done, and the log lines of the last epoch
+#: (so that a crash between the checkpoint and the logs' appends loses nothing).
+CHECKPOINT_KEYS = {"epoch": int, "phi": torch.Tensor, "m": torch.Tensor, "v": torch.Tensor,
+                   "step": int, "env_steps": int, "best_fitness": float,
+                   "best_phi": torch.Tensor, "metrics_line": str, "records": str}  # fmt: skip
 
 
 class RunDirError(ValueError):
@@ -58,6 +65,20 @@ def atomic_save(obj: dict[str, Any], path: Path) -> None:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes a text file whole or not at all: a kill mid-write leaves the old file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -187,7 +208,7 @@ class RunDir:
         """Starts a new run; refuses a folder that already holds one."""
         self.check_free()
         (self.path / "plots").mkdir(parents=True, exist_ok=True)
-        (self.path / "config.gin").write_text(config)
+        atomic_write_text(self.path / "config.gin", config)
         meta = {
             "argv": sys.argv,
             "config_files": files,
@@ -195,11 +216,11 @@ class RunDir:
             **git_state(),
             "host": platform.node(),
         }
-        (self.path / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        atomic_write_text(self.path / "meta.json", json.dumps(meta, indent=2) + "\n")
 
     def write_operative(self, text: str) -> None:
         """Writes the operative gin config (the values actually used)."""
-        (self.path / "operative_config.gin").write_text(text)
+        atomic_write_text(self.path / OPERATIVE, text)
 
     def append(self, name: str, rows: list[dict[str, Any]]) -> None:
         """Appends JSON lines to ``name``."""
@@ -218,5 +239,5 @@ class RunDir:
         atomic_save(state, self.path / CHECKPOINT)
 
     def load_checkpoint(self) -> dict[str, Any]:
-        """The last complete checkpoint."""
-        return safe_load(self.path / CHECKPOINT, {"epoch": int, "phi": torch.Tensor})
+        """The last complete checkpoint, refused unless it holds all that ``evolve`` reads."""
+        return safe_load(self.path / CHECKPOINT, CHECKPOINT_KEYS)
