@@ -8,6 +8,8 @@ What a right command cannot do on this machine (render without a GL backend) exi
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,6 +112,25 @@ def _physics_only() -> None:
         os.environ["MUJOCO_GL"] = "disable"
 
 
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM raises ``SystemExit(143)`` as Ctrl-C raises ``KeyboardInterrupt``, so that every
+    ``finally`` runs: the run directory's lock is released, the Dask cluster stopped, wandb
+    finished. (A kill that cannot be caught leaves a lock file that the next run takes over.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> NoReturn:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _provenance(meta: dict) -> str:
     """Which φ a loss file holds, as ``evolve`` recorded it (``epoch`` counts ES steps)."""
     if "epoch" not in meta:
@@ -149,7 +170,7 @@ def evolve(
     debug: Debug = False,
 ) -> None:
     """Evolve a learned loss (Algorithm 1)."""
-    with user_errors(debug):
+    with user_errors(debug), _sigterm_unwinds():
         _physics_only()
         _evolve(configs or [], binding or [], run_dir, workers, scheduler, seed, resume,
                 wandb_project if use_wandb else None)  # fmt: skip
@@ -173,10 +194,10 @@ def _evolve(
 
     _check_workers(workers)
     flags = flag_bindings(workers=workers, scheduler=scheduler, seed=seed, run_dir=run_dir)
-    prepared = prepare(configs, [*bindings, *flags], resume)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     wandb = WandbOptions(wandb_project) if wandb_project else None
     with (
+        prepare(configs, [*bindings, *flags], resume) as prepared,  # holds the run's lock
         connect(prepared.exp.n_workers, prepared.exp.scheduler,
                 prepared.exp.connect_timeout) as executor,
         Progress(typer.echo) as progress,
@@ -314,7 +335,7 @@ def sweep(
     debug: Debug = False,
 ) -> None:
     """Evolve every point of a hyperparameter grid; re-run the same command to resume."""
-    with user_errors(debug):
+    with user_errors(debug), _sigterm_unwinds():
         _physics_only()
         _sweep(configs or [], grid or [], binding or [], samples, seed, out, workers, scheduler,
                wandb_project if use_wandb else None)  # fmt: skip
@@ -340,10 +361,10 @@ def _sweep(
 
     _check_workers(workers)
     plan = sweep_plan.plan(configs, grids, bindings, samples, seed)
-    sweep = sw.open_sweep(plan, out, flag_bindings(workers=workers, scheduler=scheduler))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     wandb = WandbOptions(wandb_project) if wandb_project else None
     with (
+        sw.open_sweep(plan, out, flag_bindings(workers=workers, scheduler=scheduler)) as sweep,
         connect(sweep.workers, sweep.scheduler, sweep.timeout) as executor,
         Progress(typer.echo) as progress,
     ):

@@ -19,6 +19,7 @@ from epgkit import config
 from epgkit.cluster import Executor
 from epgkit.evolve import evolve
 from epgkit.experiment import Experiment
+from epgkit.lock import DirLock
 from epgkit.plotting import plot_fitness
 from epgkit.rundir import BEST_LOSS, LAST_LOSS, METRICS, RunDir, RunDirError, jsonl_rows
 from epgkit.strategies import ESState
@@ -31,7 +32,8 @@ EXTEND = ("Experiment.epochs",)
 
 @dataclass
 class Prepared:
-    """A built and checked experiment; its run directory is written by ``open``."""
+    """A built and checked experiment, holding its run directory's lock until ``close``
+    (use as ``with prepare(...) as prepared:``); the directory is written by ``open``."""
 
     exp: Experiment
     run: RunDir
@@ -40,6 +42,18 @@ class Prepared:
     files: list[str]
     resume: bool
     extend: tuple[str, ...] = ()  # bindings a resume adds to the run's config.gin
+    lock: DirLock | None = None
+
+    def close(self) -> None:
+        """Releases the run directory (a start refused after ``prepare`` leaves no trace)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> Prepared:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def open(self) -> None:
         """Creates the run directory (or reopens it to resume) and writes the configs."""
@@ -96,19 +110,40 @@ def flag_bindings(**flags: object) -> list[str]:
 def prepare(
     configs: Sequence[str], bindings: Sequence[str] = (), resume: str | None = None
 ) -> Prepared:
-    """Parses the configs, builds the experiment and checks its run directory.
+    """Parses the configs, builds the experiment, locks and checks its run directory.
 
-    Nothing is written here: ``Prepared.open`` writes once the cluster is reached too, so a
-    refused start leaves no trace.
+    Nothing is written here but the lock file (and the folder that holds it): ``Prepared.open``
+    writes once the cluster is reached too, and a refused start, released, leaves no trace.
+
+    Raises:
+        Busy: Another process writes the run directory.
     """
     if resume is not None:
-        run = RunDir(resume)
-        if not (run.path / "config.gin").is_file():
+        if not (Path(resume) / "config.gin").is_file():
             raise RunDirError(f"--resume {resume}: not an epgkit run directory (no config.gin)")
         if configs:
             raise config.ConfigError(
                 "--resume takes its config from the run directory; give no config files"
             )
+    lock = DirLock(resume) if resume is not None else None
+    try:
+        if lock is not None:  # the checkpoint and logs are read under the lock
+            lock.acquire()
+        prepared = _prepare(configs, bindings, resume)
+        if lock is None:  # a new run: refused if another process writes its folder, or did
+            lock = DirLock(prepared.run.path).acquire()
+            prepared.run.check_free()
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    prepared.lock = lock
+    return prepared
+
+
+def _prepare(configs: Sequence[str], bindings: Sequence[str], resume: str | None) -> Prepared:
+    if resume is not None:
+        run = RunDir(resume)
         extend = _check_resume_bindings(bindings)
         configs = [str(run.path / "config.gin")]
         bindings = [*bindings, f"Experiment.run_dir = {str(run.path)!r}"]
@@ -145,8 +180,6 @@ def prepare(
         "operative_config": gin.operative_config_str(),
     }
     run = RunDir(exp.run_dir)
-    if resume is None:
-        run.check_free()
     files = [str(p) for p in paths]
     return Prepared(exp, run, meta, gin.config_str(), files, resume is not None, extend)
 

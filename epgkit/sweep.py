@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from epgkit import config
 from epgkit.cluster import Executor
 from epgkit.experiment import Experiment
 from epgkit.launch import prepare, run_evolution
+from epgkit.lock import LOCK, DirLock
 from epgkit.progress import Progress, log_to
 from epgkit.rundir import CHECKPOINT, RunDir, RunDirError
 from epgkit.sweep_plan import Plan, Point
@@ -37,8 +38,9 @@ SWEEP_JSON = "sweep.json"
 
 @dataclass(frozen=True)
 class Sweep:
-    """A checked plan and its directory; ``workers``, ``scheduler``, ``timeout`` say where
-    its points run (``cluster.connect``'s arguments)."""
+    """A checked plan and its directory, whose lock it holds until ``close`` (use as ``with
+    open_sweep(...) as sweep:``); ``workers``, ``scheduler``, ``timeout`` say where its points
+    run (``cluster.connect``'s arguments)."""
 
     plan: Plan
     path: Path
@@ -48,10 +50,22 @@ class Sweep:
     workers: int
     scheduler: str | None
     timeout: float
+    lock: DirLock | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    def close(self) -> None:
+        """Releases the sweep directory."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> Sweep:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def point_dir(self, point: Point) -> Path:
         return self.path / point.name
@@ -67,7 +81,8 @@ def open_sweep(p: Plan, out: str | Path | None = None, flags: Sequence[str] = ()
 
     ``flags`` are bindings that do not change results (``Experiment.workers``, ``scheduler``):
     recorded in each new point's config.gin, not part of what makes the sweep.
-    Nothing is written before every point's config passed.
+    Nothing is written before every point's config passed; then the sweep directory is
+    locked (``Busy`` if another process writes it) until the returned sweep is closed.
     """
     path = Path(out) if out is not None else default_out(p)
     points = p.points()
@@ -88,13 +103,19 @@ def open_sweep(p: Plan, out: str | Path | None = None, flags: Sequence[str] = ()
         "points": [{"name": q.name, "bindings": list(q.bindings)} for q in points],
     }
     spec = path / SWEEP_JSON
-    if spec.is_file():
-        _check_same(path, json.loads(spec.read_text()), p.identity())
-    elif path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and not path.is_dir():
         raise RunDirError(f"{path} exists and is not a sweep directory (no {SWEEP_JSON})")
-    else:
-        path.mkdir(parents=True, exist_ok=True)
-        spec.write_text(json.dumps(record, indent=2) + "\n")
+    lock = DirLock(path).acquire()
+    try:
+        if spec.is_file():
+            _check_same(path, json.loads(spec.read_text()), p.identity())
+        elif any(q.name != LOCK for q in path.iterdir()):
+            raise RunDirError(f"{path} exists and is not a sweep directory (no {SWEEP_JSON})")
+        else:
+            spec.write_text(json.dumps(record, indent=2) + "\n")
+    except BaseException:
+        lock.release()
+        raise
     epochs = tuple(e.epochs for e in exps)
     # One cluster serves every point: the first point's settings choose it.
     first = exps[0]
@@ -107,6 +128,7 @@ def open_sweep(p: Plan, out: str | Path | None = None, flags: Sequence[str] = ()
         first.n_workers,
         first.scheduler,
         first.connect_timeout,
+        lock,
     )
 
 
@@ -175,9 +197,12 @@ def run_sweep(
                         f"Experiment.run_dir = {str(run_dir)!r}",
                     ],
                 )
-            with track_evolution(
-                prepared, progress, group, point.name, lambda m: total.update(advance=1), False
-            ) as tracker:
+            with (
+                prepared,  # holds the point's lock while it runs
+                track_evolution(
+                    prepared, progress, group, point.name, lambda m: total.update(advance=1), False
+                ) as tracker,
+            ):
                 run_evolution(prepared, tracker.wrap(executor), tracker.echo)
             write_summary(sweep, summarize(sweep))
         total.close()
