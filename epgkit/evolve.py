@@ -12,7 +12,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,8 @@ import torch
 from epgkit.cluster import Executor
 from epgkit.experiment import Experiment
 from epgkit.inner_loop import Job, Result, run_batch
-from epgkit.rundir import BEST_LOSS, LAST_LOSS, METRICS, RECORDS, RunDir, save_loss
+from epgkit.resume import plan_repair
+from epgkit.rundir import BEST_LOSS, CHECKPOINT, LAST_LOSS, METRICS, RECORDS, RunDir, save_loss
 from epgkit.strategies import ESState
 
 # Evolution draws task seeds below 2**31; test-time training draws them above (see train).
@@ -106,12 +106,14 @@ def evolve(
 ) -> ESState:
     """Runs (or continues) the evolution described by ``exp`` in ``run``."""
     strategy = exp.strategy
-    if (run.path / "checkpoint.pt").exists():
-        ckpt = run.load_checkpoint()
+    ckpt = run.load_checkpoint() if (run.path / CHECKPOINT).exists() else None
+    # Logs that disagree with the checkpoint are refused; those a crash cut short are completed
+    # from it (see epgkit.resume for every moment a kill can leave).
+    plan_repair(run.path, ckpt).apply()
+    if ckpt is not None:
         state = ESState(ckpt["phi"].numpy(), ckpt["m"].numpy(), ckpt["v"].numpy(), ckpt["step"])
         start, env_steps = ckpt["epoch"], ckpt["env_steps"]
         best = (ckpt["best_fitness"], ckpt["best_phi"].numpy())
-        _complete_logs(run, ckpt)
     else:
         phi0 = exp.inner.init_phi(np.random.default_rng(np.random.SeedSequence([exp.seed, 0])))
         state, start, env_steps, best = strategy.init(phi0), 0, 0, (-math.inf, phi0)
@@ -164,51 +166,9 @@ def evolve(
                 "records": json.dumps(records),
             }
         )
-        # Logs are appended only once the checkpoint of their epoch is complete.
+        # Logs are appended only once the checkpoint of their epoch (which holds their
+        # lines too) is complete.
         run.append(RECORDS, records)
         run.append(METRICS, [metrics])
         on_epoch(metrics)
     return state
-
-
-def _complete_logs(run: RunDir, ckpt: dict[str, Any]) -> None:
-    """Makes the logs agree with the checkpoint after a crash at any moment.
-
-    Logs are written after the checkpoint, records before metrics; so a crash can leave a torn
-    last line, or an epoch whose checkpoint is complete but whose lines are missing. Complete
-    metrics lines are never rewritten: only a torn tail is cut, then the missing lines of the
-    checkpointed epoch are appended from the checkpoint.
-    """
-    done = _cut_torn_tail(run.path / METRICS, ckpt["epoch"])
-    records = run.path / RECORDS
-    if records.exists():
-        kept = [
-            x
-            for x in records.read_text().splitlines(keepends=True)
-            if x.endswith("\n") and _epoch_of(x) is not None and _epoch_of(x) < done
-        ]
-        if len(kept) != len(records.read_text().splitlines()):
-            records.write_text("".join(kept))
-    if done == ckpt["epoch"] - 1:
-        run.append(RECORDS, json.loads(ckpt["records"]))
-        run.append(METRICS, [json.loads(ckpt["metrics_line"])])
-
-
-def _epoch_of(line: str) -> int | None:
-    try:
-        return int(json.loads(line)["epoch"])
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
-def _cut_torn_tail(path: Path, limit: int) -> int:
-    """Drops an incomplete last line of a JSONL file; returns the complete lines below limit."""
-    if not path.exists():
-        return 0
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end != len(data):
-        with open(path, "r+b") as f:
-            f.truncate(end)
-    lines = [x for x in data[:end].decode().splitlines() if x.strip()]
-    return sum(1 for x in lines if (_epoch_of(x) or 0) < limit)

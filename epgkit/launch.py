@@ -21,7 +21,8 @@ from epgkit.evolve import evolve
 from epgkit.experiment import Experiment
 from epgkit.lock import DirLock
 from epgkit.plotting import plot_fitness
-from epgkit.rundir import BEST_LOSS, LAST_LOSS, METRICS, RunDir, RunDirError, jsonl_rows
+from epgkit.resume import plan_repair
+from epgkit.rundir import BEST_LOSS, CHECKPOINT, LAST_LOSS, RunDir, RunDirError
 from epgkit.strategies import ESState
 
 #: What ``--resume`` may change: where the run goes on, and (recorded in its config.gin) how
@@ -64,16 +65,6 @@ class Prepared:
                 f.write(f"\n# --resume {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
                 f.write("".join(f"{b}\n" for b in self.extend))
         self.run.write_operative(self.meta["operative_config"])
-
-
-def _check_complete_lines(path: Path) -> None:
-    """Refuses a log whose complete lines are not all epochs' JSON objects (the file was
-    edited or damaged); only a torn last line is a crash's doing, and resuming repairs that."""
-    if not path.exists():
-        return
-    for number, row in jsonl_rows(path):
-        if not isinstance(row.get("epoch"), int):
-            raise RunDirError(f"{path}, line {number}: not an epoch's metrics; cannot resume")
 
 
 def _check_resume_bindings(bindings: Sequence[str]) -> tuple[str, ...]:
@@ -142,16 +133,17 @@ def prepare(
 
 
 def _prepare(configs: Sequence[str], bindings: Sequence[str], resume: str | None) -> Prepared:
+    ckpt = None
     if resume is not None:
         run = RunDir(resume)
         extend = _check_resume_bindings(bindings)
         configs = [str(run.path / "config.gin")]
         bindings = [*bindings, f"Experiment.run_dir = {str(run.path)!r}"]
-        done = 0
-        if (run.path / "checkpoint.pt").exists():
+        if (run.path / CHECKPOINT).exists():
             # A corrupt checkpoint is refused here, before anything runs.
-            done = int(run.load_checkpoint()["epoch"])
-        _check_complete_lines(run.path / METRICS)
+            ckpt = run.load_checkpoint()
+        plan_repair(run.path, ckpt)  # logs that disagree with it are refused now
+        done = 0 if ckpt is None else int(ckpt["epoch"])
     elif not configs:
         raise config.ConfigError("give at least one config file, e.g. gin/quickstart.gin")
     else:

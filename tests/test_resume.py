@@ -1,0 +1,143 @@
+"""--resume never deletes or duplicates a line: logs that disagree with the checkpoint are
+refused with the run directory byte for byte as it was; what a crash left half-written is
+completed from the checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from epgkit.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parent.parent
+W = 4  # debug.gin: Experiment.inner_loops
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "epgkit.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def snapshot(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def untimed(run: Path) -> list[dict]:
+    return [{k: v for k, v in m.items() if k != "wall_s"} for m in RunDir(run).metrics()]
+
+
+def resume(run: Path, *args: str) -> subprocess.CompletedProcess:
+    return cli("evolve", "--resume", str(run), "--workers", "0", *args)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """``two``: 2 epochs; ``three``: the same run resumed to 3 (keeping the 2-epoch checkpoint
+    as ``two/checkpoint.pt``); ``four``: resumed to 4 epochs, the reference."""
+    base = tmp_path_factory.mktemp("runs")
+    two = base / "two"
+    done = cli("evolve", "gin/quickstart.gin", "gin/debug.gin", "--run-dir", str(two),
+               "--workers", "0")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    three, four = base / "three", base / "four"
+    shutil.copytree(two, three)
+    assert resume(three, "-b", "Experiment.epochs = 3").returncode == 0
+    shutil.copytree(three, four)
+    assert resume(four, "-b", "Experiment.epochs = 4").returncode == 0
+    return {"two": two, "three": three, "four": four}
+
+
+@pytest.fixture
+def run(runs, tmp_path) -> Path:
+    """A copy of the 3-epoch run to damage."""
+    return Path(shutil.copytree(runs["three"], tmp_path / "run"))
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines(keepends=True)
+
+
+def cut(path: Path, keep: int, torn: int = 0) -> None:
+    """Keeps ``keep`` complete lines and the first ``torn`` characters of the next one."""
+    text = lines(path)
+    path.write_text("".join(text[:keep]) + text[keep][:torn] if torn else "".join(text[:keep]))
+
+
+def refused(run: Path, *names: str) -> str:
+    before = snapshot(run)
+    out = resume(run, "-b", "Experiment.epochs = 4")
+    assert out.returncode == 2, out.stdout + out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert "Traceback" not in line and all(name in line for name in names), line
+    assert snapshot(run) == before  # byte for byte
+    return line
+
+
+# What a user may do to a 3-epoch run: (file, complete lines kept or None to delete it, torn
+# characters of the next line), and what the refusal must say besides the file's name.
+LOST = {
+    "metrics deleted": ("metrics.jsonl", None, 0, "lacks epochs 0 to 1 of the 3"),
+    "metrics cut short": ("metrics.jsonl", 1, 0, "lacks epoch 1 of the 3"),
+    "metrics cut mid-line": ("metrics.jsonl", 1, 30, "lacks epoch 1 of the 3"),
+    "records deleted": ("inner_loops.jsonl", None, 0, "lacks epochs 0 to 1 of the 3"),
+    "records cut short": ("inner_loops.jsonl", 2 * W - 1, 0, "lacks epoch 1 of the 3"),
+    "checkpoint deleted": ("checkpoint.pt", None, 0, "metrics.jsonl holds epochs but"),
+}
+
+
+@pytest.mark.parametrize(("name", "keep", "torn", "says"), LOST.values(), ids=LOST.keys())
+def test_logs_that_lost_more_than_the_checkpoint_holds_are_refused_untouched(
+    run, name, keep, torn, says
+):
+    if keep is None:
+        (run / name).unlink()
+    else:
+        cut(run / name, keep, torn)
+    refused(run, name, says)
+
+
+def test_logs_ahead_of_the_checkpoint_are_refused_untouched(run, runs):
+    shutil.copy(runs["two"] / "checkpoint.pt", run / "checkpoint.pt")  # an older checkpoint
+    refused(run, "inner_loops.jsonl, line 9", "beyond the 2 epochs")
+
+
+def test_logs_written_twice_or_edited_are_refused_untouched(run):
+    text = lines(run / "metrics.jsonl")
+    (run / "metrics.jsonl").write_text("".join([*text[:2], text[1], text[2]]))  # epoch 1 twice
+    refused(run, "metrics.jsonl, line 3", "epoch 1 where epoch 2 belongs")
+    edited = json.loads(text[2]) | {"fitness_mean": 1e6}
+    (run / "metrics.jsonl").write_text("".join([*text[:2], json.dumps(edited) + "\n"]))
+    refused(run, "metrics.jsonl, line 3", "differs from what checkpoint.pt holds")
+
+
+# A kill after the checkpoint of epoch 2, at every moment of its logs' appends: records then
+# metrics (a kill before that checkpoint leaves a consistent run at epoch 2).
+CRASHES = {
+    "no line appended": (2 * W, 0, 2, 0),
+    "a torn record": (2 * W, 25, 2, 0),
+    "some records and a torn one": (2 * W + 2, 25, 2, 0),
+    "all records": (3 * W, 0, 2, 0),
+    "all records and a torn metrics line": (3 * W, 0, 2, 40),
+}
+
+
+@pytest.mark.parametrize("crash", CRASHES.values(), ids=CRASHES.keys())
+def test_a_kill_between_checkpoint_and_logs_is_completed_without_removing_a_line(run, runs, crash):
+    records, torn_record, epochs, torn_metrics = crash
+    cut(run / "inner_loops.jsonl", records, torn_record)
+    cut(run / "metrics.jsonl", epochs, torn_metrics)
+    written = {name: [x for x in lines(run / name) if x.endswith("\n")]
+               for name in ("metrics.jsonl", "inner_loops.jsonl")}  # fmt: skip
+    out = resume(run, "-b", "Experiment.epochs = 4")
+    assert out.returncode == 0, out.stderr
+    for name, complete in written.items():
+        assert lines(run / name)[: len(complete)] == complete  # no complete line removed
+    assert untimed(run) == untimed(runs["four"])
+    assert lines(run / "inner_loops.jsonl") == lines(runs["four"] / "inner_loops.jsonl")
