@@ -21,7 +21,7 @@ from epgkit.evolve import evolve
 from epgkit.experiment import Experiment
 from epgkit.lock import DirLock
 from epgkit.plotting import plot_fitness
-from epgkit.resume import plan_repair
+from epgkit.resume import check_config, plan_repair
 from epgkit.rundir import BEST_LOSS, CHECKPOINT, LAST_LOSS, RunDir, RunDirError
 from epgkit.strategies import ESState
 
@@ -29,6 +29,7 @@ from epgkit.strategies import ESState
 #: many epochs it runs. Anything else would make one run out of two experiments.
 WHERE = ("Experiment.workers", "Experiment.scheduler", "Experiment.connect_timeout")
 EXTEND = ("Experiment.epochs",)
+RESUMABLE = (*WHERE, *EXTEND, "Experiment.run_dir")  # the run directory may have moved
 
 
 @dataclass
@@ -172,6 +173,8 @@ def _prepare(configs: Sequence[str], bindings: Sequence[str], resume: str | None
         "operative_config": gin.operative_config_str(),
     }
     run = RunDir(exp.run_dir)
+    if resume is not None:  # an edited config.gin is refused as a -b change would be
+        check_config(run.path, meta["operative_config"], meta["phi_size"], ckpt, RESUMABLE)
     files = [str(p) for p in paths]
     return Prepared(exp, run, meta, gin.config_str(), files, resume is not None, extend)
 

@@ -16,18 +16,27 @@ Resuming cuts the torn line and appends the missing lines from the checkpoint; i
 a complete line. Anything else (a log missing earlier epochs or ahead of the checkpoint, lines
 that differ from what the checkpoint holds, logs without a checkpoint) is not a crash's doing
 and is refused, naming what disagrees, with the run directory untouched.
+
+The config a resume rebuilds is compared with ``operative_config.gin`` (what the run used, with
+every default): editing ``config.gin`` is refused like a ``-b`` change, binding by binding.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gin.config import ParserDelegate
+from gin.config_parser import BindingStatement, ConfigParser
+
+from epgkit.config import ConfigError
 from epgkit.rundir import (
     CHECKPOINT,
     METRICS,
+    OPERATIVE,
     RECORDS,
     RunDirError,
     json_safe,
@@ -127,3 +136,52 @@ def _check(path: Path, rows: list, per_epoch: int, done: int, last: list[str]) -
             "can be restored from it); restore the log or start a new run"
         )
     return len(rows) - max(first_of_last, 0)
+
+
+def gin_bindings(text: str, where: str) -> dict[str, str]:
+    """Every binding of a gin text, by its full name (``scope/Configurable.param``), as the
+    repr of its parsed value."""
+    try:
+        statements = list(ConfigParser(text, ParserDelegate(skip_unknown=True)))
+    except Exception as err:  # noqa: BLE001  (gin raises several kinds for a damaged file)
+        raise RunDirError(f"{where} cannot be read as gin ({err})") from None
+    return {
+        f"{st.scope + '/' if st.scope else ''}{st.selector}.{st.arg_name}": repr(st.value)
+        for st in statements
+        if isinstance(st, BindingStatement)
+    }
+
+
+def check_config(
+    run_path: Path, operative: str, phi_size: int, ckpt: dict[str, Any] | None,
+    free: Collection[str],
+) -> None:  # fmt: skip
+    """Refuses a rebuilt config that differs from the one the run used (except ``free``
+    bindings), or whose φ does not have the checkpoint's size (which a changed loss or
+    another epgkit version may cause without any binding changing).
+
+    Bindings present on one side only (a parameter added or removed by another epgkit
+    version) are not compared; a run directory without ``operative_config.gin`` is compared
+    on φ's size alone.
+    """
+    recorded = run_path / OPERATIVE
+    if recorded.is_file():
+        before = gin_bindings(recorded.read_text(), str(recorded))
+        now = gin_bindings(operative, "")
+        changed = [
+            f"{name} ({before[name]} when the run started, {now[name]} now)"
+            for name in sorted(before.keys() & now.keys())
+            if name not in free and before[name] != now[name]
+        ]
+        if changed:
+            raise ConfigError(
+                f"--resume {run_path} continues the run as it was configured; it cannot change "
+                f"{', '.join(changed)}. Restore its config.gin, or start a new run to try other "
+                "settings."
+            )
+    if ckpt is not None and ckpt["phi"].numel() != phi_size:
+        raise ConfigError(
+            f"--resume {run_path}: {CHECKPOINT} holds a φ of {ckpt['phi'].numel():,} numbers "
+            f"but the config now builds a loss with {phi_size:,}; a resumed run continues as "
+            "it was configured, so start a new run to try another loss"
+        )

@@ -1,6 +1,6 @@
-"""--resume never deletes or duplicates a line: logs that disagree with the checkpoint are
-refused with the run directory byte for byte as it was; what a crash left half-written is
-completed from the checkpoint."""
+"""--resume never deletes or duplicates a line, and continues only the run as it was configured:
+logs that disagree with the checkpoint and edited configs are refused with the run directory
+byte for byte as it was; what a crash left half-written is completed from the checkpoint."""
 
 from __future__ import annotations
 
@@ -141,3 +141,40 @@ def test_a_kill_between_checkpoint_and_logs_is_completed_without_removing_a_line
         assert lines(run / name)[: len(complete)] == complete  # no complete line removed
     assert untimed(run) == untimed(runs["four"])
     assert lines(run / "inner_loops.jsonl") == lines(runs["four"] / "inner_loops.jsonl")
+
+
+# An edit of config.gin (a binding the run set, or one it took from its default), and what
+# the refusal must name.
+EDITS = {
+    "sigma": ("OpenES.sigma = 0.05", "0.1", "OpenES.sigma (0.05 when the run started, 0.1 now)"),
+    "batch size K": ("Experiment.batch_size = 2", "4", "Experiment.batch_size (2 when"),
+    "loss size": ("EPGLoss.hidden = 16", "8", "EPGLoss.hidden (16 when"),
+    "default seed": ("Experiment.seed = 0", "1", "Experiment.seed (0 when"),
+}
+
+
+@pytest.mark.parametrize(("binding", "value", "name"), EDITS.values(), ids=EDITS.keys())
+def test_an_edited_config_gin_is_refused_like_a_binding_and_nothing_is_rewritten(
+    run, binding, value, name
+):
+    config = run / "config.gin"
+    text = config.read_text()
+    edited = f"{binding.split(' = ')[0]} = {value}"
+    config.write_text(text.replace(binding, edited) if binding in text else f"{text}{edited}\n")
+    assert "config.gin" in refused(run, "cannot change", name)
+
+
+def test_a_different_phi_size_is_refused_even_without_the_recorded_config(run):
+    # A run directory without operative_config.gin (nothing to compare bindings with) still
+    # has its checkpoint's φ: a loss of another size cannot continue it.
+    (run / "operative_config.gin").unlink()
+    config = run / "config.gin"
+    config.write_text(config.read_text().replace("EPGLoss.hidden = 16", "EPGLoss.hidden = 8"))
+    refused(run, "checkpoint.pt holds a φ of 7,205 numbers", "6,581")
+
+
+def test_a_run_without_the_recorded_config_still_resumes(run, runs):
+    (run / "operative_config.gin").unlink()
+    out = resume(run, "-b", "Experiment.epochs = 4")
+    assert out.returncode == 0, out.stderr
+    assert untimed(run) == untimed(runs["four"])
