@@ -3,7 +3,8 @@
 Layout: ``config.gin`` (every binding of the run), ``operative_config.gin`` (what was used),
 ``meta.json`` (argv, versions, git sha), ``metrics.jsonl`` (a line per epoch),
 ``inner_loops.jsonl`` (a line per inner loop, with its seeds), ``checkpoint.pt`` (the full ES
-state, written atomically), ``best_loss.pt`` and ``loss.pt`` (φ), ``plots/``.
+state, written atomically), ``best_loss.pt`` and ``loss.pt`` (φ), ``plots/``, and ``lock``
+while a process writes the run (``epgkit.lock``).
 Files hold tensors, numbers and strings only and load with ``torch.load(weights_only=True)``,
 which never executes code.
 """
