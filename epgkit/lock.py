@@ -50,7 +50,7 @@ class _Held:
 
 
 _HELD: dict[str, _Held] = {}
-_GUARD = threading.Lock()
+_GUARD = threading.RLock()  # re-entrant: a collected handle's finalizer may run while it is held
 
 
 class DirLock:
@@ -158,7 +158,8 @@ def _take(file: Path) -> int:
         print(f"epgkit: note: took over the lock of {file.parent}, left by {describe(stale)}, "
               "which no longer runs", file=sys.stderr)  # fmt: skip
     os.ftruncate(fd, 0)
-    os.pwrite(fd, (json.dumps(_me()) + "\n").encode(), 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, (json.dumps(_me()) + "\n").encode())
     os.fsync(fd)
     return fd
 
