@@ -13,7 +13,7 @@ import torch
 
 from epgkit.inner_loop import InnerLoop, Job, run_batch
 from epgkit.lockstep import Lockstep
-from epgkit.losses import EPGLoss, PPOLoss
+from epgkit.losses import DPOLoss, EPGLoss, PPOLoss
 from epgkit.policies import CategoricalMLP, GaussianMLP
 from epgkit.registry import register
 
@@ -117,6 +117,20 @@ def test_ppo_in_the_inner_loop_learns_pointgoal():
         r.fitness for r in dataclasses.replace(inner, lr=1e-12).run(jobs(inner, 4, alpha=0.0))
     ]
     assert np.mean(trained) > np.mean(untrained) + 10
+
+
+def test_dpo_guides_through_gin_like_ppo():
+    from epgkit import config
+    from epgkit.experiment import Experiment
+
+    config.parse(["quickstart.gin", "debug.gin"], ["InnerLoop.guide = @DPOLoss()"])
+    inner = dataclasses.replace(config.build(Experiment).inner, steps=128, minibatch=16)
+    assert inner.guide == DPOLoss()
+    full = [r.fitness for r in inner.run(jobs(inner, 2, alpha=1.0))]
+    assert full == [r.fitness for r in inner.run(jobs(inner, 2, alpha=1.0, seed=1))]  # φ unused
+    ppo = dataclasses.replace(inner, guide=PPOLoss())
+    # Two minibatches an update: the second sees r ≠ 1, where the drift and clipping differ.
+    assert all(np.isfinite(full)) and full != [r.fitness for r in ppo.run(jobs(ppo, 2, 1.0))]
 
 
 def test_categorical_policy_runs_on_a_discrete_env():

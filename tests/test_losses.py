@@ -11,7 +11,16 @@ import torch
 import torch.nn.functional as F
 
 from epgkit.dims import Dims
-from epgkit.losses import EPGLoss, History, LossContext, PPOLoss, ReinforceLoss, gae
+from epgkit.losses import (
+    DPOLoss,
+    EPGLoss,
+    History,
+    LossContext,
+    PPOLoss,
+    ReinforceLoss,
+    dpo_drift,
+    gae,
+)
 from epgkit.policies import CategoricalMLP, GaussianMLP
 from epgkit.registry import registered
 
@@ -201,7 +210,7 @@ def test_resolve_pins_the_inputs_that_follow_the_env_and_keeps_the_rest():
     # Pinned on one env, the loss reads the same row on another.
     ctx = dataclasses.replace(CTX, dims=dataclasses.replace(DIMS, reward_in_loss=False))
     assert EPGLoss().resolve(DIMS).row_size(ctx) == EPGLoss().row_size(CTX)
-    for pg in (PPOLoss(clip=0.1), ReinforceLoss(gamma=0.9)):
+    for pg in (PPOLoss(clip=0.1), DPOLoss(beta=0.5), ReinforceLoss(gamma=0.9)):
         assert pg.resolve(DIMS) is pg and pg.resolve(bare) is pg
 
 
@@ -252,6 +261,75 @@ def test_ppos_entropy_bonus_is_the_entropy_of_either_policy(policy):
         entropy = torch.distributions.Normal(mean, log_std.exp()).entropy().sum(-1)
         entropy = entropy - 2 * 0.5 * math.log(2 * math.pi * math.e)
     torch.testing.assert_close(plain - bonus, 0.1 * entropy)
+
+
+def test_dpo_drift_is_zero_at_r_1_never_negative_and_flat_there():
+    log_ratio = (torch.arange(-60, 61) * 0.05).repeat_interleave(41)  # exact zeros
+    adv = (torch.arange(-20, 21) * 0.2).repeat(121)
+    drift = dpo_drift(log_ratio, adv, alpha=2.0, beta=0.6)
+    assert torch.all(drift >= 0) and torch.isfinite(drift).all()
+    assert torch.all(drift[log_ratio == 0] == 0)
+    # Moving π against the advantage is not penalized: no drift where r·A falls.
+    assert torch.all(drift[(adv >= 0) & (log_ratio < 0)] == 0)
+    assert torch.all(drift[(adv < 0) & (log_ratio > 0)] == 0)
+    assert torch.all(drift[adv * log_ratio > 0.5] > 0)  # and a drift where it rises
+    # At r = 1 the objective's gradient is the policy gradient A, as for PPO.
+    at_one = torch.zeros(41, requires_grad=True)
+    adv = adv[:41]
+    (grad,) = torch.autograd.grad(DPOLoss().objective(at_one, adv).sum(), at_one)
+    torch.testing.assert_close(grad, adv)
+
+
+def test_dpo_drift_matches_a_hand_computation():
+    r = torch.tensor([1.5, 0.5, 2.0, 0.5, 1.0])
+    adv = torch.tensor([1.5, -1.0, -1.0, 1.0, 3.0])
+    expected = torch.tensor(
+        [
+            0.75 - 2 * math.tanh(0.75 / 2),  # A ≥ 0: (r − 1)·A = 0.75 − α·tanh(0.75 / α)
+            math.log(2) - 0.6 * math.tanh(math.log(2) / 0.6),  # A < 0: log(r)·A = log 2
+            0.0,  # A < 0, r > 1: log(r)·A < 0, cut by the ReLU
+            0.0,  # A ≥ 0, r < 1: (r − 1)·A < 0
+            0.0,  # r = 1
+        ]
+    )
+    drift = dpo_drift(torch.log(r), adv, alpha=2.0, beta=0.6)
+    torch.testing.assert_close(drift, expected)
+    assert expected[0] == pytest.approx(0.0332862, abs=1e-6)
+    assert expected[1] == pytest.approx(0.2014566, abs=1e-6)
+    objective = DPOLoss().objective(torch.log(r), adv)
+    torch.testing.assert_close(objective, r * adv - expected)
+    # A larger α (β) flattens the drift: the objective stays closer to r·A.
+    wide = DPOLoss(alpha=4.0, beta=1.2).objective(torch.log(r), adv)
+    assert torch.all(wide >= objective) and torch.all(wide[:2] > objective[:2])
+
+
+def test_dpo_loss_is_ppos_loss_with_the_drift_in_place_of_clipping():
+    """Same advantages, returns, value term and sign as PPOLoss; only the objective differs."""
+    _, phi, policy, theta, state = setup("PPOLoss")
+    ppo, dpo = PPOLoss(entropy_coef=0.01), DPOLoss(entropy_coef=0.01)
+    hist, rows = history(2), last_m_rows()
+    with torch.no_grad():
+        pi = policy.dist(theta, hist.obs)
+        logp = policy.log_prob(pi, hist.act_raw)
+        moved = dataclasses.replace(hist, logp_old=logp + 0.3 * torch.randn_like(logp))
+        prep = ppo.begin_update(CTX, state, moved)
+        torch.testing.assert_close(dpo.begin_update(CTX, state, moved), prep, rtol=0, atol=0)
+        out_ppo = ppo(CTX, phi, state, moved, pi, logp, rows, prep)
+        out_dpo = dpo(CTX, phi, state, moved, pi, logp, rows, prep)
+        log_ratio = logp.gather(1, rows) - moved.logp_old.gather(1, rows)
+        adv = prep["adv"].gather(1, rows - (N - 1))
+        r = log_ratio.exp()
+        clipped = torch.min(r * adv, r.clamp(0.8, 1.2) * adv)
+        drift = dpo_drift(log_ratio, adv, 2.0, 0.6)
+    torch.testing.assert_close(out_dpo - out_ppo, clipped - (r * adv - drift))
+    assert torch.any(drift > 0)  # the case exercises the drift
+
+
+def test_dpo_refuses_non_positive_scales():
+    with pytest.raises(ValueError, match="alpha and beta must be positive"):
+        DPOLoss(alpha=0.0)
+    with pytest.raises(ValueError, match="beta=-1"):
+        DPOLoss(beta=-1.0)
 
 
 @pytest.mark.parametrize(
