@@ -1,5 +1,5 @@
 """Test-time training (Algorithm 2): train fresh policies with an evolved loss on new tasks,
-and the same inner loop with hand-designed losses (PPO, REINFORCE) on the same tasks.
+and the same inner loop with hand-designed losses (PPO, DPO, REINFORCE) on the same tasks.
 
 Task seeds are drawn at or above 2**31, disjoint from every task seed evolution draws. The
 learned loss runs with α = 0 (no guidance, no reward input where the experiment hides it);
@@ -23,7 +23,7 @@ from epgkit.cluster import Executor
 from epgkit.evolve import TASK_SEED_LIMIT
 from epgkit.experiment import Experiment
 from epgkit.inner_loop import InnerLoop, Job, Result, run_batch
-from epgkit.losses import PPOLoss, ReinforceLoss
+from epgkit.losses import DPOLoss, PPOLoss, ReinforceLoss
 from epgkit.rundir import BEST_LOSS, LAST_LOSS, RunDirError, json_safe, load_loss
 from epgkit.stats import (
     BOOTSTRAP_REPS,
@@ -76,11 +76,14 @@ def methods(
     exp: Experiment, baselines: Sequence[str], env_id: str | None, steps: int | None
 ) -> dict[str, InnerLoop]:
     """Method name → inner loop, all with the same env and step budget."""
-    # Configs without baselines (not including base.gin) get PPO and REINFORCE untuned.
-    known = exp.baselines or {
+    # Configs without baselines (not including base.gin) get PPO, DPO and REINFORCE untuned.
+    known = dict(exp.baselines) or {
         "ppo": dataclasses.replace(exp.inner, loss=PPOLoss(), guide=None),
+        "dpo": dataclasses.replace(exp.inner, loss=DPOLoss(), guide=None),
         "reinforce": dataclasses.replace(exp.inner, loss=ReinforceLoss(), guide=None),
     }
+    if "dpo" not in known and "ppo" in known:  # e.g. a loss file recorded before DPO
+        known["dpo"] = dpo_like(known["ppo"])
     unknown = [b for b in baselines if b not in known]
     if unknown:
         raise config.ConfigError(
@@ -101,6 +104,17 @@ def methods(
         return {name: dataclasses.replace(loop, **changes) for name, loop in loops.items()}
     except ValueError as err:
         raise config.ConfigError(str(err)) from None
+
+
+def dpo_like(ppo: InnerLoop) -> InnerLoop:
+    """DPO in a PPO baseline's inner loop, with its γ, λ, value net and entropy bonus: the
+    ``dpo`` baseline of a config whose baselines name ``ppo`` but not ``dpo``."""
+    shared = ("gamma", "lam", "value_hidden", "value_coef", "entropy_coef", "normalize_advantages")
+    if isinstance(ppo.loss, PPOLoss):
+        loss = DPOLoss(**{name: getattr(ppo.loss, name) for name in shared})
+    else:
+        loss = DPOLoss()
+    return dataclasses.replace(ppo, loss=loss, guide=None)
 
 
 def check_fits(inner: InnerLoop, source: Source) -> None:

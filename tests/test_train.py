@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -18,6 +19,7 @@ from epgkit.cluster import InProcess
 from epgkit.evolve import TASK_SEED_LIMIT
 from epgkit.inner_loop import Result
 from epgkit.launch import prepare, run_evolution
+from epgkit.losses import DPOLoss, PPOLoss
 from epgkit.rundir import RunDirError, json_safe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,6 +155,20 @@ def test_another_policy_architecture_can_be_trained_with_the_loss(run_dir):
     assert loops["epg"].policy.hidden == (32, 32, 32)
     (result,) = tt.run_methods(loops, tt.test_jobs(source.phi, 1, 0), 1, InProcess())["epg"]
     assert result.failed is None
+
+
+def test_dpo_is_ppos_inner_loop_with_dpos_loss_in_base_gin_and_in_older_loss_files(run_dir):
+    loops = tt.methods(tt.build(tt.load_source(str(run_dir))), ["ppo", "dpo"], None, None)
+    assert loops["dpo"].loss == DPOLoss() and loops["dpo"].guide is None
+    assert dataclasses.replace(loops["dpo"], loss=loops["ppo"].loss) == loops["ppo"]
+    # zoo:pointgoal was recorded before DPO: its dpo is DPO in its (tuned) PPO baseline's loop.
+    old = tt.build(tt.load_source("zoo:pointgoal"), ["ppo/PPOLoss.gamma = 0.9"])
+    assert "dpo" not in old.baselines
+    loops = tt.methods(old, ["ppo", "dpo"], None, None)
+    assert dataclasses.replace(loops["dpo"], loss=loops["ppo"].loss) == loops["ppo"]
+    assert loops["dpo"].loss == DPOLoss(gamma=0.9) and loops["ppo"].loss == PPOLoss(gamma=0.9)
+    with pytest.raises(tt.config.ConfigError, match="unknown baseline dpo2; known: ppo, "):
+        tt.methods(old, ["dpo2"], None, None)
 
 
 def test_a_loss_that_does_not_fit_or_a_corrupt_file_is_refused(run_dir, tmp_path):
