@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import gin
 
+from epgkit import config
 from epgkit.inner_loop import InnerLoop
 from epgkit.policies import default_policy
 from epgkit.strategies import OpenES
@@ -93,7 +94,8 @@ class Experiment:
             return self
         policy = self.inner.policy
         if policy is None:
-            policy = gin.get_configurable(default_policy(self.inner.dims()))()
+            # A bad binding (GaussianMLP.activation = 'swish') is a ConfigError, as elsewhere.
+            policy = config.build(gin.get_configurable(default_policy(self.inner.dims())))
 
         def fill(loop: InnerLoop) -> InnerLoop:
             return loop if loop.policy is not None else replace(loop, policy=policy)

@@ -5,7 +5,9 @@ so acting and the loss's gradient for all K inner loops cost one batched product
 (Section 3.3: an MLP with 2 hidden layers of 64 tanh units; a Gaussian with a learnable,
 state-independent log-std for Box actions, a categorical for Discrete actions). Each policy
 declares the action space it acts in; ``default_policy`` is the one an env gets when the
-config names none.
+config names none. Depth, width and activation are the policies' gin parameters, so that a
+loss evolved with one architecture can train another at test time (Figure 17: 2 × 256 tanh,
+2 × 64 ReLU, 4 × 64 tanh).
 
 Two paths compute the same π_θ: torch (``dist`` and friends) where the loss needs gradients,
 and NumPy (``act``) for the one observation per inner loop of every environment step, where
@@ -55,6 +57,30 @@ class _Tanh(torch.autograd.Function):
 def tanh(x: torch.Tensor) -> torch.Tensor:
     """Elementwise tanh for float32 CPU tensors (see ``_Tanh``)."""
     return _Tanh.apply(x)
+
+
+def _elu_numpy(h: np.ndarray) -> None:
+    np.copyto(h, np.expm1(np.minimum(h, 0)), where=h < 0)
+
+
+#: Hidden-layer activations by name: the torch function and an in-place NumPy twin that
+#: matches it to float32 rounding. tanh is the paper's (and the default).
+ACTIVATIONS: dict[str, tuple[Any, Any]] = {
+    "tanh": (tanh, lambda h: np.tanh(h, out=h)),
+    "relu": (torch.relu, lambda h: np.maximum(h, 0, out=h)),
+    "elu": (torch.nn.functional.elu, _elu_numpy),
+    "leaky_relu": (torch.nn.functional.leaky_relu, lambda h: np.maximum(h, 0.01 * h, out=h)),
+}
+
+
+def check_architecture(owner: str, hidden: Sequence[int], activation: str) -> None:
+    """Refuses an unknown activation or a hidden layer without units, in one sentence."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"{owner}: unknown activation {activation!r}; allowed: {', '.join(ACTIVATIONS)}"
+        )
+    if any(not isinstance(n, int) or n < 1 for n in hidden):
+        raise ValueError(f"{owner}: hidden sizes must be positive integers, got {hidden!r}")
 
 
 def init_mlp(
@@ -121,25 +147,29 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.baddbmm(b, x, w)
 
 
-def mlp(params: Params, prefix: str, x: torch.Tensor) -> torch.Tensor:
-    """Applies a stacked tanh MLP to ``x`` of shape (K, T, in); returns (K, T, out)."""
+def mlp(params: Params, prefix: str, x: torch.Tensor, activation: str = "tanh") -> torch.Tensor:
+    """Applies a stacked MLP to ``x`` of shape (K, T, in); returns (K, T, out)."""
     n = _layers(params, prefix)
+    act = ACTIVATIONS[activation][0]
     for i in range(n):
         x = linear(x, params[f"{prefix}w{i}"], params[f"{prefix}b{i}"])
         if i < n - 1:
-            x = tanh(x)
+            x = act(x)
     return x
 
 
-def mlp_numpy(params: ArrayParams, prefix: str, x: np.ndarray) -> np.ndarray:
+def mlp_numpy(
+    params: ArrayParams, prefix: str, x: np.ndarray, activation: str = "tanh"
+) -> np.ndarray:
     """The same MLP in NumPy for one input per inner loop: ``x`` (K, in) → (K, out)."""
     n = _layers(params, prefix)
+    act_in_place = ACTIVATIONS[activation][1]
     h = x[:, None, :]
     for i in range(n):
         h = np.matmul(h, params[f"{prefix}w{i}"])
         h += params[f"{prefix}b{i}"]
         if i < n - 1:
-            np.tanh(h, out=h)
+            act_in_place(h)
     return h[:, 0]
 
 
@@ -149,12 +179,17 @@ class GaussianMLP:
     """Diagonal Gaussian over Box actions; the mean is an MLP, the log-std a free vector.
 
     Attributes:
-        hidden: Hidden layer sizes.
+        hidden: Hidden layer sizes (depth and width).
         init_log_std: Initial log standard deviation of every action dimension.
+        activation: Activation of the hidden layers, a name in ``ACTIVATIONS``.
     """
 
     hidden: tuple[int, ...] = (64, 64)
     init_log_std: float = 0.0
+    activation: str = "tanh"
+
+    def __post_init__(self) -> None:
+        check_architecture("GaussianMLP", self.hidden, self.activation)
 
     #: The action space it acts in: Box (False) or Discrete (True), as ``Dims.discrete``.
     discrete: ClassVar[bool] = False
@@ -171,7 +206,7 @@ class GaussianMLP:
 
     def dist(self, theta: Params, obs: torch.Tensor) -> torch.Tensor:
         """π(·|s) for obs (K, T, obs_dim): (K, T, 2·act_dim), the mean then the log-std."""
-        mean = mlp(theta, "pi_", obs)
+        mean = mlp(theta, "pi_", obs, self.activation)
         return torch.cat([mean, theta["log_std"].expand_as(mean)], dim=-1)
 
     def sample(self, dist: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -207,7 +242,7 @@ class GaussianMLP:
         """``dist``, ``sample`` (``mode`` when noise is None) and ``log_prob`` in NumPy for one
         observation per inner loop, obs (K, obs_dim): returns π(·|s), a and log π(a|s).
         """
-        mean = mlp_numpy(theta, "pi_", obs)
+        mean = mlp_numpy(theta, "pi_", obs, self.activation)
         log_std = theta["log_std"][:, 0]
         dist = np.concatenate([mean, log_std], axis=-1)
         # (a − mean) / std is the noise itself, so log π(a|s) needs no division.
@@ -224,10 +259,15 @@ class CategoricalMLP:
     """Categorical over Discrete actions; π(·|s) given to the loss as probabilities.
 
     Attributes:
-        hidden: Hidden layer sizes.
+        hidden: Hidden layer sizes (depth and width).
+        activation: Activation of the hidden layers, a name in ``ACTIVATIONS``.
     """
 
     hidden: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+
+    def __post_init__(self) -> None:
+        check_architecture("CategoricalMLP", self.hidden, self.activation)
 
     discrete: ClassVar[bool] = True
 
@@ -241,7 +281,7 @@ class CategoricalMLP:
 
     def dist(self, theta: Params, obs: torch.Tensor) -> torch.Tensor:
         """π(·|s) as probabilities, (K, T, n_actions)."""
-        return torch.softmax(mlp(theta, "pi_", obs), dim=-1)
+        return torch.softmax(mlp(theta, "pi_", obs, self.activation), dim=-1)
 
     def sample(self, dist: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Inverse-CDF sampling with one uniform number per action; returns float indices."""
@@ -272,7 +312,7 @@ class CategoricalMLP:
         """``dist``, ``sample`` (``mode`` when noise is None) and ``log_prob`` in NumPy for one
         observation per inner loop, obs (K, obs_dim): returns π(·|s), a and log π(a|s).
         """
-        logits = mlp_numpy(theta, "pi_", obs)
+        logits = mlp_numpy(theta, "pi_", obs, self.activation)
         probs = np.exp(logits - logits.max(-1, keepdims=True))
         probs /= probs.sum(-1, keepdims=True)
         if noise is None:

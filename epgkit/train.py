@@ -94,7 +94,11 @@ def methods(
     resolve = getattr(exp.inner.loss, "resolve", None)
     loss = resolve(exp.inner.dims()) if resolve is not None else exp.inner.loss
     learned = dataclasses.replace(exp.inner, loss=loss)
-    loops = {LEARNED: learned, **{b: known[b] for b in baselines}}
+    # Baselines train the learned loss's policy: older loss files record theirs under their
+    # scope (``ppo/GaussianMLP.hidden``), which an unscoped test-time binding (Figure 17's
+    # ``GaussianMLP.hidden = (128, 128)``) would not reach.
+    same_policy = {b: dataclasses.replace(known[b], policy=learned.policy) for b in baselines}
+    loops = {LEARNED: learned, **same_policy}
     changes: dict[str, Any] = {}
     if env_id is not None:
         changes["env_id"] = env_id

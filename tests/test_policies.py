@@ -13,7 +13,14 @@ from epgkit.config import ConfigError
 from epgkit.dims import Dims
 from epgkit.experiment import Experiment
 from epgkit.inner_loop import InnerLoop
-from epgkit.policies import CategoricalMLP, GaussianMLP, default_policy, fitting
+from epgkit.policies import (
+    ACTIVATIONS,
+    CategoricalMLP,
+    GaussianMLP,
+    default_policy,
+    fitting,
+    mlp,
+)
 from epgkit.registry import registered
 
 BOX = Dims(obs_dim=4, act_dim=3, discrete=False)
@@ -117,3 +124,54 @@ def test_the_experiment_builds_the_chosen_policy_through_gin_for_every_inner_loo
     assert {b.policy for b in chosen.baselines.values()} == {CategoricalMLP(hidden=(16,))}
     assert "CategoricalMLP.hidden = (16,)" in gin.operative_config_str()
     assert chosen.with_policies() is chosen
+
+
+# --- architectures (Figure 17) ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(registered("policy")))
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_every_activation_acts_in_numpy_as_in_torch(name, activation):
+    policy = registered("policy")[name](hidden=(16, 8, 8), activation=activation)
+    dims = dims_for(policy)
+    theta = policy.init(dims, [np.random.default_rng(i) for i in range(3)])
+    obs = 3 * np.random.default_rng(7).standard_normal((3, dims.obs_dim)).astype(np.float32)
+    dist, _, _ = policy.act({k: v.numpy() for k, v in theta.items()}, obs, None)
+    ref = policy.dist(theta, torch.from_numpy(obs)[:, None])[:, 0]
+    np.testing.assert_allclose(dist, ref.detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert [k for k in theta if k.startswith("pi_w")] == ["pi_w0", "pi_w1", "pi_w2", "pi_w3"]
+
+
+def test_the_activation_is_the_one_named():
+    theta = GaussianMLP().init(BOX, [np.random.default_rng(0)])
+    obs = torch.randn(1, 5, 4)
+    h = obs @ theta["pi_w0"] + theta["pi_b0"]
+    for name, f in [("tanh", torch.tanh), ("relu", torch.relu), ("elu", torch.nn.functional.elu)]:
+        out = mlp({"w0": theta["pi_w0"], "b0": theta["pi_b0"], "w1": torch.eye(64)[None],
+                   "b1": torch.zeros(1, 1, 64)}, "", obs, name)  # fmt: skip
+        torch.testing.assert_close(out, f(h))
+    tanh_dist = GaussianMLP().dist(theta, obs)
+    relu_dist = GaussianMLP(activation="relu").dist(theta, obs)
+    assert not torch.allclose(tanh_dist, relu_dist)
+
+
+@pytest.mark.parametrize("cls", [GaussianMLP, CategoricalMLP])
+def test_unknown_activations_and_empty_layers_are_one_clear_error(cls):
+    with pytest.raises(ValueError, match=r"unknown activation 'swish'; allowed: tanh, relu, elu"):
+        cls(activation="swish")
+    with pytest.raises(ValueError, match="hidden sizes must be positive integers"):
+        cls(hidden=(64, 0))
+
+
+@pytest.mark.parametrize("named", [False, True])
+def test_architecture_is_set_in_gin_and_a_bad_name_is_a_config_error(named):
+    """Whether the config names the policy or leaves it to the action space (None)."""
+    files = ["quickstart.gin", "debug.gin"]
+    policy = ["InnerLoop.policy = @GaussianMLP()"] if named else []
+    bindings = ["GaussianMLP.hidden = (128, 128, 128)", "GaussianMLP.activation = 'relu'"]
+    config.parse(files, [*policy, *bindings])
+    exp = config.build(Experiment).with_policies()
+    assert exp.inner.policy == GaussianMLP(hidden=(128, 128, 128), activation="relu")
+    config.parse(files, [*policy, "GaussianMLP.activation = 'sigmoid'"])
+    with pytest.raises(config.ConfigError, match="unknown activation 'sigmoid'; allowed: tanh"):
+        config.build(Experiment).with_policies()

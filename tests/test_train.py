@@ -20,6 +20,7 @@ from epgkit.evolve import TASK_SEED_LIMIT
 from epgkit.inner_loop import Result
 from epgkit.launch import prepare, run_evolution
 from epgkit.losses import DPOLoss, PPOLoss
+from epgkit.policies import GaussianMLP
 from epgkit.rundir import RunDirError, json_safe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,6 +170,29 @@ def test_dpo_is_ppos_inner_loop_with_dpos_loss_in_base_gin_and_in_older_loss_fil
     assert loops["dpo"].loss == DPOLoss(gamma=0.9) and loops["ppo"].loss == PPOLoss(gamma=0.9)
     with pytest.raises(tt.config.ConfigError, match="unknown baseline dpo2; known: ppo, "):
         tt.methods(old, ["dpo2"], None, None)
+
+
+def test_figure_17_architectures_reach_every_method_through_the_cli(tmp_path):
+    """The README's Figure 17 example, tiny: the loss trains a 2 × 128 ReLU policy and so do
+    the baselines, although the loss file records theirs as ``ppo/GaussianMLP``."""
+    figure_17 = ["GaussianMLP.hidden = (128, 128)", "GaussianMLP.activation = 'relu'"]
+    exp = tt.build(tt.load_source("zoo:pointgoal"), figure_17)
+    loops = tt.methods(exp, ["ppo", "dpo"], None, None)
+    policies = {loop.policy for loop in loops.values()}
+    assert policies == {GaussianMLP(hidden=(128, 128), activation="relu")}
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "epgkit.cli", "train", "zoo:pointgoal", "--runs", "2",
+         "--steps", "128", "-b", figure_17[0], "-b", figure_17[1], "--baseline", "ppo",
+         "--baseline", "dpo", "--out", str(out), "--workers", "0"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    methods = json.loads((out / "summary.json").read_text())["methods"]
+    assert set(methods) == {"epg", "ppo", "dpo"}
+    assert all(len(m["finals"]) == 2 and m["failures"] == 0 for m in methods.values())
+    assert all(math.isfinite(r) for m in methods.values() for r in m["finals"])
+    assert "dpo" in done.stdout
 
 
 def test_a_loss_that_does_not_fit_or_a_corrupt_file_is_refused(run_dir, tmp_path):
