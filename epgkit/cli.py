@@ -2,7 +2,8 @@
 
 User mistakes (bad config, unknown names, bad values, an existing run directory, an
 unreachable scheduler) print one message and exit with code 2; ``--debug`` shows the traceback.
-What a right command cannot do on this machine (render without a GL backend) exits with code 1.
+What a right command cannot do on this machine (render without a GL backend) or fails to finish
+(a lost cluster) exits with code 1, in one line.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def user_errors(debug: bool) -> Iterator[None]:
 
     try:
         yield
-    except SchedulerLost as err:  # not a user mistake, but no traceback helps either
+    except (SchedulerLost, RunStopped) as err:  # not user mistakes, but no traceback helps
         if debug:
             raise
         typer.echo(f"epgkit: error: {err}", err=True)
@@ -88,6 +89,10 @@ def user_errors(debug: bool) -> Iterator[None]:
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         typer.echo(f"epgkit: error: {message}", err=True)
         raise typer.Exit(USAGE_ERROR) from None
+
+
+class RunStopped(RuntimeError):
+    """A run that stopped part-way (a lost cluster); says how to resume it."""
 
 
 def _cannot(message: str) -> NoReturn:
@@ -198,15 +203,15 @@ def _evolve(
     wandb = WandbOptions(wandb_project) if wandb_project else None
     with (
         prepare(configs, [*bindings, *flags], resume) as prepared,  # holds the run's lock
-        connect(prepared.exp.n_workers, prepared.exp.scheduler,
-                prepared.exp.connect_timeout) as executor,
+        connect(prepared.exp.n_workers, prepared.exp.scheduler, prepared.exp.connect_timeout,
+                prepared.exp.worker_timeout) as executor,
         Progress(typer.echo) as progress,
         track_evolution(prepared, progress, wandb) as tracker,
     ):  # fmt: skip
         try:
             run_evolution(prepared, tracker.wrap(executor), tracker.echo)
         except SchedulerLost as err:
-            raise SchedulerLost(
+            raise RunStopped(
                 f"{err}. Every finished epoch is checkpointed: continue with "
                 f"`epgkit evolve --resume {prepared.run.path}`"
             ) from None
@@ -279,7 +284,8 @@ def _train(
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     wandb = WandbOptions(wandb_project) if wandb_project else None
     with (
-        connect(exp.n_workers, exp.scheduler, exp.connect_timeout) as executor,
+        connect(exp.n_workers, exp.scheduler, exp.connect_timeout,
+                exp.worker_timeout) as executor,
         Progress(typer.echo) as progress,
         track_training(out, progress, len(loops) * runs, wandb,
                        source.meta["operative_config"]) as tracker,
@@ -363,15 +369,17 @@ def _sweep(
     plan = sweep_plan.plan(configs, grids, bindings, samples, seed)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     wandb = WandbOptions(wandb_project) if wandb_project else None
+    flags = flag_bindings(workers=workers, scheduler=scheduler)
     with (
-        sw.open_sweep(plan, out, flag_bindings(workers=workers, scheduler=scheduler)) as sweep,
-        connect(sweep.workers, sweep.scheduler, sweep.timeout) as executor,
+        # sweep.json is written once the cluster is reached too: a refused start leaves no trace
+        sw.open_sweep(plan, out, flags, record=False) as sweep,
+        connect(sweep.workers, sweep.scheduler, sweep.timeout, sweep.worker_timeout) as executor,
         Progress(typer.echo) as progress,
     ):
         try:
             rows = sw.run_sweep(sweep, executor, progress, wandb)
         except SchedulerLost as err:
-            raise SchedulerLost(
+            raise RunStopped(
                 f"{err}. Finished points and epochs are kept: re-run the same command to resume"
             ) from None
     typer.echo(sweep_summary.table(sweep, rows))

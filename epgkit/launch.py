@@ -27,7 +27,8 @@ from epgkit.strategies import ESState
 
 #: What ``--resume`` may change: where the run goes on, and (recorded in its config.gin) how
 #: many epochs it runs. Anything else would make one run out of two experiments.
-WHERE = ("Experiment.workers", "Experiment.scheduler", "Experiment.connect_timeout")
+WHERE = ("Experiment.workers", "Experiment.scheduler", "Experiment.connect_timeout",
+         "Experiment.worker_timeout")  # fmt: skip
 EXTEND = ("Experiment.epochs",)
 RESUMABLE = (*WHERE, *EXTEND, "Experiment.run_dir")  # the run directory may have moved
 
