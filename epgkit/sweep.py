@@ -26,6 +26,7 @@ from epgkit.cluster import Executor
 from epgkit.experiment import Experiment
 from epgkit.launch import prepare, run_evolution
 from epgkit.lock import LOCK, DirLock
+from epgkit.paths import check_dir, naming
 from epgkit.progress import Progress, log_to
 from epgkit.rundir import CHECKPOINT, RunDir, RunDirError
 from epgkit.sweep_plan import Plan, Point
@@ -81,7 +82,8 @@ class Sweep:
             **self.plan.identity(),
             "points": [{"name": q.name, "bindings": list(q.bindings)} for q in self.points],
         }
-        spec.write_text(json.dumps(record, indent=2) + "\n")
+        with naming(spec):
+            spec.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def default_out(p: Plan) -> Path:
@@ -115,9 +117,8 @@ def open_sweep(
                 exps[-1].with_policies().inner.context()
         except (config.ConfigError, GymError) as err:
             raise config.ConfigError(f"sweep point {point.name}: {err}") from None
+    check_dir(path, "--out")  # a file there, a read-only place, a name too long
     spec = path / SWEEP_JSON
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"{path} exists and is not a sweep directory (no {SWEEP_JSON})")
     lock = DirLock(path).acquire()
     try:
         if spec.is_file():
