@@ -6,8 +6,10 @@ worker process per core; ``scheduler="tcp://HOST:PORT"`` uses a running cluster 
 ``workers=0`` runs everything in this process, for debugging.
 
 No wait is unbounded: reaching a scheduler takes at most ``timeout`` seconds (also when the
-address is some other server, which Dask's own handshake would wait for forever), and a run
-whose cluster has had no worker for ``worker_timeout`` seconds stops with ``NoWorkers``.
+address is some other server, which Dask's own handshake would wait for forever); a lost
+scheduler ends a run within about as long (Dask's client gives up on it), and a run whose
+cluster shows no worker, or whose scheduler stops answering, for ``worker_timeout`` seconds stops
+with ``NoWorkers``.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ class SchedulerLost(RuntimeError):
 
 
 class NoWorkers(SchedulerLost):
-    """The cluster had no worker for longer than the run may wait for one."""
+    """The cluster showed no worker (or its scheduler no answer) for longer than the run may
+    wait for one."""
 
 
 #: Seconds between two looks at the cluster while no task finishes.
@@ -72,7 +75,8 @@ class DaskExecutor:
 
     A task lost with a dead worker is resubmitted by the scheduler (its result is the same,
     since a task depends only on its inputs); a lost scheduler raises ``SchedulerLost``, and a
-    cluster left without any worker for ``worker_timeout`` seconds raises ``NoWorkers``.
+    cluster without any worker, or a scheduler without an answer, for ``worker_timeout`` seconds
+    raises ``NoWorkers``.
     """
 
     def __init__(
@@ -115,22 +119,28 @@ class DaskExecutor:
             ) from None
 
     def _check_workers(self, address: str, alone_since: float | None) -> float | None:
-        """Since when the cluster has had no worker (None: it has some now).
+        """Since when the cluster has shown no worker (None: it shows some now). A scheduler
+        that does not answer within ``timeout`` seconds shows none: a slow answer on a busy
+        machine is no reason to stop, a scheduler that never answers again is.
 
         Raises:
-            NoWorkers: For longer than ``worker_timeout`` seconds.
-            TimeoutError: The scheduler did not answer within ``timeout`` seconds.
+            NoWorkers: No worker seen for longer than ``worker_timeout`` seconds.
         """
-        if self.client.nthreads(callback_timeout=self.timeout):
+        try:
+            answered, workers = True, bool(self.client.nthreads(callback_timeout=self.timeout))
+        except OSError:  # TimeoutError, CommClosedError: no answer (a lost one ends `wait`)
+            answered, workers = False, False
+        if workers:
             return None
         now = time.monotonic()
         if alone_since is None:
             return now
         if now - alone_since > self.worker_timeout:
-            raise NoWorkers(
-                f"the Dask cluster at {address} has had no worker for {self.worker_timeout:g} s "
-                "(Experiment.worker_timeout)"
-            )
+            if answered:
+                why = f"the Dask cluster at {address} has had no worker"
+            else:
+                why = f"the Dask scheduler at {address} has not answered"
+            raise NoWorkers(f"{why} for {self.worker_timeout:g} s (Experiment.worker_timeout)")
         return alone_since
 
 

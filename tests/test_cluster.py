@@ -109,8 +109,8 @@ def test_an_executor_on_a_cluster_without_workers_gives_up_after_worker_timeout(
 
 
 @pytest.fixture
-def dask_cli_cluster() -> Iterator[tuple[str, subprocess.Popen]]:
-    """A scheduler and two workers started with Dask's own CLI; the workers (nannies and their
+def dask_cli_cluster() -> Iterator[tuple[str, subprocess.Popen, subprocess.Popen]]:
+    """(address, scheduler, workers) started with Dask's own CLI; the workers (nannies and their
     worker processes) form one process group, so that all of them can be killed at once."""
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -121,35 +121,53 @@ def dask_cli_cluster() -> Iterator[tuple[str, subprocess.Popen]]:
     workers = subprocess.Popen([str(bindir / "dask"), "worker", address, "--nworkers", "2",
                                 "--nthreads", "1", "--no-dashboard"], start_new_session=True,
                                **quiet)  # fmt: skip
-    yield address, workers
+    yield address, scheduler, workers
+    if workers.poll() is None:
+        os.killpg(workers.pid, signal.SIGKILL)
+    scheduler.kill()  # also when stopped (SIGSTOP)
     for proc in (workers, scheduler):
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL) if proc is workers else proc.kill()
         proc.wait()
+
+
+def evolve_on(address: str, run: Path, *bindings: str) -> subprocess.Popen:
+    """``epgkit evolve`` of many epochs on the cluster at ``address``, once it has logged one."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "epgkit.cli", "evolve", *QUICK, "-b", "Experiment.epochs = 60",
+         "--run-dir", str(run), "--scheduler", address,
+         *(x for b in bindings for x in ("-b", b))],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(RunDir(run).metrics()) < 1:
+        time.sleep(0.2)
+    return proc
+
+
+def stopped_resumable(proc: subprocess.Popen, run: Path, reason: str) -> int:
+    """Checks that the run ended in one line saying ``reason`` and how to resume; returns the
+    epochs it finished, all checkpointed."""
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    last = err.strip().splitlines()[-1]
+    assert reason in last and "Traceback" not in err, err
+    assert last.endswith(f"continue with `epgkit evolve --resume {run}`")
+    finished = len(RunDir(run).metrics())
+    assert 1 <= finished < 60 and RunDir(run).load_checkpoint()["epoch"] == finished
+    return finished
 
 
 def test_an_external_cluster_whose_workers_all_die_stops_the_run_resumable(
     tmp_path, dask_cli_cluster
 ):
-    address, workers = dask_cli_cluster
+    address, _, workers = dask_cli_cluster
     run = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "epgkit.cli", "evolve", *QUICK, "-b", "Experiment.epochs = 60",
-         "--run-dir", str(run), "--scheduler", address, "-b", "Experiment.connect_timeout = 30",
-         "-b", "Experiment.worker_timeout = 2"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and len(RunDir(run).metrics()) < 1:
-        time.sleep(0.2)
+    proc = evolve_on(
+        address, run, "Experiment.connect_timeout = 30", "Experiment.worker_timeout = 2"
+    )
     os.killpg(workers.pid, signal.SIGKILL)  # every worker, and the nannies that would restart them
     workers.wait()
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 1, out + err
-    last = err.strip().splitlines()[-1]
-    assert f"the Dask cluster at {address} has had no worker for 2 s" in last
-    assert f"`epgkit evolve --resume {run}`" in last and "Traceback" not in err
-    finished = len(RunDir(run).metrics())
-    assert 1 <= finished < 60 and RunDir(run).load_checkpoint()["epoch"] == finished
+    finished = stopped_resumable(
+        proc, run, f"the Dask cluster at {address} has had no worker for 2 s"
+    )
 
     # The checkpoint is consistent: the run goes on from it, here in-process.
     more = cli("evolve", "--resume", str(run), "--workers", "0",
@@ -157,3 +175,13 @@ def test_an_external_cluster_whose_workers_all_die_stops_the_run_resumable(
                "-b", f"Experiment.epochs = {finished + 1}")  # fmt: skip
     assert more.returncode == 0, more.stderr
     assert [m["epoch"] for m in RunDir(run).metrics()] == list(range(finished + 1))
+
+
+def test_a_scheduler_that_stops_answering_stops_the_run_resumable(tmp_path, dask_cli_cluster):
+    address, scheduler, _ = dask_cli_cluster
+    run = tmp_path / "run"
+    proc = evolve_on(
+        address, run, "Experiment.connect_timeout = 5", "Experiment.worker_timeout = 5"
+    )
+    scheduler.send_signal(signal.SIGSTOP)  # alive, connected, and silent
+    stopped_resumable(proc, run, f"the Dask scheduler at {address} has not answered for 5 s")
