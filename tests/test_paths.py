@@ -85,6 +85,8 @@ CASES = {
     "evolve LONG.gin": (["evolve", f"{LONG}.gin"], f"config file '{LONG}.gin': File name too"),
     "train --out FILE": (["train", "zoo:pointgoal", "--workers", "0", "--out", "{p}/a-file"],
                          "--out {p}/a-file is a file, not a directory"),
+    "analyze kl --out FILE": (["analyze", "kl", "zoo:pointgoal", "--out", "{p}/a-file"],
+                              "--out {p}/a-file is a file, not a directory"),
     "sweep --out FILE": (["sweep", *QUICK, "--grid", "OpenES.sigma=[0.01]", "--out",
                           "{p}/a-file"], "--out {p}/a-file is a file, not a directory"),
     "plot --out DIR": (["plot", "{p}/run", "--out", "{p}/a-dir"],
@@ -142,6 +144,7 @@ def test_a_read_only_place_is_refused_before_anything_runs(read_only):
         (["evolve", "--resume", str(view / "run")], f"--resume {view / 'run'}"),
         (["train", str(view / "run"), "--workers", "0", "--out", str(view / "t")], "--out"),
         (["sweep", *QUICK, "--grid", "OpenES.sigma=[0.01]", "--out", str(view / "s")], "--out"),
+        (["analyze", "kl", str(view / "run"), "--out", str(view / "a")], "--out"),
     ]:
         result = epgkit(*args)
         assert result.exit_code == 2, result.output
