@@ -192,9 +192,10 @@ def connect(
         workers: Local worker processes to start (when ``scheduler`` is None); 0 runs tasks in
             this process.
         scheduler: Address of a running Dask scheduler to use instead.
-        timeout: Seconds to wait for that scheduler and its first worker, and for any answer
-            of the scheduler during the run.
-        worker_timeout: Seconds a run waits while its cluster has no worker at all.
+        timeout: Seconds to wait for that scheduler and its first worker (and for each answer
+            of the scheduler during the run).
+        worker_timeout: Seconds a run waits while its cluster shows no worker at all, or its
+            scheduler no answer.
     """
     if scheduler is None and workers == 0:
         yield InProcess()

@@ -38,10 +38,11 @@ class Experiment:
         workers: Dask worker processes of the local cluster; 0 runs in this process;
             None uses one per core.
         scheduler: Address of a running Dask scheduler (``tcp://HOST:PORT``) to use instead.
-        connect_timeout: Seconds to wait for that scheduler and its first worker, and for
-            any answer of the scheduler during the run.
-        worker_timeout: Seconds the run waits while its Dask cluster has no worker at all
-            (e.g. every worker of an external cluster died); it then stops, resumable.
+        connect_timeout: Seconds to wait for that scheduler and its first worker (and for each
+            answer of the scheduler during the run).
+        worker_timeout: Seconds the run waits while its Dask cluster shows no worker at all, or
+            its scheduler no answer (e.g. every worker of an external cluster died); it then
+            stops, resumable.
         run_dir: Where to write the run; None makes ``runs/<config>/<timestamp>``.
         baselines: Hand-designed losses that test-time training compares with, by name: inner
             loops identical to ``inner`` except for their loss and its tuning (gin scopes,
