@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import time
 import warnings
@@ -91,7 +92,7 @@ class DaskExecutor:
         items: Sequence[Any],
         on_done: Callable[[int], None] | None = None,
     ) -> list[Any]:
-        from distributed import wait
+        from distributed import as_completed
         from distributed.comm.core import CommClosedError
 
         address = self.client.scheduler.address
@@ -100,17 +101,28 @@ class DaskExecutor:
                 self.client.submit(fn, *item, pure=False, retries=self.retries) for item in items
             ]
             index = {future.key: i for i, future in enumerate(futures)}
-            pending, alone_since = set(futures), None
-            while pending:
+            finished: queue.Queue[Any] = queue.Queue()
+
+            def collect() -> None:  # each task as it finishes (or is cancelled), in any order
                 try:
-                    done, pending = wait(
-                        pending, min(POLL, self.worker_timeout / 2), "FIRST_COMPLETED"
-                    )
-                except TimeoutError:  # nothing finished for a while: is anyone working?
-                    alone_since = self._check_workers(address, alone_since)
-                    continue
+                    for future in as_completed(futures, loop=self.client.loop):
+                        finished.put(future)
+                except Exception as err:  # noqa: BLE001  (raised below, in the caller's thread)
+                    finished.put(err)
+
+            threading.Thread(target=collect, name="epgkit-tasks", daemon=True).start()
+            alone_since = None
+            for _ in futures:
+                while True:
+                    try:
+                        future = finished.get(timeout=min(POLL, self.worker_timeout / 2))
+                        break
+                    except queue.Empty:  # nothing finished for a while: is anyone working?
+                        alone_since = self._check_workers(address, alone_since)
+                if isinstance(future, Exception):
+                    raise future
                 alone_since = None
-                for future in done if on_done is not None else ():  # progress, in any order
+                if on_done is not None:
                     on_done(index[future.key])
             return self.client.gather(futures)
         except (CancelledError, CommClosedError, OSError, TimeoutError) as err:
