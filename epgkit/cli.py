@@ -1,8 +1,9 @@
 """The ``epgkit`` command line. Every flag is sugar for a gin binding recorded in config.gin.
 
-User mistakes (bad config, unknown names, bad values, an existing run directory, an
-unreachable scheduler) print one message and exit with code 2; ``--debug`` shows the traceback.
-What a right command cannot do on this machine (render without a GL backend) exits with code 1.
+User mistakes (bad config, unknown names, bad values, an existing run directory, an output path
+that cannot be written, an unreachable scheduler) print one message and exit with code 2;
+``--debug`` shows the traceback. What a right command cannot do on this machine (render without
+a GL backend) or fails to finish (a lost cluster, a full disk) exits with code 1, in one line.
 """
 
 from __future__ import annotations
@@ -73,21 +74,31 @@ def user_errors(debug: bool) -> Iterator[None]:
 
     from epgkit.cluster import SchedulerLost, SchedulerUnreachable
     from epgkit.config import ConfigError
+    from epgkit.paths import PathError, describe
     from epgkit.rundir import RunDirError
 
     try:
         yield
-    except SchedulerLost as err:  # not a user mistake, but no traceback helps either
+    except (SchedulerLost, RunStopped) as err:  # not user mistakes, but no traceback helps
         if debug:
             raise
         typer.echo(f"epgkit: error: {err}", err=True)
         raise typer.Exit(1) from None
-    except (ConfigError, RunDirError, SchedulerUnreachable, GymError, KeyError) as err:
+    except OSError as err:  # the machine's doing (a full disk): the path and the reason
+        if debug:
+            raise
+        typer.echo(f"epgkit: error: {describe(err)}", err=True)
+        raise typer.Exit(1) from None
+    except (ConfigError, RunDirError, PathError, SchedulerUnreachable, GymError, KeyError) as err:
         if debug:
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
         typer.echo(f"epgkit: error: {message}", err=True)
         raise typer.Exit(USAGE_ERROR) from None
+
+
+class RunStopped(RuntimeError):
+    """A run that stopped part-way (a lost cluster, an OS error); says how to resume it."""
 
 
 def _cannot(message: str) -> NoReturn:
@@ -188,6 +199,7 @@ def _evolve(
 ) -> None:
     from epgkit.cluster import SchedulerLost, connect
     from epgkit.launch import flag_bindings, prepare, run_evolution
+    from epgkit.paths import describe
     from epgkit.progress import Progress
     from epgkit.tracking import track_evolution
     from epgkit.wandb_log import WandbOptions
@@ -198,16 +210,19 @@ def _evolve(
     wandb = WandbOptions(wandb_project) if wandb_project else None
     with (
         prepare(configs, [*bindings, *flags], resume) as prepared,  # holds the run's lock
-        connect(prepared.exp.n_workers, prepared.exp.scheduler,
-                prepared.exp.connect_timeout) as executor,
+        connect(prepared.exp.n_workers, prepared.exp.scheduler, prepared.exp.connect_timeout,
+                prepared.exp.worker_timeout) as executor,
         Progress(typer.echo) as progress,
         track_evolution(prepared, progress, wandb) as tracker,
     ):  # fmt: skip
         try:
             run_evolution(prepared, tracker.wrap(executor), tracker.echo)
-        except SchedulerLost as err:
-            raise SchedulerLost(
-                f"{err}. Every finished epoch is checkpointed: continue with "
+        except (SchedulerLost, OSError) as err:
+            if not (prepared.run.path / "config.gin").is_file():
+                raise  # stopped while making the run directory: there is nothing to resume
+            reason = describe(err) if isinstance(err, OSError) else str(err)
+            raise RunStopped(
+                f"{reason}. Every finished epoch is checkpointed: continue with "
                 f"`epgkit evolve --resume {prepared.run.path}`"
             ) from None
 
@@ -255,6 +270,7 @@ def _train(
     from epgkit import train as tt
     from epgkit.cluster import connect
     from epgkit.launch import flag_bindings
+    from epgkit.paths import check_dir
     from epgkit.progress import Progress
     from epgkit.rundir import RunDirError
     from epgkit.tracking import track_training
@@ -271,6 +287,7 @@ def _train(
         base = Path(source_arg) if Path(source_arg).is_dir() else Path("runs")
         out_arg = str(base / "train" / stamp)
     out = Path(out_arg)
+    check_dir(out, "--out")
     if (out / "summary.json").exists():
         raise RunDirError(f"{out} already holds a test-time training; choose another --out")
     learned = loops[tt.LEARNED]
@@ -279,7 +296,8 @@ def _train(
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     wandb = WandbOptions(wandb_project) if wandb_project else None
     with (
-        connect(exp.n_workers, exp.scheduler, exp.connect_timeout) as executor,
+        connect(exp.n_workers, exp.scheduler, exp.connect_timeout,
+                exp.worker_timeout) as executor,
         Progress(typer.echo) as progress,
         track_training(out, progress, len(loops) * runs, wandb,
                        source.meta["operative_config"]) as tracker,
@@ -356,6 +374,7 @@ def _sweep(
     from epgkit import sweep_plan, sweep_summary
     from epgkit.cluster import SchedulerLost, connect
     from epgkit.launch import flag_bindings
+    from epgkit.paths import describe
     from epgkit.progress import Progress
     from epgkit.wandb_log import WandbOptions
 
@@ -363,16 +382,19 @@ def _sweep(
     plan = sweep_plan.plan(configs, grids, bindings, samples, seed)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     wandb = WandbOptions(wandb_project) if wandb_project else None
+    flags = flag_bindings(workers=workers, scheduler=scheduler)
     with (
-        sw.open_sweep(plan, out, flag_bindings(workers=workers, scheduler=scheduler)) as sweep,
-        connect(sweep.workers, sweep.scheduler, sweep.timeout) as executor,
+        # sweep.json is written once the cluster is reached too: a refused start leaves no trace
+        sw.open_sweep(plan, out, flags, record=False) as sweep,
+        connect(sweep.workers, sweep.scheduler, sweep.timeout, sweep.worker_timeout) as executor,
         Progress(typer.echo) as progress,
     ):
         try:
             rows = sw.run_sweep(sweep, executor, progress, wandb)
-        except SchedulerLost as err:
-            raise SchedulerLost(
-                f"{err}. Finished points and epochs are kept: re-run the same command to resume"
+        except (SchedulerLost, OSError) as err:
+            reason = describe(err) if isinstance(err, OSError) else str(err)
+            raise RunStopped(
+                f"{reason}. Finished points and epochs are kept: re-run the same command to resume"
             ) from None
     typer.echo(sweep_summary.table(sweep, rows))
 
@@ -384,15 +406,17 @@ def plot(
     debug: Debug = False,
 ) -> None:
     """Plot ES fitness against epoch for one or several runs (Figure 20 style)."""
+    from epgkit.paths import check_file, exists
     from epgkit.plotting import plot_fitness
     from epgkit.rundir import METRICS, RunDirError
 
     with user_errors(debug):
         for d in run_dirs:
-            if not (Path(d) / METRICS).is_file():
+            if not (exists(d, "run directory") and (Path(d) / METRICS).is_file()):
                 raise RunDirError(f"{d}: not an epgkit run directory (no {METRICS})")
         target = out or (str(Path(run_dirs[0]) / "plots" / "fitness.png") if len(run_dirs) == 1
                          else "fitness.png")  # fmt: skip
+        check_file(target, "--out")
         typer.echo(str(plot_fitness(run_dirs, target)))
 
 
@@ -412,9 +436,11 @@ def render(
     """Train a fresh policy with the loss on a held-out task, then render an episode of it."""
     from epgkit import train as tt
     from epgkit.envshow import mujoco_gl_problem
+    from epgkit.paths import check_file
     from epgkit.render import render_episode, render_problem
 
     with user_errors(debug):
+        check_file(out, "--out")
         mujoco_gl_problem()  # before the env is built: a broken GL backend breaks `import mujoco`
         source_ = tt.load_source(source)
         loops = tt.methods(tt.build(source_, binding or []), [], env, steps)
@@ -452,9 +478,11 @@ def envs_show(
 
     from epgkit.envshow import show_tasks
     from epgkit.inner_loop import takes_task_seed
+    from epgkit.paths import check_file
 
     with user_errors(debug):
         target = Path(out or f"{env_id.replace('/', '_').replace(':', '_')}_tasks.png")
+        check_file(target, "--out")
         task_list, message = show_tasks(env_id, tasks, target, seed=seed)
         family = takes_task_seed(env_id)
     for task in task_list:

@@ -34,8 +34,11 @@ def experiments() -> list[str]:
 def resolve(name: str) -> Path:
     """A config path as given, or a file of the gin folder by name (``quickstart``)."""
     for candidate in (Path(name), GIN_DIR / name, GIN_DIR / f"{name}.gin"):
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError as err:  # a name too long to look up
+            raise ConfigError(f"config file {name!r}: {err.strerror}") from None
     close = difflib.get_close_matches(Path(name).name, available(), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ConfigError(
@@ -129,9 +132,25 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> list[Pat
         raise ConfigError(
             f"unbalanced brackets in {', '.join(map(str, paths))} or the bindings: {err.args[0]}"
         ) from None
+    except RecursionError as err:
+        raise ConfigError(_include_cycle(err, paths)) from None
     except (ValueError, SyntaxError, ImportError, TypeError, OSError) as err:
         raise ConfigError(_explain(err)) from None
     return paths
+
+
+def _include_cycle(err: RecursionError, paths: Sequence[Path]) -> str:
+    """Names the files of an include cycle, read off the include chain gin adds to the error
+    (innermost first), which repeats once the chain has come round."""
+    chain = re.findall(r'In file "([^"]+)", line \d+', str(err))[::-1]
+    for end, name in enumerate(chain):
+        if name in chain[:end]:
+            cycle = chain[chain.index(name) : end + 1]
+            return (
+                f"gin include cycle: {' includes '.join(cycle)}; a config file cannot include "
+                "itself, directly or through others"
+            )
+    return f"gin includes nest too deeply under {', '.join(map(str, paths))} (an include cycle?)"
 
 
 def build(factory):

@@ -28,6 +28,7 @@ from gymnasium.envs.registration import load_env_creator  # noqa: E402
 
 import epgkit.envs  # noqa: E402  (registers the epgkit/ ids)
 from epgkit.inner_loop import takes_task_seed  # noqa: E402
+from epgkit.paths import naming  # noqa: E402
 
 GL_PACKAGES = "libegl1 libegl-mesa0 libgl1-mesa-dri (or libosmesa6 with MUJOCO_GL=osmesa)"
 
@@ -218,5 +219,6 @@ def show_tasks(
         axes.set_title(title, fontsize=6, loc="left")
     figure.suptitle(env_id, fontsize=9)
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out_png, dpi=120)
+    with naming(out_png):
+        figure.savefig(out_png, dpi=120)
     return tasks, None

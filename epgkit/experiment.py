@@ -38,7 +38,11 @@ class Experiment:
         workers: Dask worker processes of the local cluster; 0 runs in this process;
             None uses one per core.
         scheduler: Address of a running Dask scheduler (``tcp://HOST:PORT``) to use instead.
-        connect_timeout: Seconds to wait for that scheduler and its first worker.
+        connect_timeout: Seconds to wait for that scheduler and its first worker (and for each
+            answer of the scheduler during the run).
+        worker_timeout: Seconds the run waits while its Dask cluster shows no worker at all, or
+            its scheduler no answer (e.g. every worker of an external cluster died); it then
+            stops, resumable.
         run_dir: Where to write the run; None makes ``runs/<config>/<timestamp>``.
         baselines: Hand-designed losses that test-time training compares with, by name: inner
             loops identical to ``inner`` except for their loss and its tuning (gin scopes,
@@ -55,6 +59,7 @@ class Experiment:
     workers: int | None = None
     scheduler: str | None = None
     connect_timeout: float = 10.0
+    worker_timeout: float = 300.0
     run_dir: str | None = None
     baselines: dict[str, InnerLoop] = field(default_factory=dict)
 
@@ -69,6 +74,12 @@ class Experiment:
             f"alpha_epochs must be ≥ 0, got {self.alpha_epochs}" if self.alpha_epochs < 0 else "",
             f"workers must be ≥ 0, got {self.workers}"
             if self.workers is not None and self.workers < 0
+            else "",
+            f"connect_timeout must be > 0 seconds, got {self.connect_timeout}"
+            if not self.connect_timeout > 0
+            else "",
+            f"worker_timeout must be > 0 seconds, got {self.worker_timeout}"
+            if not self.worker_timeout > 0
             else "",
         ]
         problems = [p for p in problems if p]

@@ -20,6 +20,7 @@ from epgkit.cluster import Executor
 from epgkit.evolve import evolve
 from epgkit.experiment import Experiment
 from epgkit.lock import DirLock
+from epgkit.paths import check_dir, exists
 from epgkit.plotting import plot_fitness
 from epgkit.resume import check_config, plan_repair
 from epgkit.rundir import BEST_LOSS, CHECKPOINT, LAST_LOSS, RunDir, RunDirError
@@ -27,7 +28,8 @@ from epgkit.strategies import ESState
 
 #: What ``--resume`` may change: where the run goes on, and (recorded in its config.gin) how
 #: many epochs it runs. Anything else would make one run out of two experiments.
-WHERE = ("Experiment.workers", "Experiment.scheduler", "Experiment.connect_timeout")
+WHERE = ("Experiment.workers", "Experiment.scheduler", "Experiment.connect_timeout",
+         "Experiment.worker_timeout")  # fmt: skip
 EXTEND = ("Experiment.epochs",)
 RESUMABLE = (*WHERE, *EXTEND, "Experiment.run_dir")  # the run directory may have moved
 
@@ -111,8 +113,9 @@ def prepare(
         Busy: Another process writes the run directory.
     """
     if resume is not None:
-        if not (Path(resume) / "config.gin").is_file():
+        if not (exists(resume, "--resume") and (Path(resume) / "config.gin").is_file()):
             raise RunDirError(f"--resume {resume}: not an epgkit run directory (no config.gin)")
+        check_dir(resume, "--resume")  # a read-only place
         if configs:
             raise config.ConfigError(
                 "--resume takes its config from the run directory; give no config files"
@@ -123,6 +126,7 @@ def prepare(
             lock.acquire()
         prepared = _prepare(configs, bindings, resume)
         if lock is None:  # a new run: refused if another process writes its folder, or did
+            check_dir(prepared.run.path, "--run-dir")  # a file there, a read-only place, ...
             lock = DirLock(prepared.run.path).acquire()
             prepared.run.check_free()
     except BaseException:

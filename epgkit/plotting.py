@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from epgkit.paths import naming  # noqa: E402
 from epgkit.rundir import METRICS, RunDirError, jsonl_rows  # noqa: E402
 from epgkit.stats import CI_LEVEL  # noqa: E402
 
@@ -162,6 +163,9 @@ def _save(fig, out: str | Path) -> Path:
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    try:
+        with naming(out):
+            fig.savefig(out, dpi=100)
+    finally:
+        plt.close(fig)
     return out

@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ def log_to(directory: str | Path) -> Iterator[Path]:
     """
     path = Path(directory) / LOG
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _LogFile(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.setLevel(logging.INFO)
     level, propagate = log.level, log.propagate
@@ -50,6 +50,18 @@ def log_to(directory: str | Path) -> Iterator[Path]:
         log.setLevel(level)
         # Nested runs (a sweep's points) restore what they found; the outermost restores all.
         log.propagate = propagate
+
+
+class _LogFile(logging.FileHandler):
+    """``log.txt``, where a line that cannot be written (a full disk) is left out: logging would
+    print a traceback for it, and the error that stops the run is reported once, in one line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+    def close(self) -> None:
+        with suppress(OSError):
+            super().close()  # flushes what is left
 
 
 # ----------------------------------------------------------------------------- progress

@@ -24,6 +24,7 @@ from epgkit.envshow import (  # noqa: E402
     render_modes,
 )
 from epgkit.inner_loop import InnerLoop  # noqa: E402
+from epgkit.paths import naming  # noqa: E402
 
 
 def _rendering(inner: InnerLoop) -> InnerLoop:
@@ -101,5 +102,8 @@ def render_episode(
     if reason is None and frames:
         images = [Image.fromarray(f) for f in frames]
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        images[0].save(out, save_all=True, append_images=images[1:], duration=40 * every, loop=0)
+        with naming(out):
+            images[0].save(
+                out, save_all=True, append_images=images[1:], duration=40 * every, loop=0
+            )
     return total, reason

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from epgkit.paths import naming
+
 METRICS = "metrics.jsonl"
 RECORDS = "inner_loops.jsonl"
 CHECKPOINT = "checkpoint.pt"
@@ -56,10 +58,14 @@ def json_safe(value: Any) -> Any:
 
 
 def atomic_save(obj: dict[str, Any], path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then rename over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    """torch.save to a temporary file in the same folder, then rename over ``path``.
+
+    An OS error (a full disk) leaves ``path`` as it was and names it.
+    """
+    with naming(path):
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with naming(path), os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
@@ -70,10 +76,11 @@ def atomic_save(obj: dict[str, Any], path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Writes a text file whole or not at all: a kill mid-write leaves the old file."""
+    """Writes a text file whole or not at all: a kill mid-write (or a full disk) leaves the old
+    file; an OS error names ``path``."""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        with open(tmp, "w") as f:
+        with naming(path), open(tmp, "w") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -225,7 +232,7 @@ class RunDir:
 
     def append(self, name: str, rows: list[dict[str, Any]]) -> None:
         """Appends JSON lines to ``name``."""
-        with open(self.path / name, "a") as f:
+        with naming(self.path / name), open(self.path / name, "a") as f:
             f.writelines(json.dumps(json_safe(r)) + "\n" for r in rows)
 
     def metrics(self) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ from epgkit.cluster import Executor
 from epgkit.experiment import Experiment
 from epgkit.launch import prepare, run_evolution
 from epgkit.lock import LOCK, DirLock
+from epgkit.paths import check_dir, naming
 from epgkit.progress import Progress, log_to
 from epgkit.rundir import CHECKPOINT, RunDir, RunDirError
 from epgkit.sweep_plan import Plan, Point
@@ -39,8 +40,8 @@ SWEEP_JSON = "sweep.json"
 @dataclass(frozen=True)
 class Sweep:
     """A checked plan and its directory, whose lock it holds until ``close`` (use as ``with
-    open_sweep(...) as sweep:``); ``workers``, ``scheduler``, ``timeout`` say where its points
-    run (``cluster.connect``'s arguments)."""
+    open_sweep(...) as sweep:``); ``workers``, ``scheduler``, ``timeout`` and
+    ``worker_timeout`` say where its points run (``cluster.connect``'s arguments)."""
 
     plan: Plan
     path: Path
@@ -50,6 +51,7 @@ class Sweep:
     workers: int
     scheduler: str | None
     timeout: float
+    worker_timeout: float
     lock: DirLock | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -70,19 +72,36 @@ class Sweep:
     def point_dir(self, point: Point) -> Path:
         return self.path / point.name
 
+    def create(self) -> None:
+        """Writes ``sweep.json`` into a new sweep directory (``open_sweep`` has checked that an
+        existing one holds this same sweep)."""
+        spec = self.path / SWEEP_JSON
+        if spec.is_file():
+            return
+        record = {
+            **self.plan.identity(),
+            "points": [{"name": q.name, "bindings": list(q.bindings)} for q in self.points],
+        }
+        with naming(spec):
+            spec.write_text(json.dumps(record, indent=2) + "\n")
+
 
 def default_out(p: Plan) -> Path:
     """``runs/<config>/<name>``: the same command always finds its own sweep again."""
     return Path("runs") / Path(p.configs[0]).stem / p.name()
 
 
-def open_sweep(p: Plan, out: str | Path | None = None, flags: Sequence[str] = ()) -> Sweep:
+def open_sweep(
+    p: Plan, out: str | Path | None = None, flags: Sequence[str] = (), record: bool = True
+) -> Sweep:
     """Checks every point's config, then starts ``out`` or checks it holds this same sweep.
 
     ``flags`` are bindings that do not change results (``Experiment.workers``, ``scheduler``):
     recorded in each new point's config.gin, not part of what makes the sweep.
     Nothing is written before every point's config passed; then the sweep directory is
     locked (``Busy`` if another process writes it) until the returned sweep is closed.
+    ``record=False`` leaves ``sweep.json`` to ``run_sweep``, so that a sweep refused later (its
+    cluster cannot be reached) leaves no trace once closed.
     """
     path = Path(out) if out is not None else default_out(p)
     points = p.points()
@@ -98,38 +117,35 @@ def open_sweep(p: Plan, out: str | Path | None = None, flags: Sequence[str] = ()
                 exps[-1].with_policies().inner.context()
         except (config.ConfigError, GymError) as err:
             raise config.ConfigError(f"sweep point {point.name}: {err}") from None
-    record = {
-        **p.identity(),
-        "points": [{"name": q.name, "bindings": list(q.bindings)} for q in points],
-    }
+    check_dir(path, "--out")  # a file there, a read-only place, a name too long
     spec = path / SWEEP_JSON
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"{path} exists and is not a sweep directory (no {SWEEP_JSON})")
     lock = DirLock(path).acquire()
     try:
         if spec.is_file():
             _check_same(path, json.loads(spec.read_text()), p.identity())
         elif any(q.name != LOCK for q in path.iterdir()):
             raise RunDirError(f"{path} exists and is not a sweep directory (no {SWEEP_JSON})")
-        else:
-            spec.write_text(json.dumps(record, indent=2) + "\n")
+        epochs = tuple(e.epochs for e in exps)
+        # One cluster serves every point: the first point's settings choose it.
+        first = exps[0]
+        sweep = Sweep(
+            p,
+            path,
+            tuple(points),
+            epochs,
+            tuple(flags),
+            first.n_workers,
+            first.scheduler,
+            first.connect_timeout,
+            first.worker_timeout,
+            lock,
+        )
+        if record:
+            sweep.create()
     except BaseException:
         lock.release()
         raise
-    epochs = tuple(e.epochs for e in exps)
-    # One cluster serves every point: the first point's settings choose it.
-    first = exps[0]
-    return Sweep(
-        p,
-        path,
-        tuple(points),
-        epochs,
-        tuple(flags),
-        first.n_workers,
-        first.scheduler,
-        first.connect_timeout,
-        lock,
-    )
+    return sweep
 
 
 def _check_same(path: Path, recorded: dict[str, Any], identity: dict[str, Any]) -> None:
@@ -163,6 +179,7 @@ def run_sweep(
 ) -> list[Row]:
     """Runs (or resumes) every point on one executor; writes and returns the summary."""
     group = replace(wandb, group=wandb.group or sweep.name) if wandb is not None else None
+    sweep.create()
     with log_to(sweep.path):
         done = [
             min(epochs_done(sweep.point_dir(q)), e)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from epgkit.paths import naming
 from epgkit.plotting import plot_fitness
 from epgkit.rundir import RunDir
 
@@ -70,7 +71,7 @@ def summarize(sweep: Sweep) -> list[Row]:
 def write_summary(sweep: Sweep, rows: list[Row]) -> None:
     """summary.csv (exact numbers), summary.md (a table to read) and fitness.png."""
     axes = [a.binding for a in sweep.plan.axes]
-    with open(sweep.path / "summary.csv", "w", newline="") as f:
+    with naming(sweep.path / "summary.csv"), open(sweep.path / "summary.csv", "w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["point", *axes, *CSV_COLUMNS])
         for r in rows:
@@ -86,7 +87,8 @@ def write_summary(sweep: Sweep, rows: list[Row]) -> None:
                     r.run_dir,
                 ]
             )
-    (sweep.path / "summary.md").write_text(f"# Sweep {sweep.name}\n\n{table(sweep, rows)}\n")
+    with naming(sweep.path / "summary.md"):
+        (sweep.path / "summary.md").write_text(f"# Sweep {sweep.name}\n\n{table(sweep, rows)}\n")
     started = [r for r in rows if r.epochs]
     if started:
         plot_fitness(

@@ -24,6 +24,7 @@ from epgkit.evolve import TASK_SEED_LIMIT
 from epgkit.experiment import Experiment
 from epgkit.inner_loop import InnerLoop, Job, Result, run_batch
 from epgkit.losses import DPOLoss, PPOLoss, ReinforceLoss
+from epgkit.paths import naming
 from epgkit.rundir import BEST_LOSS, LAST_LOSS, RunDirError, json_safe, load_loss
 from epgkit.stats import (
     BOOTSTRAP_REPS,
@@ -254,10 +255,11 @@ def write_outputs(
 
     out.mkdir(parents=True, exist_ok=True)
     summary = {"methods": {m: summarize(results[m], loops[m]) for m in loops}, **info}
-    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+    with naming(out / "summary.json"):
+        (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
     curves = {m: [curve(r, loops[m].update_every, loops[m].steps) for r in results[m]]
               for m in loops}  # fmt: skip
-    with open(out / "curves.jsonl", "w") as f:
+    with naming(out / "curves.jsonl"), open(out / "curves.jsonl", "w") as f:
         for m, runs in curves.items():
             for r, points in zip(results[m], runs, strict=True):
                 for p in points:
@@ -269,7 +271,8 @@ def write_outputs(
             for other in loops
         }
     summary = with_statistics(summary)
-    (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
+    with naming(out / "summary.json"):
+        (out / "summary.json").write_text(json.dumps(json_safe(summary), indent=2) + "\n")
     iqms = {m: (s["final_iqm"], *s["final_iqm_ci"]) for m, s in summary["methods"].items()}
     plot_returns(curves, out / "returns.png", seed=info.get("seed", 0), iqm=iqms)
     plot_kl(curves, out / "kl.png")

@@ -105,3 +105,20 @@ def test_fragments_apply_on_top_of_an_experiment(fragment):
     assert exp.baselines and all(b.guide is None for b in exp.baselines.values())
     for loop in exp.baselines.values():
         assert loop.env_id == exp.inner.env_id and loop.steps == exp.inner.steps
+
+
+def test_an_include_cycle_is_named_in_one_message(tmp_path):
+    from typer.testing import CliRunner
+
+    from epgkit.cli import app
+
+    a, b = tmp_path / "a.gin", tmp_path / "b.gin"
+    a.write_text(f"include '{b}'\n")
+    b.write_text(f"include '{a}'\n")
+    with pytest.raises(config.ConfigError) as caught:
+        config.parse([a])
+    assert str(caught.value).startswith(f"gin include cycle: {a} includes {b} includes {a};")
+    result = CliRunner().invoke(app, ["evolve", str(a), "--run-dir", str(tmp_path / "run")])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    assert result.stderr.strip() == f"epgkit: error: {caught.value}"
+    assert not (tmp_path / "run").exists()

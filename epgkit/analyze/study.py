@@ -25,6 +25,7 @@ from epgkit.config import ConfigError
 from epgkit.experiment import Experiment
 from epgkit.inner_loop import InnerLoop, Job, Result
 from epgkit.lockstep import Lockstep
+from epgkit.paths import check_dir, naming
 from epgkit.rundir import RunDirError, json_safe
 
 matplotlib.use("Agg")
@@ -80,10 +81,9 @@ def prepare(
         base = Path(source_arg) if Path(source_arg).is_dir() else Path("runs")
         out = str(base / "analyze" / time.strftime("%Y%m%d-%H%M%S"))
     path = Path(out)
+    check_dir(path, "--out")  # a file there, a read-only place, a name too long
     if (path / f"{kind}.json").exists():
         raise RunDirError(f"{path} already holds a {kind} analysis; choose another --out")
-    if path.exists() and not path.is_dir():
-        raise RunDirError(f"--out {path} is a file, not a folder")
     jobs = tt.test_jobs(source.phi, runs, seed)
     learned = loops[tt.LEARNED]
     info = {
@@ -119,7 +119,8 @@ def write_json(study: Study, kind: str, data: dict[str, Any]) -> Path:
     """``<out>/<kind>.json``: the study's info, then the analysis's data."""
     study.out.mkdir(parents=True, exist_ok=True)
     path = study.out / f"{kind}.json"
-    path.write_text(json.dumps(json_safe({**study.info, **data}), indent=2) + "\n")
+    with naming(path):
+        path.write_text(json.dumps(json_safe({**study.info, **data}), indent=2) + "\n")
     return path
 
 
@@ -129,6 +130,9 @@ def save_figure(fig: Any, path: Path) -> Path:
 
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with naming(path):
+            fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
     return path
