@@ -147,6 +147,13 @@ def _check_workers(workers: int | None) -> None:
         raise ConfigError(f"--workers must be ≥ 0, got {workers}")
 
 
+def _check_seed(seed: int) -> None:
+    from epgkit.config import ConfigError
+
+    if seed < 0:
+        raise ConfigError(f"--seed must be ≥ 0, got {seed}")
+
+
 @app.command()
 def evolve(
     configs: Annotated[
@@ -261,6 +268,7 @@ def _train(
     from epgkit.wandb_log import WandbOptions
 
     _check_workers(workers)
+    _check_seed(seed)
     source = tt.load_source(source_arg)
     flags = flag_bindings(workers=workers, scheduler=scheduler)
     exp = tt.build(source, [*bindings, *flags])
@@ -360,6 +368,7 @@ def _sweep(
     from epgkit.wandb_log import WandbOptions
 
     _check_workers(workers)
+    _check_seed(seed)
     plan = sweep_plan.plan(configs, grids, bindings, samples, seed)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     wandb = WandbOptions(wandb_project) if wandb_project else None

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 import epgkit.envs  # noqa: F401  (registers the task families on Dask workers too)
+from epgkit import checks
 from epgkit.config import ConfigError, close_env_ids
 from epgkit.dims import Dims
 from epgkit.lockstep import Lockstep
@@ -77,7 +78,8 @@ class InnerLoop:
     """Algorithm 2 and its hyperparameters: a plain, picklable object gin builds once.
 
     Attributes:
-        env_id: Gymnasium id of the task family.
+        env_id: Gymnasium id of the task family; every experiment names it (there is no
+            default, so that a config which names no env is refused instead of running one).
         loss: The loss trained with (L_φ), e.g. ``@EPGLoss()``, or ``@PPOLoss()`` as a baseline.
         guide: L_pg blended in with weight α (Eq. 10), or None.
         policy: The policy, or None for the default of the env's action space: GaussianMLP
@@ -100,7 +102,7 @@ class InnerLoop:
             θ₀ instead of a random θ. With a hand-designed loss (φ empty) it is PPO+I.
     """
 
-    env_id: str = "epgkit/PointGoal-v0"
+    env_id: str
     loss: Any = EPGLoss()
     guide: Any = PPOLoss()
     policy: Any = None
@@ -118,7 +120,11 @@ class InnerLoop:
     evolve_init: bool = False
 
     def __post_init__(self) -> None:
+        checks.check(self)  # first: the checks below compare numbers
         m, n, b = self.update_every, self.buffer_size, self.minibatch
+        if m < 1 or n < 1:
+            raise ValueError(f"InnerLoop: update_every (M) and buffer_size (N) must be ≥ 1, "
+                             f"got M={m}, N={n}")  # fmt: skip
         problems = [
             f"steps (U) must be a positive multiple of update_every (M): U={self.steps}, M={m}"
             if self.steps <= 0 or self.steps % m
