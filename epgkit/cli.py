@@ -2,7 +2,8 @@
 
 User mistakes (bad config, unknown names, bad values, an existing run directory, an
 unreachable scheduler) print one message and exit with code 2; ``--debug`` shows the traceback.
-What a right command cannot do on this machine (render without a GL backend) exits with code 1.
+What a right command cannot do on this machine (render without a GL backend) exits with code 1,
+and so does the user's own env or loss failing (one line naming it and its error).
 """
 
 from __future__ import annotations
@@ -74,10 +75,11 @@ def user_errors(debug: bool) -> Iterator[None]:
     from epgkit.cluster import SchedulerLost, SchedulerUnreachable
     from epgkit.config import ConfigError
     from epgkit.rundir import RunDirError
+    from epgkit.user_code import UserCodeError
 
     try:
         yield
-    except SchedulerLost as err:  # not a user mistake, but no traceback helps either
+    except (SchedulerLost, UserCodeError) as err:  # not a usage mistake; no traceback helps
         if debug:
             raise
         typer.echo(f"epgkit: error: {err}", err=True)
@@ -197,6 +199,7 @@ def _evolve(
     from epgkit.launch import flag_bindings, prepare, run_evolution
     from epgkit.progress import Progress
     from epgkit.tracking import track_evolution
+    from epgkit.user_code import UserCodeError
     from epgkit.wandb_log import WandbOptions
 
     _check_workers(workers)
@@ -217,6 +220,11 @@ def _evolve(
                 f"{err}. Every finished epoch is checkpointed: continue with "
                 f"`epgkit evolve --resume {prepared.run.path}`"
             ) from None
+        except UserCodeError as err:
+            raise UserCodeError(
+                f"{err}. Every finished epoch is checkpointed: once it is fixed, continue with "
+                f"`epgkit evolve --resume {prepared.run.path}`"
+            ) from err
 
 
 @app.command()
@@ -495,6 +503,7 @@ def list_(
 
     from epgkit.config import ConfigError, available
     from epgkit.registry import registered
+    from epgkit.user_code import describe
 
     kinds = ["losses", "policies", "strategies", "envs", "configs", "zoo"]
     with user_errors(False):
@@ -505,6 +514,10 @@ def list_(
                 importlib.import_module(module)
             except ImportError as err:
                 raise ConfigError(f"--import {module}: cannot be imported ({err})") from None
+            except Exception as err:  # noqa: BLE001  (whatever the user's module raises)
+                raise ConfigError(
+                    f"--import {module}: the module raised an error when imported: {describe(err)}"
+                ) from None
     for kind in [what] if what else kinds:
         typer.echo(f"{kind}:")
         if kind in LIST_KINDS:

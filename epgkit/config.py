@@ -164,9 +164,29 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> list[Pat
         raise ConfigError(
             f"unbalanced brackets in {', '.join(map(str, paths))} or the bindings: {err.args[0]}"
         ) from None
-    except (ValueError, SyntaxError, ImportError, TypeError, OSError) as err:
-        raise ConfigError(_explain(err)) from None
+    except Exception as err:
+        if _raised_by_a_module(err):  # `import my_module` ran the module, and it raised
+            from epgkit.user_code import describe
+
+            where = " ".join(x.strip() for x in str(err).splitlines()[1:])  # gin's file, line
+            raise ConfigError(
+                f"a module the config imports raised an error when imported: {describe(err)}"
+                + (f" ({where})" if where else "")
+            ) from None
+        if isinstance(err, ValueError | SyntaxError | ImportError | TypeError | OSError):
+            raise ConfigError(_explain(err)) from None
+        raise
     return paths
+
+
+def _raised_by_a_module(err: BaseException) -> bool:
+    """Whether ``err`` was raised while a module's top-level code ran (an import)."""
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "<module>":
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def build(factory):

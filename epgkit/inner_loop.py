@@ -31,6 +31,7 @@ from epgkit.lockstep import Lockstep
 from epgkit.losses import EPGLoss, LossContext, PPOLoss
 from epgkit.policies import default_policy, fitting, flat_params
 from epgkit.registry import register
+from epgkit.user_code import UserCodeError, blame, describe
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,8 @@ class InnerLoop:
         kwargs = dict(self.env_kwargs)
         if takes_task_seed(self.env_id):
             kwargs["task_seed"] = task_seed
-        return gym.make(self.env_id, disable_env_checker=True, **kwargs)
+        with blame(f"env {self.env_id!r}", "its constructor"):
+            return gym.make(self.env_id, disable_env_checker=True, **kwargs)
 
     def dims(self) -> Dims:
         """The dims of this inner loop's env family."""
@@ -236,6 +238,11 @@ def takes_task_seed(env_id: str) -> bool:
             raise ConfigError(
                 f"env id {env_id!r}: module {module!r} cannot be imported ({err})"
             ) from err
+        except Exception as err:  # noqa: BLE001  (whatever the user's module raises)
+            raise ConfigError(
+                f"env id {env_id!r}: module {module!r} raised an error when imported: "
+                f"{describe(err)}"
+            ) from err
     try:
         entry = gym.spec(name).entry_point
     except gym.error.Error as err:
@@ -252,6 +259,11 @@ def takes_task_seed(env_id: str) -> bool:
                 f"env id {env_id!r}: module {entry_module!r} of its entry point cannot be "
                 f"imported ({err})"
             ) from err
+        except Exception as err:  # noqa: BLE001  (whatever the user's module raises)
+            raise ConfigError(
+                f"env id {env_id!r}: module {entry_module!r} of its entry point raised an "
+                f"error when imported: {describe(err)}"
+            ) from err
         creator = getattr(loaded, attr, None)
         if creator is None:
             raise ConfigError(f"env id {env_id!r}: its entry point {entry!r} does not exist")
@@ -261,7 +273,22 @@ def takes_task_seed(env_id: str) -> bool:
         return False
 
 
-def run_batch(inner: InnerLoop, jobs: Sequence[Job]) -> list[Result]:
-    """Dask task: one batch of inner loops on one single-threaded worker."""
+def run_batch(inner: InnerLoop, jobs: Sequence[Job]) -> list[Result] | UserCodeError:
+    """Dask task: one batch of inner loops on one single-threaded worker.
+
+    The user's env or loss raising is returned, not raised: it would raise again on every try,
+    and Dask retries a task that raises. ``checked`` raises it in the driver.
+    """
     torch.set_num_threads(1)
-    return inner.run(jobs)
+    try:
+        return inner.run(jobs)
+    except UserCodeError as err:
+        return err
+
+
+def checked(batches: Sequence[list[Result] | UserCodeError]) -> list[list[Result]]:
+    """The results of ``run_batch`` tasks, in order; raises the first user-code error."""
+    for batch in batches:
+        if isinstance(batch, UserCodeError):
+            raise batch
+    return list(batches)  # type: ignore[arg-type]

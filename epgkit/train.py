@@ -22,7 +22,7 @@ from epgkit import config, zoo
 from epgkit.cluster import Executor
 from epgkit.evolve import TASK_SEED_LIMIT
 from epgkit.experiment import Experiment
-from epgkit.inner_loop import InnerLoop, Job, Result, run_batch
+from epgkit.inner_loop import InnerLoop, Job, Result, checked, run_batch
 from epgkit.losses import DPOLoss, PPOLoss, ReinforceLoss
 from epgkit.rundir import BEST_LOSS, LAST_LOSS, RunDirError, json_safe, load_loss
 from epgkit.stats import (
@@ -158,7 +158,7 @@ def run_methods(
             batches.append((loop, method_jobs[i : i + batch_size]))
             owners.append(name)
     out: dict[str, list[Result]] = {name: [] for name in loops}
-    for name, results in zip(owners, executor.map(run_batch, batches), strict=True):
+    for name, results in zip(owners, checked(executor.map(run_batch, batches)), strict=True):
         out[name].extend(results)
     return out
 

@@ -1,8 +1,12 @@
-"""What is refused before a run directory is created, through the real CLI: bad values and a
-config that names no env."""
+"""What is refused before a run directory is created, through the real CLI: bad values, a
+config that names no env, and the user's module failing at import; and what happens when the
+user's code fails in a run, on the workers."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +17,90 @@ from epgkit.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = [str(ROOT / "gin/quickstart.gin"), str(ROOT / "gin/debug.gin")]
+
+USER_ENVS = '''
+import math
+import pathlib
+
+import gymnasium as gym
+import numpy as np
+
+
+class Flaky(gym.Env):
+    """A 2-D env that fails as asked: ``fail_in`` the constructor, reset or step (after
+    ``after`` steps of its life), or with NaN observations; each failure is logged to ``log``."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def __init__(self, task_seed=0, fail_in="", after=0, log=""):
+        self.fail_in, self.after, self.log, self.t = fail_in, after, log, 0
+        if fail_in == "constructor":
+            raise ValueError("no such robot")
+
+    def _fail(self, err):
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write("raised\\n")
+        raise err
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if self.fail_in == "reset":
+            self._fail(RuntimeError("reset exploded\\nand a second line"))
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        if self.fail_in == "step" and self.t > self.after:
+            self._fail(ZeroDivisionError("division by zero"))
+        value = math.nan if self.fail_in == "nan" and self.t > self.after else 0.0
+        return np.full(2, value, np.float32), -float(np.abs(action).sum()), False, False, {}
+
+
+gym.register("Flaky-v0", entry_point=Flaky, max_episode_steps=50)
+'''
+
+USER_LOSSES = '''
+import dataclasses
+import math
+
+import epgkit
+from epgkit.losses import ReinforceLoss
+
+
+@epgkit.register("loss")
+@dataclasses.dataclass(frozen=True)
+class SummedLoss(ReinforceLoss):
+    """Sums over the steps itself: one value per inner loop instead of one per step."""
+
+    def __call__(self, ctx, phi, state, hist, pi, logp, rows, prep):
+        return super().__call__(ctx, phi, state, hist, pi, logp, rows, prep).sum(1)
+
+
+@epgkit.register("loss")
+@dataclasses.dataclass(frozen=True)
+class NaNLoss(ReinforceLoss):
+    def __call__(self, ctx, phi, state, hist, pi, logp, rows, prep):
+        return super().__call__(ctx, phi, state, hist, pi, logp, rows, prep) * math.nan
+
+
+@epgkit.register("loss")
+@dataclasses.dataclass(frozen=True)
+class RaisingLoss(ReinforceLoss):
+    def __call__(self, ctx, phi, state, hist, pi, logp, rows, prep):
+        raise KeyError("no column named 'advantage'")
+
+
+@epgkit.register("loss")
+@dataclasses.dataclass(frozen=True)
+class TypedLoss(ReinforceLoss):
+    """A user's loss with a value of its own: its annotation is checked like epgkit's."""
+
+    horizon: int = 10
+'''
+
+BROKEN_MODULE = "import math\n\nSCALE = math.sqrt(-1)\n"
 
 
 @dataclass
@@ -29,6 +117,29 @@ def epgkit(*args: str) -> Done:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception  # a traceback the user would have seen
     return Done(result.exit_code, result.stdout, result.stderr)
+
+
+def subprocess_epgkit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    path = os.pathsep.join([str(cwd), os.environ.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-m", "epgkit.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": path},
+        timeout=600,
+    )
+
+
+@pytest.fixture
+def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder with the user's modules, importable as in ``PYTHONPATH=. epgkit ...``."""
+    (tmp_path / "userenvs.py").write_text(USER_ENVS)
+    (tmp_path / "userlosses.py").write_text(USER_LOSSES)
+    (tmp_path / "broken.py").write_text(BROKEN_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("broken", None)  # it must fail again, as in a fresh process
+    return tmp_path
 
 
 def refused(out: Done, code: int, message: str, nothing: Path) -> None:
@@ -100,3 +211,68 @@ def test_a_sweep_checks_every_point_before_running_any(tmp_path):
     seed = epgkit("sweep", *QUICK, "--out", str(out), "--workers", "0",
                   "--grid", "OpenES.sigma=[0.1]", "--samples", "1", "--seed", "-3")  # fmt: skip
     refused(seed, 2, "--seed must be ≥ 0, got -3", out)
+
+
+# --- the user's code ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "bindings,code,message",
+    [
+        (
+            ["InnerLoop.env_id = 'broken:Env-v0'"],
+            2,
+            "env id 'broken:Env-v0': module 'broken' raised an error when imported: "
+            "ValueError: math domain error (broken.py:3)",
+        ),
+        (
+            ["import broken"],
+            2,
+            "a module the config imports raised an error when imported: ValueError: math domain "
+            "error (broken.py:3)",
+        ),
+    ],
+)
+def test_the_users_failing_code_is_named_in_one_line_and_nothing_is_written(
+    user_dir, bindings, code, message
+):
+    run = user_dir / "run"
+    flags = [x for b in bindings for x in ("-b", b)]
+    out = epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0", *flags)
+    refused(out, code, message, run)
+
+
+def test_the_users_module_failing_at_import_is_named_by_list_too(user_dir):
+    out = epgkit("list", "losses", "--import", "broken")
+    refused(out, 2, "--import broken: the module raised an error when imported: ValueError: "
+            "math domain error (broken.py:3)", user_dir / "nothing")  # fmt: skip
+
+
+def test_an_env_failing_later_on_a_dask_worker_stops_the_run_once_without_retries(user_dir):
+    # It passes the driver's check (one update of M = 32 steps), then raises at step 60 of the
+    # run, in both batches of the first epoch; Dask must not retry a deterministic error.
+    run, log = user_dir / "run", user_dir / "raised.log"
+    out = subprocess_epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "1",
+                            "-b", "InnerLoop.env_id = 'userenvs:Flaky-v0'",
+                            "-b", f"InnerLoop.env_kwargs = (('fail_in', 'step'), ('after', 60), "
+                            f"('log', {str(log)!r}))", cwd=user_dir)  # fmt: skip
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("epgkit: error: env 'userenvs:Flaky-v0' failed in step: "
+                           "ZeroDivisionError: division by zero (userenvs.py:")  # fmt: skip
+    assert last.endswith(f"continue with `epgkit evolve --resume {run}`")
+    assert log.read_text().count("raised") == 2  # one per batch: no retry
+    # The run stays resumable: nothing of the failed epoch was written.
+    assert (run / "config.gin").is_file() and not (run / "checkpoint.pt").exists()
+
+
+def test_every_inner_loop_failing_stops_the_run_with_the_reason(user_dir):
+    run = user_dir / "run"
+    out = epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0",
+                 "-b", "InnerLoop.env_id = 'userenvs:Flaky-v0'",
+                 "-b", "InnerLoop.env_kwargs = (('fail_in', 'nan'), ('after', 40))")  # fmt: skip
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert "every inner loop of epoch 1 failed, the first with non-finite observation or " \
+        "reward at step 41" in last  # fmt: skip
+    assert "epoch    1/" not in out.stdout and not (run / "checkpoint.pt").exists()
