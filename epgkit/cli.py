@@ -267,6 +267,7 @@ def _train(
     seed: int,
     wandb_project: str | None,
 ) -> None:
+    from epgkit import preflight
     from epgkit import train as tt
     from epgkit.cluster import connect
     from epgkit.launch import flag_bindings
@@ -282,6 +283,7 @@ def _train(
     exp = tt.build(source, [*bindings, *flags])
     loops = tt.methods(exp, baselines, env, steps)
     tt.check_fits(loops[tt.LEARNED], source)
+    preflight.check_training(exp, loops, tt.LEARNED, source.phi, runs)
     if out_arg is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = Path(source_arg) if Path(source_arg).is_dir() else Path("runs")

@@ -69,7 +69,7 @@ def build(source: Source, bindings: Sequence[str] = ()) -> Experiment:
     # The operative config is a gin text; parsed first, so the user's bindings win. A policy
     # left to the action space (None) is chosen as in evolution, from the evolution's env.
     config.parse([], [source.meta["operative_config"], *bindings])
-    return config.build(Experiment).with_policies()
+    return config.build(config.build(Experiment).with_policies)
 
 
 def methods(

@@ -1,6 +1,6 @@
-"""What is refused before a run directory is created, through the real CLI: bad values, a
-config that names no env, and the user's module failing at import; and what happens when the
-user's code fails in a run, on the workers."""
+"""What is refused before a run directory is created, through the real CLI: bad values, sizes
+that cannot fit in memory, a config that names no env, and the user's own env, loss or module
+failing; and what happens when the user's code fails only later, on the workers."""
 
 from __future__ import annotations
 
@@ -181,6 +181,40 @@ def test_bad_values_are_refused_before_the_run_directory_is_created(tmp_path, ar
     refused(out, 2, message, run)
 
 
+def test_a_users_own_component_has_its_values_checked_too(user_dir):
+    run = user_dir / "run"
+    out = epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0",
+                 "-b", "import userlosses", "-b", "InnerLoop.loss = @TypedLoss()",
+                 "-b", "TypedLoss.horizon = 'ten'")  # fmt: skip
+    refused(out, 2, "TypedLoss.horizon must be an integer, got 'ten'", run)
+
+
+@pytest.mark.parametrize(
+    "binding,part",
+    [
+        ("GaussianMLP.hidden = (1_000_000, 1_000_000)", "the policies' parameters and Adam state"),
+        ("InnerLoop.buffer_size = 10_000_000_000", "the policies' activations over the history"),
+        ("EPGLoss.hidden = 10_000_000_000", "the ES's noise and candidates"),
+    ],
+)
+def test_sizes_that_cannot_fit_in_memory_are_refused_with_the_estimate(tmp_path, binding, part):
+    run = tmp_path / "run"
+    out = epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0", "-b", binding)
+    refused(out, 2, "this run needs at least ", run)
+    assert "B of memory, more than the " in out.stderr and "B available: " + part in out.stderr
+
+
+def test_the_memory_estimate_of_a_shipped_experiment_is_far_below_a_laptop():
+    from epgkit import config, preflight
+    from epgkit.experiment import Experiment
+
+    config.parse(["randomhopper.gin"])
+    exp = config.build(Experiment)
+    dims = exp.inner.dims()
+    parts = preflight.batch_bytes(exp.inner, dims, exp.batch_size, preflight.phi_size(exp.inner))
+    assert 1e5 < sum(parts.values()) < 1e9
+
+
 @pytest.mark.parametrize("config", ["base.gin", "empty"])
 def test_a_config_that_names_no_env_is_refused_saying_what_to_set(tmp_path, config):
     empty = tmp_path / "empty.gin"
@@ -218,6 +252,57 @@ def test_a_sweep_checks_every_point_before_running_any(tmp_path):
     "bindings,code,message",
     [
         (
+            [
+                "InnerLoop.env_id = 'userenvs:Flaky-v0'",
+                "InnerLoop.env_kwargs = (('fail_in', 'step'),)",
+            ],
+            1,
+            "env 'userenvs:Flaky-v0' failed in step: ZeroDivisionError: division by zero "
+            "(userenvs.py:",
+        ),
+        (
+            [
+                "InnerLoop.env_id = 'userenvs:Flaky-v0'",
+                "InnerLoop.env_kwargs = (('fail_in', 'reset'),)",
+            ],
+            1,
+            "env 'userenvs:Flaky-v0' failed in reset: RuntimeError: reset exploded (userenvs.py:",
+        ),
+        (
+            [
+                "InnerLoop.env_id = 'userenvs:Flaky-v0'",
+                "InnerLoop.env_kwargs = (('fail_in', 'constructor'),)",
+            ],
+            1,
+            "env 'userenvs:Flaky-v0' failed in its constructor: ValueError: no such robot",
+        ),
+        (
+            ["import userlosses", "InnerLoop.loss = @SummedLoss()"],
+            1,
+            "loss SummedLoss returned a tensor of shape (1,); a loss returns one value per step "
+            "of the minibatch, a tensor of shape (1, 32)",
+        ),
+        (
+            ["import userlosses", "InnerLoop.loss = @NaNLoss()"],
+            1,
+            "loss NaNLoss gives a non-finite loss (NaN or inf) on the first update",
+        ),
+        (
+            ["import userlosses", "InnerLoop.loss = @RaisingLoss()"],
+            1,
+            "loss RaisingLoss failed in __call__: KeyError: \"no column named 'advantage'\" "
+            "(userlosses.py:",
+        ),
+        (
+            [
+                "import userlosses",
+                "InnerLoop.guide = @RaisingLoss()",
+                "Experiment.alpha_epochs = 5",
+            ],
+            1,
+            "guidance loss RaisingLoss failed in __call__",
+        ),
+        (
             ["InnerLoop.env_id = 'broken:Env-v0'"],
             2,
             "env id 'broken:Env-v0': module 'broken' raised an error when imported: "
@@ -244,6 +329,25 @@ def test_the_users_module_failing_at_import_is_named_by_list_too(user_dir):
     out = epgkit("list", "losses", "--import", "broken")
     refused(out, 2, "--import broken: the module raised an error when imported: ValueError: "
             "math domain error (broken.py:3)", user_dir / "nothing")  # fmt: skip
+
+
+def test_train_names_a_failing_baseline_loss_before_writing(user_dir):
+    out_dir = user_dir / "t"
+    out = epgkit("train", "zoo:pointgoal", "--runs", "2", "--workers", "0", "--out", str(out_dir),
+                 "-b", "import userlosses",
+                 "-b", "Experiment.baselines = {'mine': @mine/InnerLoop()}",
+                 "-b", "mine/InnerLoop.loss = @RaisingLoss()", "-b", "mine/InnerLoop.guide = None",
+                 "--baseline", "mine")  # fmt: skip
+    refused(out, 1, "loss RaisingLoss failed in __call__: KeyError", out_dir)
+
+
+def test_a_sweep_point_whose_env_fails_stops_the_sweep_before_any_point_runs(user_dir):
+    out = user_dir / "s"
+    done = epgkit("sweep", *QUICK, "--out", str(out), "--workers", "0",
+                  "-b", "InnerLoop.env_id = 'userenvs:Flaky-v0'",
+                  "--grid", "InnerLoop.env_kwargs=[(), (('fail_in', 'step'),)]")  # fmt: skip
+    refused(done, 1, "sweep point InnerLoop.env_kwargs=fail_in_step: env 'userenvs:Flaky-v0' "
+            "failed in step: ZeroDivisionError", out)  # fmt: skip
 
 
 def test_an_env_failing_later_on_a_dask_worker_stops_the_run_once_without_retries(user_dir):
