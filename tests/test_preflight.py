@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from epgkit import config, preflight
 from epgkit.cli import app
+from epgkit.experiment import Experiment
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = [str(ROOT / "gin/quickstart.gin"), str(ROOT / "gin/debug.gin")]
+EXPERIMENTS = config.experiments()
 
 USER_ENVS = '''
 import math
@@ -205,9 +208,6 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_with_the_estimate(tmp_path,
 
 
 def test_the_memory_estimate_of_a_shipped_experiment_is_far_below_a_laptop():
-    from epgkit import config, preflight
-    from epgkit.experiment import Experiment
-
     config.parse(["randomhopper.gin"])
     exp = config.build(Experiment)
     dims = exp.inner.dims()
@@ -215,12 +215,20 @@ def test_the_memory_estimate_of_a_shipped_experiment_is_far_below_a_laptop():
     assert 1e5 < sum(parts.values()) < 1e9
 
 
-@pytest.mark.parametrize("config", ["base.gin", "empty"])
-def test_a_config_that_names_no_env_is_refused_saying_what_to_set(tmp_path, config):
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_shipped_experiment_passes_the_checks_at_its_full_scale(name):
+    config.parse([name])
+    exp = config.build(config.build(Experiment).with_policies)
+    dims = preflight.check_experiment(exp)  # values, memory, its env and loss on a tiny batch
+    assert dims.obs_dim > 0
+
+
+@pytest.mark.parametrize("given", ["base.gin", "empty"])
+def test_a_config_that_names_no_env_is_refused_saying_what_to_set(tmp_path, given):
     empty = tmp_path / "empty.gin"
     empty.write_text("# nothing yet\n")
     run = tmp_path / "run"
-    out = epgkit("evolve", config if config == "base.gin" else str(empty), "--run-dir", str(run),
+    out = epgkit("evolve", given if given == "base.gin" else str(empty), "--run-dir", str(run),
                  "--workers", "0")  # fmt: skip
     refused(out, 2, "the config does not set InnerLoop.env_id, which every experiment must set: "
             "e.g. InnerLoop.env_id = 'epgkit/PointGoal-v0'", run)  # fmt: skip
