@@ -3,7 +3,8 @@
 User mistakes (bad config, unknown names, bad values, an existing run directory, an output path
 that cannot be written, an unreachable scheduler) print one message and exit with code 2;
 ``--debug`` shows the traceback. What a right command cannot do on this machine (render without
-a GL backend) or fails to finish (a lost cluster, a full disk) exits with code 1, in one line.
+a GL backend) or fails to finish (a lost cluster, a full disk) exits with code 1, in one line,
+and so does the user's own env or loss failing (one line naming it and its error).
 """
 
 from __future__ import annotations
@@ -76,10 +77,11 @@ def user_errors(debug: bool) -> Iterator[None]:
     from epgkit.config import ConfigError
     from epgkit.paths import PathError, describe
     from epgkit.rundir import RunDirError
+    from epgkit.user_code import UserCodeError
 
     try:
         yield
-    except (SchedulerLost, RunStopped) as err:  # not user mistakes, but no traceback helps
+    except (SchedulerLost, RunStopped, UserCodeError) as err:  # no traceback helps these
         if debug:
             raise
         typer.echo(f"epgkit: error: {err}", err=True)
@@ -158,6 +160,13 @@ def _check_workers(workers: int | None) -> None:
         raise ConfigError(f"--workers must be ≥ 0, got {workers}")
 
 
+def _check_seed(seed: int) -> None:
+    from epgkit.config import ConfigError
+
+    if seed < 0:
+        raise ConfigError(f"--seed must be ≥ 0, got {seed}")
+
+
 @app.command()
 def evolve(
     configs: Annotated[
@@ -202,6 +211,7 @@ def _evolve(
     from epgkit.paths import describe
     from epgkit.progress import Progress
     from epgkit.tracking import track_evolution
+    from epgkit.user_code import UserCodeError
     from epgkit.wandb_log import WandbOptions
 
     _check_workers(workers)
@@ -225,6 +235,11 @@ def _evolve(
                 f"{reason}. Every finished epoch is checkpointed: continue with "
                 f"`epgkit evolve --resume {prepared.run.path}`"
             ) from None
+        except UserCodeError as err:
+            raise UserCodeError(
+                f"{err}. Every finished epoch is checkpointed: once it is fixed, continue with "
+                f"`epgkit evolve --resume {prepared.run.path}`"
+            ) from err
 
 
 @app.command()
@@ -267,6 +282,7 @@ def _train(
     seed: int,
     wandb_project: str | None,
 ) -> None:
+    from epgkit import preflight
     from epgkit import train as tt
     from epgkit.cluster import connect
     from epgkit.launch import flag_bindings
@@ -277,11 +293,13 @@ def _train(
     from epgkit.wandb_log import WandbOptions
 
     _check_workers(workers)
+    _check_seed(seed)
     source = tt.load_source(source_arg)
     flags = flag_bindings(workers=workers, scheduler=scheduler)
     exp = tt.build(source, [*bindings, *flags])
     loops = tt.methods(exp, baselines, env, steps)
     tt.check_fits(loops[tt.LEARNED], source)
+    preflight.check_training(exp, loops, tt.LEARNED, source.phi, runs)
     if out_arg is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         base = Path(source_arg) if Path(source_arg).is_dir() else Path("runs")
@@ -379,6 +397,7 @@ def _sweep(
     from epgkit.wandb_log import WandbOptions
 
     _check_workers(workers)
+    _check_seed(seed)
     plan = sweep_plan.plan(configs, grids, bindings, samples, seed)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     wandb = WandbOptions(wandb_project) if wandb_project else None
@@ -514,6 +533,7 @@ def list_(
 
     from epgkit.config import ConfigError, available
     from epgkit.registry import registered
+    from epgkit.user_code import describe
 
     kinds = ["losses", "policies", "strategies", "envs", "configs", "zoo"]
     with user_errors(False):
@@ -524,6 +544,10 @@ def list_(
                 importlib.import_module(module)
             except ImportError as err:
                 raise ConfigError(f"--import {module}: cannot be imported ({err})") from None
+            except Exception as err:  # noqa: BLE001  (whatever the user's module raises)
+                raise ConfigError(
+                    f"--import {module}: the module raised an error when imported: {describe(err)}"
+                ) from None
     for kind in [what] if what else kinds:
         typer.echo(f"{kind}:")
         if kind in LIST_KINDS:

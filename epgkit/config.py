@@ -27,8 +27,9 @@ def available() -> list[str]:
 
 def experiments() -> list[str]:
     """The shipped experiment files (top level of the gin folder; subfolders hold fragments
-    such as ``baselines/*.gin`` that are included on top of an experiment)."""
-    return [name for name in available() if "/" not in name and name != "debug.gin"]
+    such as ``baselines/*.gin`` that are included on top of an experiment; ``base.gin`` is
+    what they include, and names no env)."""
+    return [n for n in available() if "/" not in n and n not in ("base.gin", "debug.gin")]
 
 
 def resolve(name: str) -> Path:
@@ -56,9 +57,43 @@ def _known_by_kind() -> dict[str, list[str]]:
     return {kind: list(registered(kind)) for kind in KINDS}
 
 
+#: What a config must set, and how (t5x's ``%gin.REQUIRED``: base.gin marks them).
+_MUST_SET = {
+    "InnerLoop.env_id": "e.g. InnerLoop.env_id = 'epgkit/PointGoal-v0' (`epgkit list envs`), "
+    "or start from an experiment file such as gin/quickstart.gin (`epgkit list configs`)",
+}
+
+
+def _unset(names: Sequence[str]) -> str:
+    """One line for parameters that a config must set and did not."""
+    hints = "; ".join(_MUST_SET[n] for n in names if n in _MUST_SET)
+    why = "which every experiment must set" if hints else "which has no default"
+    return f"the config does not set {', '.join(names)}, {why}" + (f": {hints}" if hints else "")
+
+
 def _explain(err: Exception) -> str:
-    """Gin's message plus close names for an unknown configurable or parameter."""
+    """Gin's message plus close names for an unknown configurable or parameter; one line for
+    a required parameter left unset, and no "In call to configurable" trail."""
     text = str(err).strip()
+    match = re.search(r"(\S+) set to `%gin.REQUIRED` but not subsequently overridden", text)
+    if match:  # a parameter base.gin marks %gin.REQUIRED
+        return _unset([match.group(1)])
+    # A parameter without a default (a config that names no env), as gin or Python says it.
+    match = re.search(r"No values supplied by Gin or caller for arguments: \[([^\]]*)\]", text)
+    owner = re.search(r"In call to configurable '([\w./]+)'", text)
+    if not (match and owner):
+        match = re.search(r"missing \d+ required positional arguments?: (.*)", text)
+        owner = re.search(r"(\w+)\.__init__\(\) missing", text)
+    if match and owner:
+        names = re.findall(r"'(\w+)'", match.group(1))
+        return _unset([f"{owner.group(1)}.{n}" for n in names])
+    text = "\n".join(x for x in text.splitlines()
+                     if not x.strip().startswith("In call to configurable"))  # fmt: skip
+    match = re.search(r"Failed to parse token '(nan|inf)' \(([^)]*)\)", text)
+    if match:
+        where = match.group(2) if "," in match.group(2) else f"the bindings, {match.group(2)}"
+        return (f"{match.group(1)!r} ({where}) is not a value: every number of an experiment "
+                "is finite, written as a Python literal such as 0.001")  # fmt: skip
     # Gin says "matching 'OpenEs'" for a binding's target and "matching reference
     # '@ppo/EPGLos()'" for a value; the scope and the call are not part of the name.
     match = re.search(r"No configurable matching (?:reference )?'@?([\w./]+)", text)
@@ -134,9 +169,29 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> list[Pat
         ) from None
     except RecursionError as err:
         raise ConfigError(_include_cycle(err, paths)) from None
-    except (ValueError, SyntaxError, ImportError, TypeError, OSError) as err:
-        raise ConfigError(_explain(err)) from None
+    except Exception as err:
+        if _raised_by_a_module(err):  # `import my_module` ran the module, and it raised
+            from epgkit.user_code import describe
+
+            where = " ".join(x.strip() for x in str(err).splitlines()[1:])  # gin's file, line
+            raise ConfigError(
+                f"a module the config imports raised an error when imported: {describe(err)}"
+                + (f" ({where})" if where else "")
+            ) from None
+        if isinstance(err, ValueError | SyntaxError | ImportError | TypeError | OSError):
+            raise ConfigError(_explain(err)) from None
+        raise
     return paths
+
+
+def _raised_by_a_module(err: BaseException) -> bool:
+    """Whether ``err`` was raised while a module's top-level code ran (an import)."""
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "<module>":
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _include_cycle(err: RecursionError, paths: Sequence[Path]) -> str:

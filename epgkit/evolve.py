@@ -19,10 +19,11 @@ import torch
 
 from epgkit.cluster import Executor
 from epgkit.experiment import Experiment
-from epgkit.inner_loop import Job, Result, run_batch
+from epgkit.inner_loop import Job, Result, checked, run_batch
 from epgkit.resume import plan_repair
 from epgkit.rundir import BEST_LOSS, CHECKPOINT, LAST_LOSS, METRICS, RECORDS, RunDir, save_loss
 from epgkit.strategies import ESState
+from epgkit.user_code import UserCodeError
 
 # Evolution draws task seeds below 2**31; test-time training draws them above (see train).
 TASK_SEED_LIMIT = 2**31
@@ -50,7 +51,7 @@ def run_jobs(exp: Experiment, jobs: list[Job], executor: Executor) -> list[Resul
     """Runs jobs in fixed batches of ``exp.batch_size`` (so results never depend on workers)."""
     k = exp.batch_size
     batches = [(exp.inner, jobs[i : i + k]) for i in range(0, len(jobs), k)]
-    return [r for batch in executor.map(run_batch, batches) for r in batch]
+    return [r for batch in checked(executor.map(run_batch, batches)) for r in batch]
 
 
 def candidate_fitness(results: list[Result], population: int) -> np.ndarray:
@@ -60,6 +61,20 @@ def candidate_fitness(results: list[Result], population: int) -> np.ndarray:
         total[r.candidate] += r.fitness
         count[r.candidate] += 1
     return total / count
+
+
+def _refuse_all_failed(results: list[Result], epoch: int) -> None:
+    """Stops the run when every inner loop of an epoch failed: some failing is an ES's lot
+    (ranked last), all failing leaves it nothing to learn from, and is almost always the env or
+    the loss at fault. Raised before the epoch is checkpointed, so a resumed run redoes it."""
+    if any(r.failed is None for r in results):
+        return
+    first = results[0]
+    raise UserCodeError(
+        f"every inner loop of epoch {epoch + 1} failed, the first with {first.failed} "
+        f"(task seed {first.task_seed}, seed {first.seed}); the ES cannot learn from that: "
+        "check the env and the loss (or a too large OpenES.sigma)"
+    )
 
 
 def _stats(results: list[Result]) -> dict[str, float]:
@@ -125,6 +140,7 @@ def evolve(
         noise = strategy.ask(state, rng)
         candidates = strategy.candidates(state, noise).astype(np.float32)
         results = run_jobs(exp, epoch_jobs(exp, candidates, epoch), executor)
+        _refuse_all_failed(results, epoch)
         fitness = candidate_fitness(results, len(candidates))
         phi_evaluated, lr = state.phi, strategy.lr(state.step)  # the step size of this tell
         state = strategy.tell(state, noise, fitness)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import gin
 
-from epgkit import config
+from epgkit import checks, config
 from epgkit.inner_loop import InnerLoop
 from epgkit.policies import default_policy
 from epgkit.strategies import OpenES
@@ -64,9 +64,11 @@ class Experiment:
     baselines: dict[str, InnerLoop] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        checks.check(self)  # first: the checks below compare numbers
         v, w = self.strategy.population, self.inner_loops
         problems = [
             f"epochs must be ≥ 1, got {self.epochs}" if self.epochs < 1 else "",
+            f"seed must be ≥ 0, got {self.seed}" if self.seed < 0 else "",
             f"inner_loops (W={w}) must be a positive multiple of the ES population (V={v})"
             if w < 1 or w % v
             else "",

@@ -24,12 +24,14 @@ import numpy as np
 import torch
 
 import epgkit.envs  # noqa: F401  (registers the task families on Dask workers too)
+from epgkit import checks
 from epgkit.config import ConfigError, close_env_ids
 from epgkit.dims import Dims
 from epgkit.lockstep import Lockstep
 from epgkit.losses import EPGLoss, LossContext, PPOLoss
 from epgkit.policies import default_policy, fitting, flat_params
 from epgkit.registry import register
+from epgkit.user_code import UserCodeError, blame, describe
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ class InnerLoop:
     """Algorithm 2 and its hyperparameters: a plain, picklable object gin builds once.
 
     Attributes:
-        env_id: Gymnasium id of the task family.
+        env_id: Gymnasium id of the task family; every experiment names it (there is no
+            default, so that a config which names no env is refused instead of running one).
         loss: The loss trained with (L_φ), e.g. ``@EPGLoss()``, or ``@PPOLoss()`` as a baseline.
         guide: L_pg blended in with weight α (Eq. 10), or None.
         policy: The policy, or None for the default of the env's action space: GaussianMLP
@@ -100,7 +103,7 @@ class InnerLoop:
             θ₀ instead of a random θ. With a hand-designed loss (φ empty) it is PPO+I.
     """
 
-    env_id: str = "epgkit/PointGoal-v0"
+    env_id: str
     loss: Any = EPGLoss()
     guide: Any = PPOLoss()
     policy: Any = None
@@ -118,7 +121,11 @@ class InnerLoop:
     evolve_init: bool = False
 
     def __post_init__(self) -> None:
+        checks.check(self)  # first: the checks below compare numbers
         m, n, b = self.update_every, self.buffer_size, self.minibatch
+        if m < 1 or n < 1:
+            raise ValueError(f"InnerLoop: update_every (M) and buffer_size (N) must be ≥ 1, "
+                             f"got M={m}, N={n}")  # fmt: skip
         problems = [
             f"steps (U) must be a positive multiple of update_every (M): U={self.steps}, M={m}"
             if self.steps <= 0 or self.steps % m
@@ -148,7 +155,8 @@ class InnerLoop:
         kwargs = dict(self.env_kwargs)
         if takes_task_seed(self.env_id):
             kwargs["task_seed"] = task_seed
-        return gym.make(self.env_id, disable_env_checker=True, **kwargs)
+        with blame(f"env {self.env_id!r}", "its constructor"):
+            return gym.make(self.env_id, disable_env_checker=True, **kwargs)
 
     def dims(self) -> Dims:
         """The dims of this inner loop's env family."""
@@ -230,6 +238,11 @@ def takes_task_seed(env_id: str) -> bool:
             raise ConfigError(
                 f"env id {env_id!r}: module {module!r} cannot be imported ({err})"
             ) from err
+        except Exception as err:  # noqa: BLE001  (whatever the user's module raises)
+            raise ConfigError(
+                f"env id {env_id!r}: module {module!r} raised an error when imported: "
+                f"{describe(err)}"
+            ) from err
     try:
         entry = gym.spec(name).entry_point
     except gym.error.Error as err:
@@ -246,6 +259,11 @@ def takes_task_seed(env_id: str) -> bool:
                 f"env id {env_id!r}: module {entry_module!r} of its entry point cannot be "
                 f"imported ({err})"
             ) from err
+        except Exception as err:  # noqa: BLE001  (whatever the user's module raises)
+            raise ConfigError(
+                f"env id {env_id!r}: module {entry_module!r} of its entry point raised an "
+                f"error when imported: {describe(err)}"
+            ) from err
         creator = getattr(loaded, attr, None)
         if creator is None:
             raise ConfigError(f"env id {env_id!r}: its entry point {entry!r} does not exist")
@@ -255,7 +273,22 @@ def takes_task_seed(env_id: str) -> bool:
         return False
 
 
-def run_batch(inner: InnerLoop, jobs: Sequence[Job]) -> list[Result]:
-    """Dask task: one batch of inner loops on one single-threaded worker."""
+def run_batch(inner: InnerLoop, jobs: Sequence[Job]) -> list[Result] | UserCodeError:
+    """Dask task: one batch of inner loops on one single-threaded worker.
+
+    The user's env or loss raising is returned, not raised: it would raise again on every try,
+    and Dask retries a task that raises. ``checked`` raises it in the driver.
+    """
     torch.set_num_threads(1)
-    return inner.run(jobs)
+    try:
+        return inner.run(jobs)
+    except UserCodeError as err:
+        return err
+
+
+def checked(batches: Sequence[list[Result] | UserCodeError]) -> list[list[Result]]:
+    """The results of ``run_batch`` tasks, in order; raises the first user-code error."""
+    for batch in batches:
+        if isinstance(batch, UserCodeError):
+            raise batch
+    return list(batches)  # type: ignore[arg-type]

@@ -15,7 +15,7 @@ import gin
 from gin.config import ParserDelegate
 from gin.config_parser import BindingStatement, ConfigParser
 
-from epgkit import config
+from epgkit import config, preflight
 from epgkit.cluster import Executor
 from epgkit.evolve import evolve
 from epgkit.experiment import Experiment
@@ -160,18 +160,19 @@ def _prepare(configs: Sequence[str], bindings: Sequence[str], resume: str | None
         with gin.unlock_config():
             gin.bind_parameter("Experiment.run_dir", str(Path("runs") / paths[0].stem / stamp))
         exp = config.build(Experiment)
-    exp = exp.with_policies()  # InnerLoop.policy = None: chosen from the env's action space
+    exp = config.build(exp.with_policies)  # policy None: the env's action space chooses
     if resume is not None and extend and exp.epochs <= done:
         raise config.ConfigError(
             f"--resume {resume}: the run has done {done} epochs already; "
             f"Experiment.epochs = {exp.epochs} adds none"
         )
-    dims = exp.inner.dims()  # a bad env id fails here, before anything is written
+    # Values, env, memory and the user's env and loss on a tiny batch, before anything is written.
+    dims = preflight.check_experiment(exp)
     meta = {
         "env_id": exp.inner.env_id,
         "loss": type(exp.inner.loss).__name__,
         "policy": repr(exp.inner.policy),
-        "phi_size": exp.inner.phi_size(),
+        "phi_size": preflight.phi_size(exp.inner),
         "obs_dim": dims.obs_dim,
         "act_dim": dims.act_dim,
         "operative_config": gin.operative_config_str(),

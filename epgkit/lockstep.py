@@ -30,6 +30,7 @@ from epgkit.flat_adam import FlatAdam
 from epgkit.losses import History
 from epgkit.normalize import RunningNorm
 from epgkit.policies import load_flat
+from epgkit.user_code import UserCodeError, blame, blamed
 
 if TYPE_CHECKING:  # only for hints: epgkit.inner_loop imports this module
     from epgkit.inner_loop import InnerLoop, Job, Result
@@ -70,6 +71,10 @@ class Lockstep:
     ) -> None:
         self.cfg, self.jobs, k = cfg, list(jobs), len(jobs)
         self.on_update = on_update
+        # Who is named when the user's code raises (the env, the loss, the guidance loss).
+        self.env_name = f"env {cfg.env_id!r}"
+        self.loss_name = f"loss {type(cfg.loss).__name__}"
+        self.guide_name = f"guidance loss {type(cfg.guide).__name__}"
         self.envs = [cfg.make_env(j.task_seed) for j in self.jobs]
         self.cores, self.limits = zip(*(_core(env) for env in self.envs), strict=True)
         self.elapsed = [0] * k  # steps since reset, for the time limits counted here
@@ -80,7 +85,8 @@ class Lockstep:
         self.rngs = [[np.random.default_rng(s) for s in ss] for ss in streams]
         init_rngs = [r[_INIT] for r in self.rngs]
         self.theta = self.policy.init(d, init_rngs)
-        p = cfg.loss.phi_size(self.ctx)
+        with blame(self.loss_name, "phi_size"):
+            p = cfg.loss.phi_size(self.ctx)
         flat = np.stack([np.asarray(j.phi, np.float32).reshape(-1) for j in self.jobs])
         if cfg.evolve_init:  # EPG+I: the evolved vector is φ then θ₀, where training starts
             load_flat(self.theta, torch.from_numpy(flat[:, p:]))
@@ -95,10 +101,12 @@ class Lockstep:
         self.needs_logp = (self.use_loss and getattr(cfg.loss, "needs_logp", True)) or (
             self.use_guide and getattr(cfg.guide, "needs_logp", True)
         )
-        self.loss_state = cfg.loss.init_state(self.ctx, self.phi, init_rngs)
-        self.guide_state = (
-            cfg.guide.init_state(self.ctx, self.phi, init_rngs) if cfg.guide is not None else {}
-        )
+        with blame(self.loss_name, "init_state"):
+            self.loss_state = cfg.loss.init_state(self.ctx, self.phi, init_rngs)
+        with blame(self.guide_name, "init_state"):
+            self.guide_state = (
+                cfg.guide.init_state(self.ctx, self.phi, init_rngs) if cfg.guide is not None else {}
+            )
         # Only what this batch trains: with α = 0 (or 1) for all K, the guide's value net (or
         # the loss's memory) gets no gradient, and Adam would leave it unchanged anyway.
         trained = [self.theta]
@@ -172,27 +180,36 @@ class Lockstep:
 
     def _step(self, i: int, action: Any) -> tuple[np.ndarray, float, bool]:
         """Steps env i; the time limit is counted here when the env is stepped unwrapped."""
-        o, r, term, trunc, _ = self.cores[i].step(action)
+        try:
+            o, r, term, trunc, _ = self.cores[i].step(action)
+        except Exception as err:  # noqa: BLE001  (whatever the user's env raises)
+            raise blamed(self.env_name, "step", err) from err
         self.elapsed[i] += 1
         return o, r, bool(term or trunc or self.elapsed[i] == self.limits[i])
 
     def _reset(self, i: int, seed: int | None = None) -> np.ndarray:
         self.elapsed[i] = 0
-        if seed is not None:  # the first reset goes through the wrappers: they start counting
-            return self.envs[i].reset(seed=seed)[0]
-        return self.cores[i].reset()[0]
+        try:
+            if seed is not None:  # the first reset goes through the wrappers: they start counting
+                return self.envs[i].reset(seed=seed)[0]
+            return self.cores[i].reset()[0]
+        except Exception as err:  # noqa: BLE001  (whatever the user's env raises)
+            raise blamed(self.env_name, "reset", err) from err
 
     def _step_envs(self, act: np.ndarray, obs: np.ndarray, t: int) -> np.ndarray:
         """Steps the live envs, updates obs, returns and self.done; returns the rewards."""
         env_act, out, done = self._env_actions(act), self.step_out, self.done
         cores, limits, elapsed = self.cores, self.limits, self.elapsed
         ended = []
-        for i in self.alive:  # the hot loop: one env step each, nothing else
-            o, r, term, trunc, _ = cores[i].step(env_act[i])
-            elapsed[i] += 1
-            out[i, :-1], out[i, -1] = o, r
-            if term or trunc or elapsed[i] == limits[i]:
-                ended.append(i)
+        try:  # costs nothing unless the env raises
+            for i in self.alive:  # the hot loop: one env step each, nothing else
+                o, r, term, trunc, _ = cores[i].step(env_act[i])
+                elapsed[i] += 1
+                out[i, :-1], out[i, -1] = o, r
+                if term or trunc or elapsed[i] == limits[i]:
+                    ended.append(i)
+        except Exception as err:  # noqa: BLE001  (whatever the user's env raises or returns)
+            raise blamed(self.env_name, "step", err) from err
         if not math.isfinite(out.sum()):  # physics failure: stops that inner loop only
             bad = ~np.isfinite(out).all(1)
             for i in [i for i in self.alive if bad[i]]:
@@ -233,8 +250,9 @@ class Lockstep:
             dist, act, logp = self._act(obs_n, noise[:, t % m])
             b_pi[:, j], b_act_raw[:, j], b_logp[:, j] = dist, act, logp
             if self.dims.signal_dim:
-                for i, core in enumerate(self.cores):
-                    buf["signal"][i, j] = core.unwrapped.task_signal()
+                with blame(self.env_name, "task_signal"):
+                    for i, core in enumerate(self.cores):
+                        buf["signal"][i, j] = core.unwrapped.task_signal()
             if self.dims.discrete:
                 b_act[:, j] = self.one_hot[act[:, 0].astype(int)]
             else:
@@ -273,8 +291,12 @@ class Lockstep:
         hist = self.hist_full if needs_history else self.hist_recent
         t_rows = hist.done.shape[1]
         with torch.no_grad():
-            prep_l = cfg.loss.begin_update(self.ctx, self.loss_state, hist) if use_loss else {}
-            prep_g = cfg.guide.begin_update(self.ctx, self.guide_state, hist) if use_guide else {}
+            with blame(self.loss_name, "begin_update"):
+                prep_l = cfg.loss.begin_update(self.ctx, self.loss_state, hist) if use_loss else {}
+            with blame(self.guide_name, "begin_update"):
+                prep_g = (
+                    cfg.guide.begin_update(self.ctx, self.guide_state, hist) if use_guide else {}
+                )
         # One pass is the paper's inner loop; hand-designed baselines may take more (PPO epochs).
         passes = [np.stack([r[_SHUFFLE].permutation(m) for r in self.rngs])
                   for _ in range(cfg.passes)]  # fmt: skip
@@ -286,11 +308,13 @@ class Lockstep:
             logp = self.policy.log_prob(pi, hist.act_raw) if self.needs_logp else None
             per_loop = torch.zeros(k)
             if use_loss:
-                steps = cfg.loss(self.ctx, self.phi, self.loss_state, hist, pi, logp, rows, prep_l)
+                steps = self._per_step(
+                    self.loss_name, cfg.loss, self.loss_state, prep_l, hist, pi, logp, rows
+                )
                 per_loop = per_loop + (1 - self.alpha) * self._reduce(steps)
             if use_guide:
-                steps = cfg.guide(
-                    self.ctx, self.phi, self.guide_state, hist, pi, logp, rows, prep_g
+                steps = self._per_step(
+                    self.guide_name, cfg.guide, self.guide_state, prep_g, hist, pi, logp, rows
                 )
                 per_loop = per_loop + self.alpha * self._reduce(steps)
             finite = torch.isfinite(per_loop.detach())
@@ -298,7 +322,8 @@ class Lockstep:
                 self._fail(~finite.numpy(), "non-finite loss")
                 alive = alive & finite
             self.opt.zero_grad()
-            torch.where(alive, per_loop, torch.zeros_like(per_loop)).sum().backward()
+            with blame(self.loss_name if use_loss else self.guide_name, "the backward pass"):
+                torch.where(alive, per_loop, torch.zeros_like(per_loop)).sum().backward()
             self.opt.step()
         with torch.no_grad():
             after = self.policy.dist(self.theta, hist.obs[:, -m:])
@@ -312,6 +337,22 @@ class Lockstep:
         self._fail(bad, "non-finite policy parameters")
         for i, value in enumerate(kl.tolist()):
             self.kl[i].append(value if math.isfinite(value) else math.nan)
+
+    def _per_step(self, who: str, loss, state, prep, hist, pi, logp, rows) -> torch.Tensor:
+        """Per-step losses (K, B) of ``loss`` (the loss or the guide) at ``rows``; what it
+        raises, or a result of another shape, is reported naming it (``who``)."""
+        try:
+            steps = loss(self.ctx, self.phi, state, hist, pi, logp, rows, prep)
+        except Exception as err:  # noqa: BLE001  (whatever the user's loss raises)
+            raise blamed(who, "__call__", err) from err
+        if not isinstance(steps, torch.Tensor) or steps.shape != rows.shape:
+            got = (f"a tensor of shape {tuple(steps.shape)}" if isinstance(steps, torch.Tensor)
+                   else f"a {type(steps).__name__}")  # fmt: skip
+            raise UserCodeError(
+                f"{who} returned {got}; a loss returns one value per step of the minibatch, "
+                f"a tensor of shape {tuple(rows.shape)} (inner loops × steps)"
+            )
+        return steps
 
     def _reduce(self, steps: torch.Tensor) -> torch.Tensor:
         return steps.sum(1) if self.cfg.reduce == "sum" else steps.mean(1)

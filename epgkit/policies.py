@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from epgkit import checks
 from epgkit.dims import Dims
 from epgkit.registry import register
 
@@ -189,6 +190,7 @@ class GaussianMLP:
     activation: str = "tanh"
 
     def __post_init__(self) -> None:
+        checks.check(self)  # first: the check below compares numbers
         check_architecture("GaussianMLP", self.hidden, self.activation)
 
     #: The action space it acts in: Box (False) or Discrete (True), as ``Dims.discrete``.
@@ -267,6 +269,7 @@ class CategoricalMLP:
     activation: str = "tanh"
 
     def __post_init__(self) -> None:
+        checks.check(self)  # first: the check below compares numbers
         check_architecture("CategoricalMLP", self.hidden, self.activation)
 
     discrete: ClassVar[bool] = True

@@ -8,11 +8,11 @@ the gradient estimate Σ_v rank_v · v / (Vσ) minus an L2 term, applied with Ad
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 
+from epgkit import checks
 from epgkit.registry import register
 
 
@@ -76,13 +76,9 @@ class OpenES:
     rank_transform: bool = True
 
     def __post_init__(self) -> None:
-        numbers = {"sigma": self.sigma, "lr_start": self.lr_start, "lr_end": self.lr_end,
-                   "l2": self.l2, "beta1": self.beta1, "beta2": self.beta2}  # fmt: skip
-        for name, value in numbers.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"OpenES.{name} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise ValueError(f"OpenES.{name} must be finite, got {value!r}")
+        checks.check(self)  # first: the checks below compare numbers
+        if self.lr_decay_steps < 0:
+            raise ValueError(f"OpenES.lr_decay_steps must be ≥ 0, got {self.lr_decay_steps}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError(
                 f"OpenES.beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}"

@@ -21,7 +21,7 @@ from typing import Any
 
 from gymnasium.error import Error as GymError
 
-from epgkit import config
+from epgkit import config, preflight
 from epgkit.cluster import Executor
 from epgkit.experiment import Experiment
 from epgkit.launch import prepare, run_evolution
@@ -32,6 +32,7 @@ from epgkit.rundir import CHECKPOINT, RunDir, RunDirError
 from epgkit.sweep_plan import Plan, Point
 from epgkit.sweep_summary import Row, summarize, write_summary
 from epgkit.tracking import track_evolution
+from epgkit.user_code import UserCodeError
 from epgkit.wandb_log import WandbOptions
 
 SWEEP_JSON = "sweep.json"
@@ -105,18 +106,23 @@ def open_sweep(
     """
     path = Path(out) if out is not None else default_out(p)
     points = p.points()
-    exps, checked = [], set()
+    exps, checked = [], []  # checked: (inner loop, guided) whose env and loss ran
     for point in points:
         try:
             config.parse(p.configs, [*p.bindings, *flags, *point.bindings])
-            exps.append(config.build(Experiment))
-            inner = exps[-1].inner
-            key = (inner.env_id, inner.env_kwargs, repr(inner.policy))
-            if key not in checked:  # a bad env id or policy must not wait for its point's turn
-                checked.add(key)
-                exps[-1].with_policies().inner.context()
+            exp = config.build(config.build(Experiment).with_policies)
+            exps.append(exp)
+            # Every point is checked before any runs; the env and loss run once per inner loop.
+            if (exp.inner, exp.alpha(0) > 0) not in checked:
+                checked.append((exp.inner, exp.alpha(0) > 0))
+                preflight.check_experiment(exp)
+            else:
+                preflight.check_values(exp)
+                preflight.check_memory(exp, exp.inner.dims(), preflight.phi_size(exp.inner))
         except (config.ConfigError, GymError) as err:
             raise config.ConfigError(f"sweep point {point.name}: {err}") from None
+        except UserCodeError as err:
+            raise UserCodeError(f"sweep point {point.name}: {err}") from err
     check_dir(path, "--out")  # a file there, a read-only place, a name too long
     spec = path / SWEEP_JSON
     lock = DirLock(path).acquire()

@@ -22,7 +22,7 @@ from epgkit import config, zoo
 from epgkit.cluster import Executor
 from epgkit.evolve import TASK_SEED_LIMIT
 from epgkit.experiment import Experiment
-from epgkit.inner_loop import InnerLoop, Job, Result, run_batch
+from epgkit.inner_loop import InnerLoop, Job, Result, checked, run_batch
 from epgkit.losses import DPOLoss, PPOLoss, ReinforceLoss
 from epgkit.paths import naming
 from epgkit.rundir import BEST_LOSS, LAST_LOSS, RunDirError, json_safe, load_loss
@@ -70,7 +70,7 @@ def build(source: Source, bindings: Sequence[str] = ()) -> Experiment:
     # The operative config is a gin text; parsed first, so the user's bindings win. A policy
     # left to the action space (None) is chosen as in evolution, from the evolution's env.
     config.parse([], [source.meta["operative_config"], *bindings])
-    return config.build(Experiment).with_policies()
+    return config.build(config.build(Experiment).with_policies)
 
 
 def methods(
@@ -159,7 +159,7 @@ def run_methods(
             batches.append((loop, method_jobs[i : i + batch_size]))
             owners.append(name)
     out: dict[str, list[Result]] = {name: [] for name in loops}
-    for name, results in zip(owners, executor.map(run_batch, batches), strict=True):
+    for name, results in zip(owners, checked(executor.map(run_batch, batches)), strict=True):
         out[name].extend(results)
     return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -14,6 +15,7 @@ from epgkit.cluster import InProcess, connect
 from epgkit.evolve import TASK_SEED_LIMIT, epoch_jobs, evolve
 from epgkit.experiment import Experiment
 from epgkit.rundir import RunDir, load_loss
+from epgkit.user_code import UserCodeError
 
 TIMING = ("wall_s",)
 
@@ -171,13 +173,48 @@ def test_resume_completes_logs_lost_between_checkpoint_and_append(tmp_path):
     assert (run.path / "inner_loops.jsonl").read_text().splitlines(keepends=True) == records
 
 
+class BlowsUp(gym.Env):
+    """A 1-D env whose physics gives a NaN observation at step 5 of the tasks ``bad`` picks."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, task_seed: int = 0, bad: str = "odd"):
+        self.blows_up, self.t = bad == "all" or task_seed % 2 == 1, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        value = math.nan if self.blows_up and self.t == 5 else 0.0
+        return np.full(1, value, np.float32), -abs(float(action[0])), False, False, {}
+
+
+gym.register("test/BlowsUp-v0", entry_point=BlowsUp, max_episode_steps=16)
+
+
 def test_failed_inner_loops_are_counted_and_ranked_last(tmp_path):
-    exp = experiment("OpenES.sigma = 1e9")  # absurd perturbations make the loss overflow
+    exp = experiment("InnerLoop.env_id = 'test/BlowsUp-v0'", "Experiment.inner_loops = 8")
     run = new_run(tmp_path / "run")
     evolve(exp, run, InProcess())
     rows = run.metrics()
-    assert sum(r["failures"] for r in rows[1:]) > 0  # epoch 0 is pure guidance (α = 1)
+    assert all(0 < r["failures"] < exp.inner_loops for r in rows)  # the odd tasks fail
     records = [json.loads(x) for x in (run.path / "inner_loops.jsonl").read_text().splitlines()]
     failed = [r for r in records if r["failed"]]
     assert failed and all(r["fitness"] is None for r in failed)
+    assert all(r["task_seed"] % 2 for r in failed)
     assert all(math.isfinite(torch.tensor(r["fitness"]).item()) for r in records if not r["failed"])
+
+
+def test_an_epoch_where_every_inner_loop_fails_stops_the_run_before_its_checkpoint(tmp_path):
+    exp = experiment(
+        "InnerLoop.env_id = 'test/BlowsUp-v0'", "InnerLoop.env_kwargs = (('bad', 'all'),)"
+    )
+    run = new_run(tmp_path / "run")
+    with pytest.raises(UserCodeError, match=r"every inner loop of epoch 1 failed, the first "
+                       r"with non-finite observation or reward at step 5 \(task seed"):  # fmt: skip
+        evolve(exp, run, InProcess())
+    assert not (run.path / "checkpoint.pt").exists() and run.metrics() == []

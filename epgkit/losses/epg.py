@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from epgkit import checks
 from epgkit.config import ConfigError
 from epgkit.dims import Dims
 from epgkit.losses.base import History, LossContext, _split
@@ -54,6 +55,17 @@ class EPGLoss:
     use_progress: bool = False
 
     needs_history = True
+
+    def __post_init__(self) -> None:
+        checks.check(self)  # first: the checks below compare numbers
+        sizes = {"channels": self.channels, "kernels": self.kernels, "strides": self.strides,
+                 "context_dim": (self.context_dim,), "hidden": (self.hidden,)}  # fmt: skip
+        problems = [f"EPGLoss.{name} must be ≥ 1, got {getattr(self, name)}"
+                    for name, values in sizes.items() if min(values) < 1]  # fmt: skip
+        if self.memory_dim < 0:
+            problems.append(f"EPGLoss.memory_dim must be ≥ 0, got {self.memory_dim}")
+        if problems:
+            raise ValueError("; ".join(problems))
 
     @property
     def needs_logp(self) -> bool:

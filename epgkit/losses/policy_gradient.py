@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from epgkit import checks
 from epgkit.dims import Dims
 from epgkit.losses.base import History, LossContext
 from epgkit.policies import Params, init_mlp, mlp
@@ -67,6 +68,17 @@ class _HandDesigned:
     def resolve(self, dims: Dims) -> _HandDesigned:
         return self
 
+    def __post_init__(self) -> None:
+        checks.check(self)  # first: the checks below compare numbers
+        problems = [msg for bad, msg in self._ranges() if bad]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def _ranges(self) -> list[tuple[bool, str]]:
+        """(is it out of range, what to say) for each value with a range."""
+        name, gamma = type(self).__name__, self.gamma  # type: ignore[attr-defined]
+        return [(not 0 <= gamma <= 1, f"{name}.gamma must be in [0, 1], got {gamma}")]
+
 
 class _ActorCritic(_HandDesigned):
     """PPO's machinery around a per-step objective: GAE advantages (standardized per update if
@@ -87,6 +99,17 @@ class _ActorCritic(_HandDesigned):
     def objective(self, log_ratio: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
         """The per-step objective (K, B) from log(π/π_old) and the advantages, both (K, B)."""
         raise NotImplementedError
+
+    def _ranges(self) -> list[tuple[bool, str]]:
+        name = type(self).__name__
+        return [
+            *super()._ranges(),
+            (not 0 <= self.lam <= 1, f"{name}.lam must be in [0, 1], got {self.lam}"),
+            (any(h < 1 for h in self.value_hidden),
+             f"{name}.value_hidden sizes must be ≥ 1, got {self.value_hidden}"),
+            (self.value_coef < 0, f"{name}.value_coef must be ≥ 0, got {self.value_coef}"),
+            (self.entropy_coef < 0, f"{name}.entropy_coef must be ≥ 0, got {self.entropy_coef}"),
+        ]  # fmt: skip
 
     def init_state(
         self, ctx: LossContext, phi: torch.Tensor, rngs: list[np.random.Generator]
@@ -157,6 +180,9 @@ class PPOLoss(_ActorCritic):
     entropy_coef: float = 0.0
     normalize_advantages: bool = True
 
+    def _ranges(self) -> list[tuple[bool, str]]:
+        return [*super()._ranges(), (self.clip <= 0, f"PPOLoss.clip must be > 0, got {self.clip}")]
+
     def objective(self, log_ratio: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
         """min(r·A, clip(r, 1 − ε, 1 + ε)·A)."""
         ratio = torch.exp(log_ratio)
@@ -218,12 +244,10 @@ class DPOLoss(_ActorCritic):
     entropy_coef: float = 0.0
     normalize_advantages: bool = True
 
-    def __post_init__(self) -> None:
-        if not (self.alpha > 0 and self.beta > 0):
-            raise ValueError(
-                f"DPOLoss: alpha and beta must be positive, got alpha={self.alpha}, "
-                f"beta={self.beta}"
-            )
+    def _ranges(self) -> list[tuple[bool, str]]:
+        bad = not (self.alpha > 0 and self.beta > 0)
+        return [*super()._ranges(), (bad, f"DPOLoss: alpha and beta must be positive, got "
+                                          f"alpha={self.alpha}, beta={self.beta}")]  # fmt: skip
 
     def objective(self, log_ratio: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
         """r·A − drift(r, A)."""

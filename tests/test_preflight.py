@@ -1,0 +1,390 @@
+"""What is refused before a run directory is created, through the real CLI: bad values, sizes
+that cannot fit in memory, a config that names no env, and the user's own env, loss or module
+failing; and what happens when the user's code fails only later, on the workers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from epgkit import config, preflight
+from epgkit.cli import app
+from epgkit.experiment import Experiment
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = [str(ROOT / "gin/quickstart.gin"), str(ROOT / "gin/debug.gin")]
+EXPERIMENTS = config.experiments()
+
+USER_ENVS = '''
+import math
+import pathlib
+
+import gymnasium as gym
+import numpy as np
+
+
+class Flaky(gym.Env):
+    """A 2-D env that fails as asked: ``fail_in`` the constructor, reset or step (after
+    ``after`` steps of its life), or with NaN observations; each failure is logged to ``log``."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def __init__(self, task_seed=0, fail_in="", after=0, log=""):
+        self.fail_in, self.after, self.log, self.t = fail_in, after, log, 0
+        if fail_in == "constructor":
+            raise ValueError("no such robot")
+
+    def _fail(self, err):
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write("raised\\n")
+        raise err
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if self.fail_in == "reset":
+            self._fail(RuntimeError("reset exploded\\nand a second line"))
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        if self.fail_in == "step" and self.t > self.after:
+            self._fail(ZeroDivisionError("division by zero"))
+        value = math.nan if self.fail_in == "nan" and self.t > self.after else 0.0
+        return np.full(2, value, np.float32), -float(np.abs(action).sum()), False, False, {}
+
+
+gym.register("Flaky-v0", entry_point=Flaky, max_episode_steps=50)
+'''
+
+USER_LOSSES = '''
+import dataclasses
+import math
+
+import epgkit
+from epgkit.losses import ReinforceLoss
+
+
+@epgkit.register("loss")
+@dataclasses.dataclass(frozen=True)
+class SummedLoss(ReinforceLoss):
+    """Sums over the steps itself: one value per inner loop instead of one per step."""
+
+    def __call__(self, ctx, phi, state, hist, pi, logp, rows, prep):
+        return super().__call__(ctx, phi, state, hist, pi, logp, rows, prep).sum(1)
+
+
+@epgkit.register("loss")
+@dataclasses.dataclass(frozen=True)
+class NaNLoss(ReinforceLoss):
+    def __call__(self, ctx, phi, state, hist, pi, logp, rows, prep):
+        return super().__call__(ctx, phi, state, hist, pi, logp, rows, prep) * math.nan
+
+
+@epgkit.register("loss")
+@dataclasses.dataclass(frozen=True)
+class RaisingLoss(ReinforceLoss):
+    def __call__(self, ctx, phi, state, hist, pi, logp, rows, prep):
+        raise KeyError("no column named 'advantage'")
+
+
+@epgkit.register("loss")
+@dataclasses.dataclass(frozen=True)
+class TypedLoss(ReinforceLoss):
+    """A user's loss with a value of its own: its annotation is checked like epgkit's."""
+
+    horizon: int = 10
+'''
+
+BROKEN_MODULE = "import math\n\nSCALE = math.sqrt(-1)\n"
+
+
+@dataclass
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def epgkit(*args: str) -> Done:
+    """``epgkit ARGS`` through typer's runner, in this process (a subprocess would spend
+    seconds importing torch for each of these refusals)."""
+    result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # a traceback the user would have seen
+    return Done(result.exit_code, result.stdout, result.stderr)
+
+
+def subprocess_epgkit(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    path = os.pathsep.join([str(cwd), os.environ.get("PYTHONPATH", "")])
+    return subprocess.run(
+        [sys.executable, "-m", "epgkit.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": path},
+        timeout=600,
+    )
+
+
+@pytest.fixture
+def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder with the user's modules, importable as in ``PYTHONPATH=. epgkit ...``."""
+    (tmp_path / "userenvs.py").write_text(USER_ENVS)
+    (tmp_path / "userlosses.py").write_text(USER_LOSSES)
+    (tmp_path / "broken.py").write_text(BROKEN_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("broken", None)  # it must fail again, as in a fresh process
+    return tmp_path
+
+
+def refused(out: Done, code: int, message: str, nothing: Path) -> None:
+    """One line on stderr holding ``message``, exit ``code``, no traceback, nothing written."""
+    assert out.returncode == code, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("epgkit: error: ") and message in line, line
+    assert not nothing.exists()
+
+
+# --- bad values -----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--seed", "-1"], "Experiment: seed must be ≥ 0, got -1"),
+        (["-b", "Experiment.seed = -1"], "seed must be ≥ 0, got -1"),
+        (["-b", "Experiment.epochs = 2.5"], "Experiment.epochs must be an integer, got 2.5"),
+        (["-b", "InnerLoop.steps = 128.0"], "InnerLoop.steps must be an integer, got 128.0"),
+        (["-b", "Experiment.batch_size = True"], "batch_size must be an integer, got True"),
+        (["-b", "OpenES.antithetic = 1"], "OpenES.antithetic must be True or False, got 1"),
+        (["-b", "InnerLoop.lr = 1e999"], "InnerLoop.lr must be a finite number, got inf"),
+        (["-b", "InnerLoop.lr = -1"], "lr must be positive, got -1"),
+        (["-b", "InnerLoop.lr = nan"], "'nan' (the bindings, line 1) is not a value"),
+        (["-b", "OpenES.lr_start = 1e999"], "OpenES.lr_start must be a finite number, got inf"),
+        (["-b", "OpenES.lr_start = 0.0"], "OpenES.lr_start must be > 0"),
+        (["-b", "InnerLoop.update_every = 0"], "update_every (M) and buffer_size (N) must be ≥ 1"),
+        (["-b", "EPGLoss.hidden = 0"], "EPGLoss.hidden must be ≥ 1, got 0"),
+        (["-b", "EPGLoss.channels = (10, 10.5)"], "EPGLoss.channels must be a tuple of 2 items"),
+        (["-b", "PPOLoss.gamma = 1.5"], "PPOLoss.gamma must be in [0, 1], got 1.5"),
+        (["-b", "GaussianMLP.hidden = (64, 0)"], "GaussianMLP: hidden sizes must be positive"),
+        (["-b", "Experiment.connect_timeout = 0.0"], "connect_timeout must be > 0 seconds"),
+        (["-b", "InnerLoop.env_kwargs = (('speed', 1, 2),)"], "InnerLoop.env_kwargs must be"),
+    ],
+)
+def test_bad_values_are_refused_before_the_run_directory_is_created(tmp_path, args, message):
+    run = tmp_path / "run"
+    out = epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0", *args)
+    refused(out, 2, message, run)
+
+
+def test_a_users_own_component_has_its_values_checked_too(user_dir):
+    run = user_dir / "run"
+    out = epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0",
+                 "-b", "import userlosses", "-b", "InnerLoop.loss = @TypedLoss()",
+                 "-b", "TypedLoss.horizon = 'ten'")  # fmt: skip
+    refused(out, 2, "TypedLoss.horizon must be an integer, got 'ten'", run)
+
+
+@pytest.mark.parametrize(
+    "binding,part",
+    [
+        ("GaussianMLP.hidden = (1_000_000, 1_000_000)", "the policies' parameters and Adam state"),
+        ("InnerLoop.buffer_size = 10_000_000_000", "the policies' activations over the history"),
+        ("EPGLoss.hidden = 10_000_000_000", "the ES's noise and candidates"),
+    ],
+)
+def test_sizes_that_cannot_fit_in_memory_are_refused_with_the_estimate(tmp_path, binding, part):
+    run = tmp_path / "run"
+    out = epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0", "-b", binding)
+    refused(out, 2, "this run needs at least ", run)
+    assert "B of memory, more than the " in out.stderr and "B available: " + part in out.stderr
+
+
+def test_the_memory_estimate_of_a_shipped_experiment_is_far_below_a_laptop():
+    config.parse(["randomhopper.gin"])
+    exp = config.build(Experiment)
+    dims = exp.inner.dims()
+    parts = preflight.batch_bytes(exp.inner, dims, exp.batch_size, preflight.phi_size(exp.inner))
+    assert 1e5 < sum(parts.values()) < 1e9
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_every_shipped_experiment_passes_the_checks_at_its_full_scale(name):
+    config.parse([name])
+    exp = config.build(config.build(Experiment).with_policies)
+    dims = preflight.check_experiment(exp)  # values, memory, its env and loss on a tiny batch
+    assert dims.obs_dim > 0
+
+
+@pytest.mark.parametrize("given", ["base.gin", "empty"])
+def test_a_config_that_names_no_env_is_refused_saying_what_to_set(tmp_path, given):
+    empty = tmp_path / "empty.gin"
+    empty.write_text("# nothing yet\n")
+    run = tmp_path / "run"
+    out = epgkit("evolve", given if given == "base.gin" else str(empty), "--run-dir", str(run),
+                 "--workers", "0")  # fmt: skip
+    refused(out, 2, "the config does not set InnerLoop.env_id, which every experiment must set: "
+            "e.g. InnerLoop.env_id = 'epgkit/PointGoal-v0'", run)  # fmt: skip
+
+
+def test_train_refuses_bad_values_before_its_output_directory(tmp_path):
+    out_dir = tmp_path / "t"
+    for args, message in [
+        (["--seed", "-1"], "--seed must be ≥ 0, got -1"),
+        (["-b", "InnerLoop.steps = 64.0"], "InnerLoop.steps must be an integer, got 64.0"),
+    ]:
+        out = epgkit("train", "zoo:pointgoal", "--runs", "2", "--workers", "0", "--out",
+                     str(out_dir), *args)  # fmt: skip
+        refused(out, 2, message, out_dir)
+
+
+def test_a_sweep_checks_every_point_before_running_any(tmp_path):
+    out = tmp_path / "s"
+    done = epgkit("sweep", *QUICK, "--out", str(out), "--workers", "0",
+                  "--grid", "InnerLoop.steps=[64, 128.0]")  # fmt: skip
+    refused(done, 2, "sweep point InnerLoop.steps=128.0: InnerLoop.steps must be an integer", out)
+    seed = epgkit("sweep", *QUICK, "--out", str(out), "--workers", "0",
+                  "--grid", "OpenES.sigma=[0.1]", "--samples", "1", "--seed", "-3")  # fmt: skip
+    refused(seed, 2, "--seed must be ≥ 0, got -3", out)
+
+
+# --- the user's code ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "bindings,code,message",
+    [
+        (
+            [
+                "InnerLoop.env_id = 'userenvs:Flaky-v0'",
+                "InnerLoop.env_kwargs = (('fail_in', 'step'),)",
+            ],
+            1,
+            "env 'userenvs:Flaky-v0' failed in step: ZeroDivisionError: division by zero "
+            "(userenvs.py:",
+        ),
+        (
+            [
+                "InnerLoop.env_id = 'userenvs:Flaky-v0'",
+                "InnerLoop.env_kwargs = (('fail_in', 'reset'),)",
+            ],
+            1,
+            "env 'userenvs:Flaky-v0' failed in reset: RuntimeError: reset exploded (userenvs.py:",
+        ),
+        (
+            [
+                "InnerLoop.env_id = 'userenvs:Flaky-v0'",
+                "InnerLoop.env_kwargs = (('fail_in', 'constructor'),)",
+            ],
+            1,
+            "env 'userenvs:Flaky-v0' failed in its constructor: ValueError: no such robot",
+        ),
+        (
+            ["import userlosses", "InnerLoop.loss = @SummedLoss()"],
+            1,
+            "loss SummedLoss returned a tensor of shape (1,); a loss returns one value per step "
+            "of the minibatch, a tensor of shape (1, 32)",
+        ),
+        (
+            ["import userlosses", "InnerLoop.loss = @NaNLoss()"],
+            1,
+            "loss NaNLoss gives a non-finite loss (NaN or inf) on the first update",
+        ),
+        (
+            ["import userlosses", "InnerLoop.loss = @RaisingLoss()"],
+            1,
+            "loss RaisingLoss failed in __call__: KeyError: \"no column named 'advantage'\" "
+            "(userlosses.py:",
+        ),
+        (
+            [
+                "import userlosses",
+                "InnerLoop.guide = @RaisingLoss()",
+                "Experiment.alpha_epochs = 5",
+            ],
+            1,
+            "guidance loss RaisingLoss failed in __call__",
+        ),
+        (
+            ["InnerLoop.env_id = 'broken:Env-v0'"],
+            2,
+            "env id 'broken:Env-v0': module 'broken' raised an error when imported: "
+            "ValueError: math domain error (broken.py:3)",
+        ),
+        (
+            ["import broken"],
+            2,
+            "a module the config imports raised an error when imported: ValueError: math domain "
+            "error (broken.py:3)",
+        ),
+    ],
+)
+def test_the_users_failing_code_is_named_in_one_line_and_nothing_is_written(
+    user_dir, bindings, code, message
+):
+    run = user_dir / "run"
+    flags = [x for b in bindings for x in ("-b", b)]
+    out = epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0", *flags)
+    refused(out, code, message, run)
+
+
+def test_the_users_module_failing_at_import_is_named_by_list_too(user_dir):
+    out = epgkit("list", "losses", "--import", "broken")
+    refused(out, 2, "--import broken: the module raised an error when imported: ValueError: "
+            "math domain error (broken.py:3)", user_dir / "nothing")  # fmt: skip
+
+
+def test_train_names_a_failing_baseline_loss_before_writing(user_dir):
+    out_dir = user_dir / "t"
+    out = epgkit("train", "zoo:pointgoal", "--runs", "2", "--workers", "0", "--out", str(out_dir),
+                 "-b", "import userlosses",
+                 "-b", "Experiment.baselines = {'mine': @mine/InnerLoop()}",
+                 "-b", "mine/InnerLoop.loss = @RaisingLoss()", "-b", "mine/InnerLoop.guide = None",
+                 "--baseline", "mine")  # fmt: skip
+    refused(out, 1, "loss RaisingLoss failed in __call__: KeyError", out_dir)
+
+
+def test_a_sweep_point_whose_env_fails_stops_the_sweep_before_any_point_runs(user_dir):
+    out = user_dir / "s"
+    done = epgkit("sweep", *QUICK, "--out", str(out), "--workers", "0",
+                  "-b", "InnerLoop.env_id = 'userenvs:Flaky-v0'",
+                  "--grid", "InnerLoop.env_kwargs=[(), (('fail_in', 'step'),)]")  # fmt: skip
+    refused(done, 1, "sweep point InnerLoop.env_kwargs=fail_in_step: env 'userenvs:Flaky-v0' "
+            "failed in step: ZeroDivisionError", out)  # fmt: skip
+
+
+def test_an_env_failing_later_on_a_dask_worker_stops_the_run_once_without_retries(user_dir):
+    # It passes the driver's check (one update of M = 32 steps), then raises at step 60 of the
+    # run, in both batches of the first epoch; Dask must not retry a deterministic error.
+    run, log = user_dir / "run", user_dir / "raised.log"
+    out = subprocess_epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "1",
+                            "-b", "InnerLoop.env_id = 'userenvs:Flaky-v0'",
+                            "-b", f"InnerLoop.env_kwargs = (('fail_in', 'step'), ('after', 60), "
+                            f"('log', {str(log)!r}))", cwd=user_dir)  # fmt: skip
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("epgkit: error: env 'userenvs:Flaky-v0' failed in step: "
+                           "ZeroDivisionError: division by zero (userenvs.py:")  # fmt: skip
+    assert last.endswith(f"continue with `epgkit evolve --resume {run}`")
+    assert log.read_text().count("raised") == 2  # one per batch: no retry
+    # The run stays resumable: nothing of the failed epoch was written.
+    assert (run / "config.gin").is_file() and not (run / "checkpoint.pt").exists()
+
+
+def test_every_inner_loop_failing_stops_the_run_with_the_reason(user_dir):
+    run = user_dir / "run"
+    out = epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0",
+                 "-b", "InnerLoop.env_id = 'userenvs:Flaky-v0'",
+                 "-b", "InnerLoop.env_kwargs = (('fail_in', 'nan'), ('after', 40))")  # fmt: skip
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert "every inner loop of epoch 1 failed, the first with non-finite observation or " \
+        "reward at step 41" in last  # fmt: skip
+    assert "epoch    1/" not in out.stdout and not (run / "checkpoint.pt").exists()
