@@ -256,4 +256,7 @@ def connect(
         yield DaskExecutor(client, timeout=timeout, worker_timeout=worker_timeout)
     finally:
         client.close()
+        # Our own shutdown: on a busy machine a worker may outlive the nanny's grace period,
+        # and its "still alive after 4.0 seconds, killing" warning is no news to the user.
+        logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
         cluster.close()
