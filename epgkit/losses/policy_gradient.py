@@ -80,21 +80,22 @@ class _HandDesigned:
         return [(not 0 <= gamma <= 1, f"{name}.gamma must be in [0, 1], got {gamma}")]
 
 
+@dataclass(frozen=True)
 class _ActorCritic(_HandDesigned):
     """PPO's machinery around a per-step objective: GAE advantages (standardized per update if
     ``normalize_advantages``), a value net regressed on the returns with weight ``value_coef``,
-    and an entropy bonus (``_entropy``). Subclasses are frozen dataclasses with those
+    and an entropy bonus (``_entropy``). Subclasses are frozen dataclasses that add their own
     fields and give ``objective``, the per-step objective the loss maximizes.
 
     Termination flags cut the bootstrap; time-limit truncations count as terminations too.
     """
 
-    gamma: float
-    lam: float
-    value_hidden: tuple[int, ...]
-    value_coef: float
-    entropy_coef: float
-    normalize_advantages: bool
+    gamma: float = 0.99
+    lam: float = 0.95
+    value_hidden: tuple[int, ...] = (64, 64)
+    value_coef: float = 0.5
+    entropy_coef: float = 0.0
+    normalize_advantages: bool = True
 
     def objective(self, log_ratio: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
         """The per-step objective (K, B) from log(π/π_old) and the advantages, both (K, B)."""
@@ -173,12 +174,6 @@ class PPOLoss(_ActorCritic):
     """
 
     clip: float = 0.2
-    gamma: float = 0.99
-    lam: float = 0.95
-    value_hidden: tuple[int, ...] = (64, 64)
-    value_coef: float = 0.5
-    entropy_coef: float = 0.0
-    normalize_advantages: bool = True
 
     def _ranges(self) -> list[tuple[bool, str]]:
         return [*super()._ranges(), (self.clip <= 0, f"PPOLoss.clip must be > 0, got {self.clip}")]
@@ -237,12 +232,6 @@ class DPOLoss(_ActorCritic):
 
     alpha: float = 2.0
     beta: float = 0.6
-    gamma: float = 0.99
-    lam: float = 0.95
-    value_hidden: tuple[int, ...] = (64, 64)
-    value_coef: float = 0.5
-    entropy_coef: float = 0.0
-    normalize_advantages: bool = True
 
     def _ranges(self) -> list[tuple[bool, str]]:
         bad = not (self.alpha > 0 and self.beta > 0)
