@@ -3,17 +3,16 @@
     python benchmarks/es_scaling.py            # ≈ 1 minute on 2 cores
     python benchmarks/es_scaling.py --quick    # seconds: tiny settings, for the smoke test
 
-The epoch is a RandomHopper experiment built from ``gin/randomhopper.gin`` with bindings
-that shrink it to a benchmark (W inner loops of U steps, K per Dask task, so W/K coarse
-tasks), run with ``epgkit.evolve.run_jobs`` on ``epgkit.cluster.connect(workers)`` exactly
-as ``epgkit evolve`` runs it. Both clusters are up at once and the timed epochs alternate
-between them, round by round on the same inner loops, so a busy neighbour or a slow spell of
-the machine slows both alike (run one after the other, the same 1-worker epoch varied by 7 %
+The epoch is a RandomHopper experiment built from ``gin/randomhopper.gin`` with bindings that
+shrink it to a benchmark (W inner loops of U steps, K per Dask task, so W/K coarse tasks), run
+with ``epgkit.method.evolve.run_jobs`` on ``epgkit.run.cluster.connect(workers)`` exactly as
+``epgkit evolve`` runs it. Both clusters are up at once and the timed epochs alternate between
+them, round by round on the same inner loops, so a busy neighbour or a slow spell of the
+machine slows both alike (run one after the other, the same 1-worker epoch varied by 7 %
 between runs here). Each cluster first runs a warm-up epoch (a worker pays torch's import and
-MuJoCo's model compilation on its first task); the best of ``--rounds`` epochs is kept.
-Peak RSS is each worker's ``ru_maxrss``. The last line is
-``speedup_2_workers=R3 worker_peak_rss_mb=X``.
-"""
+MuJoCo's model compilation on its first task); the best of ``--rounds`` epochs is kept. Peak
+RSS is each worker's ``ru_maxrss``. The last line is ``speedup_2_workers=R3
+worker_peak_rss_mb=X``. """
 
 from __future__ import annotations
 
@@ -24,11 +23,11 @@ import time
 
 import numpy as np
 
-from epgkit import config
-from epgkit.cluster import DaskExecutor, connect
-from epgkit.evolve import epoch_jobs, run_jobs
-from epgkit.experiment import Experiment
-from epgkit.inner_loop import Job
+from epgkit.method.evolve import epoch_jobs, run_jobs
+from epgkit.method.experiment import Experiment
+from epgkit.method.inner_loop import Job
+from epgkit.run import config
+from epgkit.run.cluster import DaskExecutor, connect
 
 
 def experiment(quick: bool) -> Experiment:
@@ -45,7 +44,7 @@ def experiment(quick: bool) -> Experiment:
             "InnerLoop.steps = 1024",  # U: 16 updates of M = 64, N = 512
         ]
     config.parse(files, bindings)
-    return config.build(Experiment).with_policies()
+    return config.with_policies(config.build(Experiment))
 
 
 def jobs_of(exp: Experiment, epoch: int) -> list[Job]:

@@ -35,8 +35,8 @@ import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from epgkit.inner_loop import InnerLoop, Job  # noqa: E402
-from epgkit.losses import EPGLoss, PPOLoss  # noqa: E402
+from epgkit.method.inner_loop import InnerLoop, Job  # noqa: E402
+from epgkit.method.losses import EPGLoss, PPOLoss  # noqa: E402
 
 ENV = "epgkit/RandomHopper-v0"
 

@@ -23,8 +23,8 @@ import time
 import numpy as np
 import torch
 
-from epgkit.inner_loop import InnerLoop, Job
-from epgkit.losses import PPOLoss
+from epgkit.method.inner_loop import InnerLoop, Job
+from epgkit.method.losses import PPOLoss
 
 
 def epgkit_ppo(inner: InnerLoop, seeds: list[int]) -> list[float]:

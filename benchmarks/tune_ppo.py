@@ -36,12 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from epgkit import config, zoo
-from epgkit import train as tt
-from epgkit.cluster import connect
-from epgkit.experiment import Experiment
-from epgkit.inner_loop import InnerLoop, Job, takes_task_seed
-from epgkit.losses import PPOLoss
+from epgkit.envs.ids import takes_task_seed
+from epgkit.method.experiment import Experiment
+from epgkit.method.inner_loop import InnerLoop, Job
+from epgkit.method.losses import PPOLoss
+from epgkit.run import config, zoo
+from epgkit.run import train as tt
+from epgkit.run.cluster import connect
 
 #: --gamma-lambda: the (γ, λ) grid of docs/results.md's `ppo_gl` baseline.
 GAMMA_LAMBDA = ((0.7, 0.9, 0.99), (0.8, 0.95))
@@ -63,7 +64,7 @@ def setting(target: str, bindings: Sequence[str] = ()) -> InnerLoop:
         config.parse(["base.gin"], [f"InnerLoop.env_id = '{target}'", *bindings])
     else:
         config.parse([target], bindings)
-    return config.build(Experiment).with_policies().inner
+    return config.with_policies(config.build(Experiment)).inner
 
 
 def tuning_jobs(runs: int, seed: int, test_seed: int) -> list[Job]:

@@ -73,11 +73,11 @@ def user_errors(debug: bool) -> Iterator[None]:
     """Turns the errors a user can fix into one line on stderr and exit code 2."""
     from gymnasium.error import Error as GymError
 
-    from epgkit.cluster import SchedulerLost, SchedulerUnreachable
-    from epgkit.config import ConfigError
-    from epgkit.paths import PathError, describe
-    from epgkit.rundir import RunDirError
-    from epgkit.user_code import UserCodeError
+    from epgkit.errors import ConfigError
+    from epgkit.method.user_code import UserCodeError
+    from epgkit.run.cluster import SchedulerLost, SchedulerUnreachable
+    from epgkit.run.paths import PathError, describe
+    from epgkit.run.rundir import RunDirError
 
     try:
         yield
@@ -116,7 +116,7 @@ def _physics_only() -> None:
     after this inherit the setting."""
     if "MUJOCO_GL" not in os.environ:  # mujoco loads no backend then; envshow would pick EGL
         return
-    from epgkit.envshow import mujoco_gl_problem
+    from epgkit.tools.envshow import mujoco_gl_problem
 
     if problem := mujoco_gl_problem():
         backend = os.environ.get("MUJOCO_GL")
@@ -154,14 +154,14 @@ def _provenance(meta: dict) -> str:
 
 
 def _check_workers(workers: int | None) -> None:
-    from epgkit.config import ConfigError
+    from epgkit.errors import ConfigError
 
     if workers is not None and workers < 0:
         raise ConfigError(f"--workers must be ≥ 0, got {workers}")
 
 
 def _check_seed(seed: int) -> None:
-    from epgkit.config import ConfigError
+    from epgkit.errors import ConfigError
 
     if seed < 0:
         raise ConfigError(f"--seed must be ≥ 0, got {seed}")
@@ -206,13 +206,13 @@ def _evolve(
     resume: str | None,
     wandb_project: str | None,
 ) -> None:
-    from epgkit.cluster import SchedulerLost, connect
-    from epgkit.launch import flag_bindings, prepare, run_evolution
-    from epgkit.paths import describe
-    from epgkit.progress import Progress
-    from epgkit.tracking import track_evolution
-    from epgkit.user_code import UserCodeError
-    from epgkit.wandb_log import WandbOptions
+    from epgkit.method.user_code import UserCodeError
+    from epgkit.run.cluster import SchedulerLost, connect
+    from epgkit.run.launch import flag_bindings, prepare, run_evolution
+    from epgkit.run.paths import describe
+    from epgkit.run.progress import Progress
+    from epgkit.run.tracking import track_evolution
+    from epgkit.run.wandb_log import WandbOptions
 
     _check_workers(workers)
     flags = flag_bindings(workers=workers, scheduler=scheduler, seed=seed, run_dir=run_dir)
@@ -282,15 +282,15 @@ def _train(
     seed: int,
     wandb_project: str | None,
 ) -> None:
-    from epgkit import preflight
-    from epgkit import train as tt
-    from epgkit.cluster import connect
-    from epgkit.launch import flag_bindings
-    from epgkit.paths import check_dir
-    from epgkit.progress import Progress
-    from epgkit.rundir import RunDirError
-    from epgkit.tracking import track_training
-    from epgkit.wandb_log import WandbOptions
+    from epgkit.run import preflight
+    from epgkit.run import train as tt
+    from epgkit.run.cluster import connect
+    from epgkit.run.launch import flag_bindings
+    from epgkit.run.paths import check_dir
+    from epgkit.run.progress import Progress
+    from epgkit.run.rundir import RunDirError
+    from epgkit.run.tracking import track_training
+    from epgkit.run.wandb_log import WandbOptions
 
     _check_workers(workers)
     _check_seed(seed)
@@ -388,13 +388,13 @@ def _sweep(
     scheduler: str | None,
     wandb_project: str | None,
 ) -> None:
-    from epgkit import sweep as sw
-    from epgkit import sweep_plan, sweep_summary
-    from epgkit.cluster import SchedulerLost, connect
-    from epgkit.launch import flag_bindings
-    from epgkit.paths import describe
-    from epgkit.progress import Progress
-    from epgkit.wandb_log import WandbOptions
+    from epgkit.run import sweep as sw
+    from epgkit.run import sweep_plan, sweep_summary
+    from epgkit.run.cluster import SchedulerLost, connect
+    from epgkit.run.launch import flag_bindings
+    from epgkit.run.paths import describe
+    from epgkit.run.progress import Progress
+    from epgkit.run.wandb_log import WandbOptions
 
     _check_workers(workers)
     _check_seed(seed)
@@ -425,9 +425,9 @@ def plot(
     debug: Debug = False,
 ) -> None:
     """Plot ES fitness against epoch for one or several runs (Figure 20 style)."""
-    from epgkit.paths import check_file, exists
-    from epgkit.plotting import plot_fitness
-    from epgkit.rundir import METRICS, RunDirError
+    from epgkit.run.paths import check_file, exists
+    from epgkit.run.plotting import plot_fitness
+    from epgkit.run.rundir import METRICS, RunDirError
 
     with user_errors(debug):
         for d in run_dirs:
@@ -453,10 +453,10 @@ def render(
     debug: Debug = False,
 ) -> None:
     """Train a fresh policy with the loss on a held-out task, then render an episode of it."""
-    from epgkit import train as tt
-    from epgkit.envshow import mujoco_gl_problem
-    from epgkit.paths import check_file
-    from epgkit.render import render_episode, render_problem
+    from epgkit.run import train as tt
+    from epgkit.run.paths import check_file
+    from epgkit.tools.envshow import mujoco_gl_problem
+    from epgkit.tools.render import render_episode, render_problem
 
     with user_errors(debug):
         check_file(out, "--out")
@@ -495,9 +495,9 @@ def envs_show(
     """Render one frame per sampled task into a PNG and print each task's parameters."""
     import json
 
-    from epgkit.envshow import show_tasks
-    from epgkit.inner_loop import takes_task_seed
-    from epgkit.paths import check_file
+    from epgkit.envs.ids import takes_task_seed
+    from epgkit.run.paths import check_file
+    from epgkit.tools.envshow import show_tasks
 
     with user_errors(debug):
         target = Path(out or f"{env_id.replace('/', '_').replace(':', '_')}_tasks.png")
@@ -531,9 +531,10 @@ def list_(
     """List the registered components, environments and shipped configs."""
     import importlib
 
-    from epgkit.config import ConfigError, available
-    from epgkit.registry import registered
-    from epgkit.user_code import describe
+    from epgkit.components import registered
+    from epgkit.errors import ConfigError
+    from epgkit.method.user_code import describe
+    from epgkit.run.config import available
 
     kinds = ["losses", "policies", "strategies", "envs", "configs", "zoo"]
     with user_errors(False):
@@ -563,7 +564,7 @@ def list_(
                 entry = gym.spec(env_id).entry_point
                 typer.echo(f"  {env_id:<32} {entry}")
         elif kind == "zoo":
-            from epgkit.zoo import entries
+            from epgkit.run.zoo import entries
 
             for name, entry in entries().items():
                 typer.echo(f"  zoo:{name:<24} {entry['env_id']}  {entry['summary']}")
@@ -594,7 +595,7 @@ def _analyze(kind: str, source: str, env: str | None, runs: int, steps: int | No
              out: str | None, seed: int, bindings: list[str], debug: bool) -> None:  # fmt: skip
     import torch
 
-    from epgkit import analyze
+    from epgkit.tools import analyze
 
     torch.set_num_threads(1)
     with user_errors(debug):

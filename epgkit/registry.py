@@ -8,7 +8,6 @@ registry instead (see ``epgkit.envs``).
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -44,20 +43,9 @@ def register(kind: str) -> Callable[[T], T]:
     return decorate
 
 
-def registered(kind: str) -> dict[str, object]:
-    """Name → registered object for one kind, after importing epgkit's own components."""
-    import epgkit.components  # noqa: F401  (importing registers the built-in components)
-
+def index(kind: str) -> dict[str, object]:
+    """Name → registered object for one kind, of what has been imported so far
+    (``epgkit.components.registered`` imports epgkit's own components first)."""
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; known kinds: {', '.join(KINDS)}")
     return dict(sorted(_INDEX[kind].items()))
-
-
-def lookup(kind: str, name: str) -> object:
-    """The component ``name`` of ``kind``; an unknown name lists the known ones."""
-    known = registered(kind)
-    if name not in known:
-        close = difflib.get_close_matches(name, known, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown {kind} {name!r}.{hint} Known: {', '.join(known)}")
-    return known[name]

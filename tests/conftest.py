@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from epgkit.inner_loop import InnerLoop
+from epgkit.method.inner_loop import InnerLoop
 
 torch.set_num_threads(1)
 

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from epgkit import train as tt
 from epgkit.cli import app
-from epgkit.policies import CategoricalMLP
-from epgkit.rundir import RunDir, load_loss
+from epgkit.method.policies import CategoricalMLP
+from epgkit.run import train as tt
+from epgkit.run.rundir import RunDir, load_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["quickstart", "debug", "--workers", "0"]  # two epochs of 4 inner loops of 128 steps

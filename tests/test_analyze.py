@@ -15,18 +15,18 @@ import numpy as np
 import pytest
 import torch
 
-from epgkit import analyze
-from epgkit.analyze import gradients, kl, sensitivity
-from epgkit.analyze.study import initial_phi, observe, prepare
-from epgkit.cluster import InProcess
-from epgkit.inner_loop import InnerLoop, Job
-from epgkit.launch import prepare as prepare_run
-from epgkit.launch import run_evolution
-from epgkit.losses import EPGLoss, PPOLoss
-from epgkit.policies import CategoricalMLP, GaussianMLP
+from epgkit.method.inner_loop import InnerLoop, Job
+from epgkit.method.losses import EPGLoss, PPOLoss
+from epgkit.method.policies import CategoricalMLP, GaussianMLP
 from epgkit.registry import register
-from epgkit.rundir import BEST_LOSS, RunDirError, load_loss
-from epgkit.train import build, load_source
+from epgkit.run.cluster import InProcess
+from epgkit.run.launch import prepare as prepare_run
+from epgkit.run.launch import run_evolution
+from epgkit.run.rundir import BEST_LOSS, RunDirError, load_loss
+from epgkit.run.train import build, load_source
+from epgkit.tools import analyze
+from epgkit.tools.analyze import gradients, kl, sensitivity
+from epgkit.tools.analyze.study import initial_phi, observe, prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from epgkit import train as tt
-from epgkit.config import ConfigError
-from epgkit.evolve import TASK_SEED_LIMIT
+from epgkit.errors import ConfigError
+from epgkit.method.evolve import TASK_SEED_LIMIT
+from epgkit.run import train as tt
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBER = r"(\d+\.\d+|nan)"

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from epgkit import checks
-from epgkit.registry import KINDS, registered
+from epgkit.components import KINDS, registered
+from epgkit.method import checks
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from epgkit import config
+from epgkit.run import config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = [c for c in config.experiments() if c != "base.gin"]
@@ -113,7 +113,7 @@ USER_LOSS = '''
 import dataclasses
 
 import epgkit
-from epgkit.losses import ReinforceLoss
+from epgkit.method.losses import ReinforceLoss
 
 
 @epgkit.register("loss")

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from epgkit.cluster import DaskExecutor, NoWorkers
-from epgkit.rundir import RunDir
+from epgkit.run.cluster import DaskExecutor, NoWorkers
+from epgkit.run.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ["gin/quickstart.gin", "gin/debug.gin", "-b", "InnerLoop.steps = 512"]

@@ -7,8 +7,8 @@ from pathlib import Path
 import gin
 import pytest
 
-from epgkit import config
-from epgkit.experiment import Experiment
+from epgkit.method.experiment import Experiment
+from epgkit.run import config
 
 CONFIGS = config.experiments()
 FRAGMENTS = [c for c in config.available() if "/" in c]

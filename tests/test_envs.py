@@ -22,9 +22,9 @@ from gymnasium.utils.env_checker import check_env
 
 import epgkit.envs
 from epgkit.envs.base import TaskFamily
+from epgkit.envs.ids import takes_task_seed
 from epgkit.envs.mujoco_random import RandomHopper, RandomReacher, RandomWalker
-from epgkit.envshow import show_tasks
-from epgkit.inner_loop import takes_task_seed
+from epgkit.tools.envshow import show_tasks
 
 ENV_IDS = epgkit.envs.registered()
 N_STEPS = 20  # enough for any task difference to show, short enough for ~10 families
@@ -333,7 +333,7 @@ def test_show_tasks_of_an_env_without_rgb_array_says_so(user_envs, tmp_path: Pat
     [("epgkit/RandomHopr-v0", "epgkit/RandomHopper-v0"), ("Hoper-v5", "Hopper-v5")],
 )
 def test_show_tasks_of_an_unknown_env_lists_close_ids(env_id: str, close: str, tmp_path: Path):
-    from epgkit.config import ConfigError
+    from epgkit.errors import ConfigError
 
     with pytest.raises(ConfigError, match=f"Close registered ids: {close}"):
         show_tasks(env_id, 2, tmp_path / "x.png")

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from epgkit import config
-from epgkit.cluster import InProcess, connect
-from epgkit.evolve import TASK_SEED_LIMIT, epoch_jobs, evolve
-from epgkit.experiment import Experiment
-from epgkit.rundir import RunDir, load_loss
-from epgkit.user_code import UserCodeError
+from epgkit.method.evolve import TASK_SEED_LIMIT, epoch_jobs, evolve
+from epgkit.method.experiment import Experiment
+from epgkit.method.user_code import UserCodeError
+from epgkit.run import config
+from epgkit.run.cluster import InProcess, connect
+from epgkit.run.rundir import RunDir, load_loss
 
 TIMING = ("wall_s",)
 

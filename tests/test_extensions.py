@@ -7,14 +7,14 @@ import dataclasses
 import numpy as np
 import pytest
 
-from epgkit import config
-from epgkit.cluster import InProcess
-from epgkit.evolve import evolve
-from epgkit.experiment import Experiment
-from epgkit.inner_loop import InnerLoop, Job
-from epgkit.losses import PPOLoss
-from epgkit.policies import flat_params
-from epgkit.rundir import RunDir
+from epgkit.method.evolve import evolve
+from epgkit.method.experiment import Experiment
+from epgkit.method.inner_loop import InnerLoop, Job
+from epgkit.method.losses import PPOLoss
+from epgkit.method.policies import flat_params
+from epgkit.run import config
+from epgkit.run.cluster import InProcess
+from epgkit.run.rundir import RunDir
 
 EXTENSIONS = [c for c in config.available() if c.startswith("extensions/")]
 EXPERIMENTS = [c for c in config.experiments() if c != "base.gin"]
@@ -22,7 +22,7 @@ EXPERIMENTS = [c for c in config.experiments() if c != "base.gin"]
 
 def build(*files: str, bindings: tuple[str, ...] = ()) -> Experiment:
     config.parse(list(files), list(bindings))
-    return config.build(Experiment).with_policies()
+    return config.with_policies(config.build(Experiment))
 
 
 def run(tmp_path, exp: Experiment) -> RunDir:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from epgkit import config
-from epgkit.cluster import InProcess, connect
-from epgkit.evolve import evolve
-from epgkit.experiment import Experiment
-from epgkit.launch import _check_resume_bindings
-from epgkit.rundir import RunDir
+from epgkit.method.evolve import evolve
+from epgkit.method.experiment import Experiment
+from epgkit.run import config
+from epgkit.run.cluster import InProcess, connect
+from epgkit.run.launch import _check_resume_bindings
+from epgkit.run.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ["gin/quickstart.gin", "gin/debug.gin", "-b", "Experiment.epochs = 10",

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from epgkit.inner_loop import InnerLoop, Job, run_batch
-from epgkit.lockstep import Lockstep
-from epgkit.losses import DPOLoss, EPGLoss, PPOLoss
-from epgkit.policies import CategoricalMLP, GaussianMLP
+from epgkit.method.inner_loop import InnerLoop, Job, run_batch
+from epgkit.method.lockstep import Lockstep
+from epgkit.method.losses import DPOLoss, EPGLoss, PPOLoss
+from epgkit.method.policies import CategoricalMLP, GaussianMLP
 from epgkit.registry import register
 
 
@@ -120,8 +120,8 @@ def test_ppo_in_the_inner_loop_learns_pointgoal():
 
 
 def test_dpo_guides_through_gin_like_ppo():
-    from epgkit import config
-    from epgkit.experiment import Experiment
+    from epgkit.method.experiment import Experiment
+    from epgkit.run import config
 
     config.parse(["quickstart.gin", "debug.gin"], ["InnerLoop.guide = @DPOLoss()"])
     inner = dataclasses.replace(config.build(Experiment).inner, steps=128, minibatch=16)
@@ -196,14 +196,14 @@ def test_invalid_inner_loop_settings_are_refused(tiny_inner, change, match):
     ],
 )
 def test_an_env_id_that_cannot_be_made_is_a_config_error(tiny_inner, env_id, match):
-    from epgkit.config import ConfigError
+    from epgkit.errors import ConfigError
 
     with pytest.raises(ConfigError, match=match):
         dataclasses.replace(tiny_inner, env_id=env_id).dims()
 
 
 def test_a_broken_entry_point_is_a_config_error(tiny_inner):
-    from epgkit.config import ConfigError
+    from epgkit.errors import ConfigError
 
     gym.register("epgkit_test/Broken-v0", entry_point="epgkit.envs.point:NoSuchEnv")
     try:
@@ -217,7 +217,7 @@ def test_a_broken_entry_point_is_a_config_error(tiny_inner):
 
 
 def test_flat_adam_takes_the_steps_of_torch_adam():
-    from epgkit.flat_adam import FlatAdam
+    from epgkit.method.flat_adam import FlatAdam
 
     g = torch.Generator().manual_seed(0)
     start = {"w": torch.randn(3, 4, 2, generator=g), "b": torch.randn(3, 1, 2, generator=g)}
@@ -237,7 +237,7 @@ def test_flat_adam_takes_the_steps_of_torch_adam():
 
 
 def test_stepping_the_unwrapped_env_with_our_time_limit_changes_nothing(tiny_inner, monkeypatch):
-    import epgkit.lockstep as lockstep
+    import epgkit.method.lockstep as lockstep
 
     fast = tiny_inner.run(jobs(tiny_inner, 2))
     monkeypatch.setattr(lockstep, "_core", lambda env: (env, None))  # through the wrappers
@@ -250,8 +250,8 @@ def test_stepping_the_unwrapped_env_with_our_time_limit_changes_nothing(tiny_inn
 @pytest.mark.parametrize("policy_name", ["GaussianMLP", "CategoricalMLP"])
 @pytest.mark.parametrize("deterministic", [False, True])
 def test_numpy_acting_matches_the_torch_policy(policy_name, deterministic):
-    from epgkit.dims import Dims
-    from epgkit.registry import registered
+    from epgkit.components import registered
+    from epgkit.method.dims import Dims
 
     policy = registered("policy")[policy_name]()
     dims = Dims(obs_dim=5, act_dim=4, discrete=policy_name == "CategoricalMLP")

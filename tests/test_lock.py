@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from epgkit.lock import LOCK, Busy, DirLock
-from epgkit.rundir import RunDir
+from epgkit.run.lock import LOCK, Busy, DirLock
+from epgkit.run.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ["gin/quickstart.gin", "gin/debug.gin", "--workers", "0"]
@@ -96,7 +96,7 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path):
 
 FORK_AND_DIE = """
 import os, sys, time
-from epgkit.lock import DirLock
+from epgkit.run.lock import DirLock
 
 lock = DirLock(sys.argv[1]).acquire()  # held while the handle lives
 child = os.fork()

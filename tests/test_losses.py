@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from epgkit.dims import Dims
-from epgkit.losses import (
+from epgkit.components import registered
+from epgkit.method.dims import Dims
+from epgkit.method.losses import (
     DPOLoss,
     EPGLoss,
     History,
@@ -21,8 +22,7 @@ from epgkit.losses import (
     dpo_drift,
     gae,
 )
-from epgkit.policies import CategoricalMLP, GaussianMLP
-from epgkit.registry import registered
+from epgkit.method.policies import CategoricalMLP, GaussianMLP
 
 DIMS = Dims(
     obs_dim=3,

@@ -19,10 +19,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from epgkit import rundir
 from epgkit.cli import app
-from epgkit.paths import PathError, check_dir, check_file, describe, naming
-from epgkit.rundir import RunDir
+from epgkit.run import rundir
+from epgkit.run.paths import PathError, check_dir, check_file, describe, naming
+from epgkit.run.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = [str(ROOT / "gin/quickstart.gin"), str(ROOT / "gin/debug.gin"), "--workers", "0"]

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from epgkit import config
-from epgkit.config import ConfigError
-from epgkit.dims import Dims
-from epgkit.experiment import Experiment
-from epgkit.inner_loop import InnerLoop
-from epgkit.policies import (
+from epgkit.components import registered
+from epgkit.errors import ConfigError
+from epgkit.method.dims import Dims
+from epgkit.method.experiment import Experiment
+from epgkit.method.inner_loop import InnerLoop
+from epgkit.method.policies import (
     ACTIVATIONS,
     CategoricalMLP,
     GaussianMLP,
@@ -21,7 +21,7 @@ from epgkit.policies import (
     fitting,
     mlp,
 )
-from epgkit.registry import registered
+from epgkit.run import config
 
 BOX = Dims(obs_dim=4, act_dim=3, discrete=False)
 DISCRETE = Dims(obs_dim=4, act_dim=5, discrete=True)
@@ -119,11 +119,11 @@ def test_the_experiment_builds_the_chosen_policy_through_gin_for_every_inner_loo
                  ["InnerLoop.env_id = 'CartPole-v1'", "CategoricalMLP.hidden = (16,)"])  # fmt: skip
     exp = config.build(Experiment)
     assert exp.inner.policy is None
-    chosen = exp.with_policies()
+    chosen = config.with_policies(exp)
     assert chosen.inner.policy == CategoricalMLP(hidden=(16,))
     assert {b.policy for b in chosen.baselines.values()} == {CategoricalMLP(hidden=(16,))}
     assert "CategoricalMLP.hidden = (16,)" in gin.operative_config_str()
-    assert chosen.with_policies() is chosen
+    assert config.with_policies(chosen) is chosen
 
 
 # --- architectures (Figure 17) ------------------------------------------------------------
@@ -170,8 +170,8 @@ def test_architecture_is_set_in_gin_and_a_bad_name_is_a_config_error(named):
     policy = ["InnerLoop.policy = @GaussianMLP()"] if named else []
     bindings = ["GaussianMLP.hidden = (128, 128, 128)", "GaussianMLP.activation = 'relu'"]
     config.parse(files, [*policy, *bindings])
-    exp = config.build(Experiment).with_policies()
+    exp = config.with_policies(config.build(Experiment))
     assert exp.inner.policy == GaussianMLP(hidden=(128, 128, 128), activation="relu")
     config.parse(files, [*policy, "GaussianMLP.activation = 'sigmoid'"])
     with pytest.raises(config.ConfigError, match="unknown activation 'sigmoid'; allowed: tanh"):
-        config.build(Experiment).with_policies()
+        config.with_policies(config.build(Experiment))

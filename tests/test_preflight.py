@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from epgkit import config, preflight
 from epgkit.cli import app
-from epgkit.experiment import Experiment
+from epgkit.method.experiment import Experiment
+from epgkit.run import config, preflight
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = [str(ROOT / "gin/quickstart.gin"), str(ROOT / "gin/debug.gin")]
@@ -69,7 +69,7 @@ import dataclasses
 import math
 
 import epgkit
-from epgkit.losses import ReinforceLoss
+from epgkit.method.losses import ReinforceLoss
 
 
 @epgkit.register("loss")
@@ -218,7 +218,7 @@ def test_the_memory_estimate_of_a_shipped_experiment_is_far_below_a_laptop():
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_shipped_experiment_passes_the_checks_at_its_full_scale(name):
     config.parse([name])
-    exp = config.build(config.build(Experiment).with_policies)
+    exp = config.with_policies(config.build(Experiment))
     dims = preflight.check_experiment(exp)  # values, memory, its env and loss on a tiny batch
     assert dims.obs_dim > 0
 

@@ -6,9 +6,9 @@ import statistics
 
 import pytest
 
-from epgkit.cluster import connect
-from epgkit.launch import prepare, run_evolution
-from epgkit.rundir import RunDir
+from epgkit.run.cluster import connect
+from epgkit.run.launch import prepare, run_evolution
+from epgkit.run.rundir import RunDir
 
 
 @pytest.mark.slow

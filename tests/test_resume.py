@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from epgkit.rundir import RunDir
+from epgkit.run.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 W = 4  # debug.gin: Experiment.inner_loops

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from epgkit.stats import bootstrap_ci, iqm, probability_of_improvement
+from epgkit.run.stats import bootstrap_ci, iqm, probability_of_improvement
 
 # IQM of Exp(1): 2 ∫ x e^{-x} dx between its quartiles ln(4/3) and ln 4.
 EXP_IQM = 2 * ((math.log(4 / 3) + 1) * 0.75 - (math.log(4) + 1) * 0.25)

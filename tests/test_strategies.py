@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from epgkit.registry import registered
-from epgkit.strategies import OpenES, centered_ranks
+from epgkit.components import registered
+from epgkit.method.strategies import OpenES, centered_ranks
 
 STRATEGIES = list(registered("strategy"))
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import gin
 import pytest
 
-from epgkit import config
-from epgkit import sweep as sw
-from epgkit import sweep_plan as sp
-from epgkit import sweep_summary as summary
-from epgkit.cluster import InProcess
-from epgkit.progress import Progress
-from epgkit.rundir import RunDirError
-from epgkit.wandb_log import WandbOptions, gin_values
+from epgkit.run import config
+from epgkit.run import sweep as sw
+from epgkit.run import sweep_plan as sp
+from epgkit.run import sweep_summary as summary
+from epgkit.run.cluster import InProcess
+from epgkit.run.progress import Progress
+from epgkit.run.rundir import RunDirError
+from epgkit.run.wandb_log import WandbOptions, gin_values
 
 CONFIGS = ["gin/quickstart.gin", "gin/debug.gin"]
 IN_PROCESS = ["Experiment.workers = 0"]

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from epgkit import progress as progress_module
-from epgkit.cluster import InProcess, connect
-from epgkit.launch import prepare, run_evolution
-from epgkit.progress import CountingExecutor, Progress, log_to
-from epgkit.tracking import track_evolution, track_training
-from epgkit.wandb_log import WandbOptions, gin_values
+from epgkit.run import progress as progress_module
+from epgkit.run.cluster import InProcess, connect
+from epgkit.run.launch import prepare, run_evolution
+from epgkit.run.progress import CountingExecutor, Progress, log_to
+from epgkit.run.tracking import track_evolution, track_training
+from epgkit.run.wandb_log import WandbOptions, gin_values
 
 CONFIGS = ["gin/quickstart.gin", "gin/debug.gin"]
 
@@ -56,7 +56,7 @@ def test_log_to_writes_the_epgkit_lines_and_leaves_the_logger_as_it_was(tmp_path
     logger = logging.getLogger("epgkit")
     before = (logger.level, logger.propagate, list(logger.handlers))
     with log_to(tmp_path) as sweep_log, log_to(tmp_path / "point") as point_log:
-        logging.getLogger("epgkit.evolve").info("epoch 1 done")
+        logging.getLogger("epgkit.method.evolve").info("epoch 1 done")
         logging.getLogger("somebody.else").warning("not ours")
     assert (logger.level, logger.propagate, list(logger.handlers)) == before
     assert "epoch 1 done" in point_log.read_text() and "epoch 1 done" in sweep_log.read_text()

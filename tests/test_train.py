@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from epgkit import train as tt
-from epgkit.cluster import InProcess
-from epgkit.evolve import TASK_SEED_LIMIT
-from epgkit.inner_loop import Result
-from epgkit.launch import prepare, run_evolution
-from epgkit.losses import DPOLoss, PPOLoss
-from epgkit.policies import GaussianMLP
-from epgkit.rundir import RunDirError, json_safe
+from epgkit.method.evolve import TASK_SEED_LIMIT
+from epgkit.method.inner_loop import Result
+from epgkit.method.losses import DPOLoss, PPOLoss
+from epgkit.method.policies import GaussianMLP
+from epgkit.run import train as tt
+from epgkit.run.cluster import InProcess
+from epgkit.run.launch import prepare, run_evolution
+from epgkit.run.rundir import RunDirError, json_safe
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,76 @@
+"""Env ids: whether one names a task family, and the hint an unknown one gets.
+
+Gymnasium's ids come in two forms, ``Name-v0`` and ``module:Name-v0`` (the module registers
+the env when imported); both are accepted wherever epgkit takes an env id.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+
+import gymnasium as gym
+
+from epgkit.envs import registered
+from epgkit.errors import ConfigError
+from epgkit.method.user_code import describe
+
+
+def takes_task_seed(env_id: str) -> bool:
+    """Whether ``env_id`` is a task family, i.e. its env creator takes a ``task_seed``.
+
+    Raises:
+        ConfigError: ``env_id`` names a module that cannot be imported, is not registered, or
+            its entry point cannot be loaded (messages name the id and close registered ids).
+    """
+    module, _, name = env_id.rpartition(":")
+    if module:  # gymnasium's "module:Name-v0" form: the module registers the env
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ConfigError(
+                f"env id {env_id!r}: module {module!r} cannot be imported ({err})"
+            ) from err
+        except Exception as err:  # noqa: BLE001  (whatever the user's module raises)
+            raise ConfigError(
+                f"env id {env_id!r}: module {module!r} raised an error when imported: "
+                f"{describe(err)}"
+            ) from err
+    try:
+        entry = gym.spec(name).entry_point
+    except gym.error.Error as err:
+        raise ConfigError(f"env id {env_id!r}: {err}{close_env_ids(name)}") from err
+    creator = entry
+    if isinstance(entry, str):
+        # Loaded by hand rather than with load_env_creator: a module that cannot be imported or
+        # lacks the name is the user's mistake; any other error in the module is a real bug.
+        entry_module, _, attr = entry.partition(":")
+        try:
+            loaded = importlib.import_module(entry_module)
+        except ImportError as err:
+            raise ConfigError(
+                f"env id {env_id!r}: module {entry_module!r} of its entry point cannot be "
+                f"imported ({err})"
+            ) from err
+        except Exception as err:  # noqa: BLE001  (whatever the user's module raises)
+            raise ConfigError(
+                f"env id {env_id!r}: module {entry_module!r} of its entry point raised an "
+                f"error when imported: {describe(err)}"
+            ) from err
+        creator = getattr(loaded, attr, None)
+        if creator is None:
+            raise ConfigError(f"env id {env_id!r}: its entry point {entry!r} does not exist")
+    try:
+        return "task_seed" in inspect.signature(creator).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def close_env_ids(name: str) -> str:
+    """A hint for an unknown env id: the registered ids closest to ``name``, or else epgkit's
+    task families (gymnasium's own message only suggests names within the same namespace)."""
+    close = difflib.get_close_matches(name, list(gym.registry), n=5, cutoff=0.6)
+    if close:
+        return f" Close registered ids: {', '.join(close)}."
+    return f" epgkit's task families: {', '.join(registered())} (see `epgkit list envs`)."

@@ -1,0 +1,189 @@
+"""The outer loop (Algorithm 1): perturb φ, run W inner loops, rank, step, checkpoint.
+
+Every random draw of epoch e comes from ``SeedSequence([seed, e])``, so an epoch is fully
+determined by the seed and the ES state before it: results do not depend on the number of
+workers, and a resumed run repeats exactly what an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from epgkit.method.executor import Executor
+from epgkit.method.experiment import Experiment
+from epgkit.method.inner_loop import Job, Result, checked, run_batch
+from epgkit.method.strategies import ESState
+from epgkit.method.user_code import UserCodeError
+
+# Evolution draws task seeds below 2**31; test-time training draws them above (see train).
+TASK_SEED_LIMIT = 2**31
+
+
+class Store(Protocol):
+    """Where the outer loop keeps its state between epochs (``epgkit.run.rundir.RunDir``)."""
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        """The last complete epoch's checkpoint, or None for a new run."""
+
+    def save_epoch(
+        self, state: dict[str, Any], records: list[dict[str, Any]], metrics: dict[str, Any]
+    ) -> None:
+        """Keeps one finished epoch: its ES state, inner-loop records and metrics."""
+
+    def save_loss(self, best: bool, phi: np.ndarray, meta: dict[str, Any]) -> None:
+        """Keeps a loss: the best one so far, or else the latest φ."""
+
+
+def epoch_jobs(exp: Experiment, candidates: np.ndarray, epoch: int) -> list[Job]:
+    """The W inner loops of an epoch: worker w evaluates candidate ⌈wV/W⌉ on its own task.
+
+    With antithetic sampling, the two halves of a ±v pair see the same tasks and seeds.
+    """
+    w, v = exp.inner_loops, len(candidates)
+    rng = np.random.default_rng(np.random.SeedSequence([exp.seed, epoch, 1]))
+    task_seeds = rng.integers(0, TASK_SEED_LIMIT, w)
+    seeds = rng.integers(0, 2**63, w)
+    if exp.strategy.antithetic:
+        task_seeds[w // 2 :], seeds[w // 2 :] = task_seeds[: w // 2], seeds[: w // 2]
+    alpha = exp.alpha(epoch)
+    return [
+        Job(candidates[i * v // w], alpha, int(task_seeds[i]), int(seeds[i]), i, i * v // w)
+        for i in range(w)
+    ]
+
+
+def run_jobs(exp: Experiment, jobs: list[Job], executor: Executor) -> list[Result]:
+    """Runs jobs in fixed batches of ``exp.batch_size`` (so results never depend on workers)."""
+    k = exp.batch_size
+    batches = [(exp.inner, jobs[i : i + k]) for i in range(0, len(jobs), k)]
+    return [r for batch in checked(executor.map(run_batch, batches)) for r in batch]
+
+
+def candidate_fitness(results: list[Result], population: int) -> np.ndarray:
+    """F(φ + σv): the mean fitness of the inner loops sharing v; a failed one makes it −inf."""
+    total, count = np.zeros(population), np.zeros(population)
+    for r in results:
+        total[r.candidate] += r.fitness
+        count[r.candidate] += 1
+    return total / count
+
+
+def _refuse_all_failed(results: list[Result], epoch: int) -> None:
+    """Stops the run when every inner loop of an epoch failed: some failing is an ES's lot
+    (ranked last), all failing leaves it nothing to learn from, and is almost always the env or
+    the loss at fault. Raised before the epoch is checkpointed, so a resumed run redoes it."""
+    if any(r.failed is None for r in results):
+        return
+    first = results[0]
+    raise UserCodeError(
+        f"every inner loop of epoch {epoch + 1} failed, the first with {first.failed} "
+        f"(task seed {first.task_seed}, seed {first.seed}); the ES cannot learn from that: "
+        "check the env and the loss (or a too large OpenES.sigma)"
+    )
+
+
+def _stats(results: list[Result]) -> dict[str, float]:
+    ok = np.array([r.fitness for r in results if r.failed is None])
+    if not len(ok):
+        nan = math.nan
+        return {
+            "fitness_mean": nan,
+            "fitness_std": nan,
+            "fitness_max": nan,
+            "fitness_min": nan,
+            "fitness_median": nan,
+        }
+    return {
+        "fitness_mean": float(ok.mean()),
+        "fitness_std": float(ok.std()),
+        "fitness_max": float(ok.max()),
+        "fitness_min": float(ok.min()),
+        "fitness_median": float(np.median(ok)),
+    }
+
+
+def _record(epoch: int, r: Result) -> dict[str, Any]:
+    row = asdict(r)
+    del row["episodes"], row["kl"]
+    return {"epoch": epoch, **row}
+
+
+def _state_tensors(state: ESState) -> dict[str, Any]:
+    return {
+        "phi": torch.from_numpy(state.phi),
+        "m": torch.from_numpy(state.m),
+        "v": torch.from_numpy(state.v),
+        "step": state.step,
+    }
+
+
+def evolve(
+    exp: Experiment,
+    run: Store,
+    executor: Executor,
+    on_epoch: Callable[[dict[str, Any]], None] = lambda m: None,
+    loss_meta: dict[str, Any] | None = None,
+) -> ESState:
+    """Runs (or continues) the evolution described by ``exp`` in ``run``."""
+    strategy = exp.strategy
+    ckpt = run.checkpoint()
+    if ckpt is not None:
+        state = ESState(ckpt["phi"].numpy(), ckpt["m"].numpy(), ckpt["v"].numpy(), ckpt["step"])
+        start, env_steps = ckpt["epoch"], ckpt["env_steps"]
+        best = (ckpt["best_fitness"], ckpt["best_phi"].numpy())
+    else:
+        phi0 = exp.inner.init_phi(np.random.default_rng(np.random.SeedSequence([exp.seed, 0])))
+        state, start, env_steps, best = strategy.init(phi0), 0, 0, (-math.inf, phi0)
+    meta = dict(loss_meta or {})
+
+    for epoch in range(start, exp.epochs):
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(np.random.SeedSequence([exp.seed, epoch, 0]))
+        noise = strategy.ask(state, rng)
+        candidates = strategy.candidates(state, noise).astype(np.float32)
+        results = run_jobs(exp, epoch_jobs(exp, candidates, epoch), executor)
+        _refuse_all_failed(results, epoch)
+        fitness = candidate_fitness(results, len(candidates))
+        phi_evaluated, lr = state.phi, strategy.lr(state.step)  # the step size of this tell
+        state = strategy.tell(state, noise, fitness)
+
+        env_steps += sum(r.env_steps for r in results)
+        metrics = {
+            "epoch": epoch,
+            **_stats(results),
+            "alpha": exp.alpha(epoch),
+            "lr": lr,
+            "sigma": strategy.sigma,
+            "failures": sum(r.failed is not None for r in results),
+            "env_steps": env_steps,
+            "wall_s": time.perf_counter() - t0,
+        }
+        guided = metrics["alpha"] > 0
+        if (
+            not guided
+            and math.isfinite(metrics["fitness_mean"])
+            and metrics["fitness_mean"] > best[0]
+        ):
+            # The best loss is the mean φ whose perturbations scored best on average, among
+            # epochs where it trained alone: under guidance (α > 0) PPO shares the credit,
+            # and at α = 1 the fitness says nothing about φ at all.
+            best = (metrics["fitness_mean"], phi_evaluated)
+            run.save_loss(True, best[1], {**meta, "epoch": epoch, "fitness_mean": best[0]})
+        run.save_loss(False, state.phi, {**meta, "epoch": epoch + 1})
+        checkpoint = {
+            **_state_tensors(state),
+            "epoch": epoch + 1,
+            "env_steps": env_steps,
+            "best_fitness": float(best[0]),
+            "best_phi": torch.from_numpy(np.asarray(best[1])),
+        }
+        run.save_epoch(checkpoint, [_record(epoch, r) for r in results], metrics)
+        on_epoch(metrics)
+    return state

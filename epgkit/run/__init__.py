@@ -1,0 +1,1 @@
+"""The run machinery: configs, run directories, clusters, progress, test-time training, sweeps."""

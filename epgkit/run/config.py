@@ -1,0 +1,228 @@
+"""Gin plumbing for the driver: finding config files, parsing them, reporting mistakes."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util  # noqa: F401  (gin 0.5 uses importlib.util without importing it)
+import logging
+import re
+import tokenize
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import gin
+
+from epgkit.errors import ConfigError
+from epgkit.method.experiment import Experiment
+from epgkit.method.inner_loop import InnerLoop
+from epgkit.method.policies import default_policy
+
+GIN_DIR = Path(__file__).resolve().parents[2] / "gin"
+
+
+def available() -> list[str]:
+    """The gin files shipped with epgkit, relative to the gin folder."""
+    return sorted(str(p.relative_to(GIN_DIR)) for p in GIN_DIR.rglob("*.gin"))
+
+
+def experiments() -> list[str]:
+    """The shipped experiment files (top level of the gin folder; subfolders hold fragments
+    such as ``baselines/*.gin`` that are included on top of an experiment; ``base.gin`` is
+    what they include, and names no env)."""
+    return [n for n in available() if "/" not in n and n not in ("base.gin", "debug.gin")]
+
+
+def resolve(name: str) -> Path:
+    """A config path as given, or a file of the gin folder by name (``quickstart``)."""
+    for candidate in (Path(name), GIN_DIR / name, GIN_DIR / f"{name}.gin"):
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError as err:  # a name too long to look up
+            raise ConfigError(f"config file {name!r}: {err.strerror}") from None
+    close = difflib.get_close_matches(Path(name).name, available(), n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ConfigError(
+        f"config file {name!r} not found.{hint} Shipped configs: {', '.join(available())}"
+    )
+
+
+_PLURALS = {"loss": "losses", "policy": "policies", "strategy": "strategies",
+           "inner_loop": "inner loops"}  # fmt: skip
+
+
+def _known_by_kind() -> dict[str, list[str]]:
+    from epgkit.components import KINDS, registered
+
+    return {kind: list(registered(kind)) for kind in KINDS}
+
+
+#: What a config must set, and how (t5x's ``%gin.REQUIRED``: base.gin marks them).
+_MUST_SET = {
+    "InnerLoop.env_id": "e.g. InnerLoop.env_id = 'epgkit/PointGoal-v0' (`epgkit list envs`), "
+    "or start from an experiment file such as gin/quickstart.gin (`epgkit list configs`)",
+}
+
+
+def _unset(names: Sequence[str]) -> str:
+    """One line for parameters that a config must set and did not."""
+    hints = "; ".join(_MUST_SET[n] for n in names if n in _MUST_SET)
+    why = "which every experiment must set" if hints else "which has no default"
+    return f"the config does not set {', '.join(names)}, {why}" + (f": {hints}" if hints else "")
+
+
+def _explain(err: Exception) -> str:
+    """Gin's message plus close names for an unknown configurable or parameter; one line for
+    a required parameter left unset, and no "In call to configurable" trail."""
+    text = str(err).strip()
+    match = re.search(r"(\S+) set to `%gin.REQUIRED` but not subsequently overridden", text)
+    if match:  # a parameter base.gin marks %gin.REQUIRED
+        return _unset([match.group(1)])
+    # A parameter without a default (a config that names no env), as gin or Python says it.
+    match = re.search(r"No values supplied by Gin or caller for arguments: \[([^\]]*)\]", text)
+    owner = re.search(r"In call to configurable '([\w./]+)'", text)
+    if not (match and owner):
+        match = re.search(r"missing \d+ required positional arguments?: (.*)", text)
+        owner = re.search(r"(\w+)\.__init__\(\) missing", text)
+    if match and owner:
+        names = re.findall(r"'(\w+)'", match.group(1))
+        return _unset([f"{owner.group(1)}.{n}" for n in names])
+    text = "\n".join(x for x in text.splitlines()
+                     if not x.strip().startswith("In call to configurable"))  # fmt: skip
+    match = re.search(r"Failed to parse token '(nan|inf)' \(([^)]*)\)", text)
+    if match:
+        where = match.group(2) if "," in match.group(2) else f"the bindings, {match.group(2)}"
+        return (f"{match.group(1)!r} ({where}) is not a value: every number of an experiment "
+                "is finite, written as a Python literal such as 0.001")  # fmt: skip
+    # Gin says "matching 'OpenEs'" for a binding's target and "matching reference
+    # '@ppo/EPGLos()'" for a value; the scope and the call are not part of the name.
+    match = re.search(r"No configurable matching (?:reference )?'@?([\w./]+)", text)
+    if match:
+        name = re.split(r"[./]", match.group(1))[-1]
+        known = _known_by_kind()
+        every = ["Experiment", *(n for names in known.values() for n in names)]
+        close = difflib.get_close_matches(name, every)
+        kind = next((k for k, names in known.items() if close and close[0] in names), None)
+        if close:
+            text += f"\nDid you mean {', '.join(close)}?"
+        if kind in _PLURALS:
+            text += f"\nKnown {_PLURALS[kind]}: {', '.join(known[kind])}"
+        elif not close:
+            text += "\nKnown configurables: Experiment; " + "; ".join(
+                f"{_PLURALS[kind]}: {', '.join(names)}" for kind, names in known.items() if names
+            )
+    match = re.search(r"Configurable '(\w+)' doesn't have a parameter named '(\w+)'", text)
+    if match:
+        params = _parameters(match.group(1))
+        close = difflib.get_close_matches(match.group(2), params)
+        text += f"\nDid you mean {', '.join(close)}?" if close else ""
+        text += f"\nIts parameters: {', '.join(params)}" if params else ""
+    return text
+
+
+def _parameters(configurable: str) -> list[str]:
+    from epgkit.components import KINDS, registered
+
+    known = {"Experiment": Experiment}
+    for kind in KINDS:
+        known.update(registered(kind))
+    obj = known.get(configurable)
+    return [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+
+
+class _QuietIncludeMisses(logging.Filter):
+    """Gin logs an ERROR for every search-path entry an include is not in; that is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Path not found")
+
+
+def parse(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> list[Path]:
+    """Clears gin and parses ``files`` then ``bindings`` (later ones win); returns the paths."""
+    import epgkit.components  # noqa: F401  (registers every built-in configurable)
+
+    paths = [resolve(str(f)) for f in files]
+    root = logging.getLogger()
+    if not any(isinstance(f, _QuietIncludeMisses) for f in root.filters):
+        root.addFilter(_QuietIncludeMisses())
+    gin.clear_config()
+    gin.add_config_file_search_path(str(GIN_DIR))
+    try:
+        gin.parse_config_files_and_bindings([str(p) for p in paths], list(bindings))
+    except tokenize.TokenError as err:
+        raise ConfigError(
+            f"unbalanced brackets in {', '.join(map(str, paths))} or the bindings: {err.args[0]}"
+        ) from None
+    except RecursionError as err:
+        raise ConfigError(_include_cycle(err, paths)) from None
+    except Exception as err:
+        if _raised_by_a_module(err):  # `import my_module` ran the module, and it raised
+            from epgkit.method.user_code import describe
+
+            where = " ".join(x.strip() for x in str(err).splitlines()[1:])  # gin's file, line
+            raise ConfigError(
+                f"a module the config imports raised an error when imported: {describe(err)}"
+                + (f" ({where})" if where else "")
+            ) from None
+        if isinstance(err, ValueError | SyntaxError | ImportError | TypeError | OSError):
+            raise ConfigError(_explain(err)) from None
+        raise
+    return paths
+
+
+def _raised_by_a_module(err: BaseException) -> bool:
+    """Whether ``err`` was raised while a module's top-level code ran (an import)."""
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "<module>":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _include_cycle(err: RecursionError, paths: Sequence[Path]) -> str:
+    """Names the files of an include cycle, read off the include chain gin adds to the error
+    (innermost first), which repeats once the chain has come round."""
+    chain = re.findall(r'In file "([^"]+)", line \d+', str(err))[::-1]
+    for end, name in enumerate(chain):
+        if name in chain[:end]:
+            cycle = chain[chain.index(name) : end + 1]
+            return (
+                f"gin include cycle: {' includes '.join(cycle)}; a config file cannot include "
+                "itself, directly or through others"
+            )
+    return f"gin includes nest too deeply under {', '.join(map(str, paths))} (an include cycle?)"
+
+
+def build(factory):
+    """Calls a gin-configured factory, turning bad values into a ``ConfigError``."""
+    try:
+        return factory()
+    except (ValueError, TypeError) as err:
+        raise ConfigError(_explain(err)) from None
+
+
+def with_policies(exp: Experiment) -> Experiment:
+    """``exp`` with a policy in every inner loop whose config names none.
+
+    ``InnerLoop.policy = None`` (base.gin) means the default of the env's action space:
+    ``GaussianMLP`` for Box actions, ``CategoricalMLP`` for Discrete ones. It is built here,
+    in the driver, through gin, so that its bindings (``GaussianMLP.hidden``,
+    ``CategoricalMLP.hidden``) apply and the operative config records them. Baselines
+    without a policy of their own get the same one, so comparisons stay like for like.
+    """
+    loops = [exp.inner, *exp.baselines.values()]
+    if all(loop.policy is not None for loop in loops):
+        return exp
+    policy = exp.inner.policy
+    if policy is None:
+        # A bad binding (GaussianMLP.activation = 'swish') is a ConfigError, as elsewhere.
+        policy = build(lambda: gin.get_configurable(default_policy(exp.inner.dims()))())
+
+    def fill(loop: InnerLoop) -> InnerLoop:
+        return loop if loop.policy is not None else replace(loop, policy=policy)
+
+    baselines = {name: fill(loop) for name, loop in exp.baselines.items()}
+    return replace(exp, inner=fill(exp.inner), baselines=baselines)

@@ -1,0 +1,221 @@
+"""From config files to a running evolution: parse, build, open the run directory, report.
+
+Shared by ``epgkit evolve`` and ``epgkit sweep`` so that a sweep point is an ordinary run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gin
+from gin.config import ParserDelegate
+from gin.config_parser import BindingStatement, ConfigParser
+
+from epgkit.method.evolve import evolve
+from epgkit.method.experiment import Experiment
+from epgkit.method.strategies import ESState
+from epgkit.run import config, preflight
+from epgkit.run.cluster import Executor
+from epgkit.run.lock import DirLock
+from epgkit.run.paths import check_dir, exists
+from epgkit.run.plotting import plot_fitness
+from epgkit.run.resume import check_config, plan_repair
+from epgkit.run.rundir import BEST_LOSS, CHECKPOINT, LAST_LOSS, RunDir, RunDirError
+
+#: What ``--resume`` may change: where the run goes on, and (recorded in its config.gin) how
+#: many epochs it runs. Anything else would make one run out of two experiments.
+WHERE = ("Experiment.workers", "Experiment.scheduler", "Experiment.connect_timeout",
+         "Experiment.worker_timeout")  # fmt: skip
+EXTEND = ("Experiment.epochs",)
+RESUMABLE = (*WHERE, *EXTEND, "Experiment.run_dir")  # the run directory may have moved
+
+
+@dataclass
+class Prepared:
+    """A built and checked experiment, holding its run directory's lock until ``close``
+    (use as ``with prepare(...) as prepared:``); the directory is written by ``open``."""
+
+    exp: Experiment
+    run: RunDir
+    meta: dict[str, Any]
+    config: str
+    files: list[str]
+    resume: bool
+    extend: tuple[str, ...] = ()  # bindings a resume adds to the run's config.gin
+    lock: DirLock | None = None
+
+    def close(self) -> None:
+        """Releases the run directory (a start refused after ``prepare`` leaves no trace)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> Prepared:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Creates the run directory (or reopens it to resume) and writes the configs."""
+        if not self.resume:
+            self.run.create(self.config, self.files)
+        elif self.extend:
+            with open(self.run.path / "config.gin", "a") as f:
+                f.write(f"\n# --resume {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+                f.write("".join(f"{b}\n" for b in self.extend))
+        self.run.write_operative(self.meta["operative_config"])
+
+
+def _check_resume_bindings(bindings: Sequence[str]) -> tuple[str, ...]:
+    """Refuses bindings that would change a resumed run; returns those to record."""
+    changed, extend = [], []
+    for binding in bindings:
+        try:  # gin's own parser: multi-line values, scopes and comments are its business
+            statements = list(ConfigParser(binding, ParserDelegate(skip_unknown=True)))
+        except Exception:  # noqa: BLE001  (a malformed binding: config.parse reports it)
+            continue
+        for st in statements:
+            if not isinstance(st, BindingStatement):
+                changed.append(binding.strip())  # import / include
+                continue
+            name = f"{st.scope + '/' if st.scope else ''}{st.selector}.{st.arg_name}"
+            if name in EXTEND:
+                extend.append(f"{name} = {st.value!r}")
+            elif name not in WHERE:
+                changed.append(name)
+    if changed:
+        raise config.ConfigError(
+            f"--resume continues a run as it was configured; it cannot change "
+            f"{', '.join(changed)} (it may set {', '.join(EXTEND + WHERE)}). "
+            f"Start a new run to try other settings."
+        )
+    return tuple(extend)
+
+
+def flag_bindings(**flags: object) -> list[str]:
+    """``Experiment`` bindings for the flags that were given (the CLI's flags are sugar)."""
+    return [f"Experiment.{k} = {v!r}" for k, v in flags.items() if v is not None]
+
+
+def prepare(
+    configs: Sequence[str], bindings: Sequence[str] = (), resume: str | None = None
+) -> Prepared:
+    """Parses the configs, builds the experiment, locks and checks its run directory.
+
+    Nothing is written here but the lock file (and the folder that holds it): ``Prepared.open``
+    writes once the cluster is reached too, and a refused start, released, leaves no trace.
+
+    Raises:
+        Busy: Another process writes the run directory.
+    """
+    if resume is not None:
+        if not (exists(resume, "--resume") and (Path(resume) / "config.gin").is_file()):
+            raise RunDirError(f"--resume {resume}: not an epgkit run directory (no config.gin)")
+        check_dir(resume, "--resume")  # a read-only place
+        if configs:
+            raise config.ConfigError(
+                "--resume takes its config from the run directory; give no config files"
+            )
+    lock = DirLock(resume) if resume is not None else None
+    try:
+        if lock is not None:  # the checkpoint and logs are read under the lock
+            lock.acquire()
+        prepared = _prepare(configs, bindings, resume)
+        if lock is None:  # a new run: refused if another process writes its folder, or did
+            check_dir(prepared.run.path, "--run-dir")  # a file there, a read-only place, ...
+            lock = DirLock(prepared.run.path).acquire()
+            prepared.run.check_free()
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    prepared.lock = lock
+    return prepared
+
+
+def _prepare(configs: Sequence[str], bindings: Sequence[str], resume: str | None) -> Prepared:
+    ckpt = None
+    if resume is not None:
+        run = RunDir(resume)
+        extend = _check_resume_bindings(bindings)
+        configs = [str(run.path / "config.gin")]
+        bindings = [*bindings, f"Experiment.run_dir = {str(run.path)!r}"]
+        if (run.path / CHECKPOINT).exists():
+            # A corrupt checkpoint is refused here, before anything runs.
+            ckpt = run.load_checkpoint()
+        plan_repair(run.path, ckpt)  # logs that disagree with it are refused now
+        done = 0 if ckpt is None else int(ckpt["epoch"])
+    elif not configs:
+        raise config.ConfigError("give at least one config file, e.g. gin/quickstart.gin")
+    else:
+        extend, done = (), 0
+    paths = config.parse(configs, bindings)
+    exp = config.build(Experiment)
+    if exp.run_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        with gin.unlock_config():
+            gin.bind_parameter("Experiment.run_dir", str(Path("runs") / paths[0].stem / stamp))
+        exp = config.build(Experiment)
+    exp = config.with_policies(exp)  # policy None: the env's action space chooses
+    if resume is not None and extend and exp.epochs <= done:
+        raise config.ConfigError(
+            f"--resume {resume}: the run has done {done} epochs already; "
+            f"Experiment.epochs = {exp.epochs} adds none"
+        )
+    # Values, env, memory and the user's env and loss on a tiny batch, before anything is written.
+    dims = preflight.check_experiment(exp)
+    meta = {
+        "env_id": exp.inner.env_id,
+        "loss": type(exp.inner.loss).__name__,
+        "policy": repr(exp.inner.policy),
+        "phi_size": preflight.phi_size(exp.inner),
+        "obs_dim": dims.obs_dim,
+        "act_dim": dims.act_dim,
+        "operative_config": gin.operative_config_str(),
+    }
+    run = RunDir(exp.run_dir)
+    if resume is not None:  # an edited config.gin is refused as a -b change would be
+        check_config(run.path, meta["operative_config"], meta["phi_size"], ckpt, RESUMABLE)
+    files = [str(p) for p in paths]
+    return Prepared(exp, run, meta, gin.config_str(), files, resume is not None, extend)
+
+
+def run_evolution(
+    prepared: Prepared, executor: Executor, echo: Callable[[str], None] = print
+) -> ESState:
+    """Evolves, printing a line per epoch and refreshing ``plots/fitness.png``."""
+    prepared.open()
+    exp, run, meta = prepared.exp, prepared.run, prepared.meta
+    where = exp.scheduler or ("in-process" if exp.n_workers == 0 else f"{exp.n_workers} workers")
+    echo(
+        f"epgkit: evolving {meta['loss']} (|φ| = {meta['phi_size']:,}) on "
+        f"{exp.inner.env_id} with {meta['policy']}: E={exp.epochs} W={exp.inner_loops} "
+        f"V={exp.strategy.population} U={exp.inner.steps} on {where} → {run.path}"
+    )
+    started = time.perf_counter()
+
+    def report(m: dict) -> None:
+        elapsed = time.perf_counter() - started
+        echo(
+            f"epoch {m['epoch'] + 1:>4}/{exp.epochs}  fitness {m['fitness_mean']:9.2f}"
+            f" ± {m['fitness_std']:7.2f}  max {m['fitness_max']:9.2f}  "
+            f"α {m['alpha']:.2f}  failed {m['failures']}  {m['wall_s']:5.1f} s  "
+            f"({elapsed:5.0f} s total)"
+        )
+        plot_fitness([run.path], run.path / "plots" / "fitness.png")
+
+    # Logs that disagree with the checkpoint are refused; those a crash cut short are completed
+    # from it (see epgkit.run.resume for every moment a kill can leave).
+    plan_repair(run.path, run.checkpoint()).apply()
+    state = evolve(exp, run, executor, report, meta)
+    took = f"done in {time.perf_counter() - started:.0f} s"
+    if (run.path / BEST_LOSS).exists():
+        echo(f"{took}; best loss: {run.path / BEST_LOSS}")
+    else:  # every epoch so far was guided (α > 0) or failed
+        echo(f"{took}; no epoch without guidance yet, so no best loss: latest φ in "
+             f"{run.path / LAST_LOSS}")  # fmt: skip
+    return state

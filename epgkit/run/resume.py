@@ -1,0 +1,187 @@
+"""What a resume checks before it writes anything, and the one repair it makes.
+
+An epoch commits in this order (``evolve``): ``best_loss.pt`` and ``loss.pt``, then
+``checkpoint.pt`` (each replaced atomically), then its records are appended to
+``inner_loops.jsonl``, then its line to ``metrics.jsonl``. The checkpoint also holds those
+lines. A kill at any moment therefore leaves one of:
+
+1. the checkpoint and the logs at epoch e (the losses may already hold epoch e's φ, which the
+   resumed epoch e, repeating the same draws, writes again bit for bit);
+2. the checkpoint at e + 1, the logs at e, with some of epoch e's records appended and the
+   last one maybe torn (no newline);
+3. the checkpoint and the records at e + 1, the metrics at e, maybe with a torn last line.
+
+So the logs may lack lines of the last checkpointed epoch only, and may end in a torn line.
+Resuming cuts the torn line and appends the missing lines from the checkpoint; it never removes
+a complete line. Anything else (a log missing earlier epochs or ahead of the checkpoint, lines
+that differ from what the checkpoint holds, logs without a checkpoint) is not a crash's doing
+and is refused, naming what disagrees, with the run directory untouched.
+
+The config a resume rebuilds is compared with ``operative_config.gin`` (what the run used, with
+every default): editing ``config.gin`` is refused like a ``-b`` change, binding by binding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gin.config import ParserDelegate
+from gin.config_parser import BindingStatement, ConfigParser
+
+from epgkit.errors import ConfigError
+from epgkit.run.rundir import (
+    CHECKPOINT,
+    METRICS,
+    OPERATIVE,
+    RECORDS,
+    RunDirError,
+    json_safe,
+    jsonl_rows,
+)
+
+
+@dataclass(frozen=True)
+class LogRepair:
+    """What makes the logs agree with the checkpoint: torn last lines cut, then lines appended
+    (records before metrics, as an epoch commits them)."""
+
+    cuts: tuple[tuple[Path, int], ...] = ()  # (file, size of its complete lines)
+    appends: tuple[tuple[Path, tuple[str, ...]], ...] = ()  # (file, lines without newline)
+
+    def apply(self) -> None:
+        for path, size in self.cuts:
+            with open(path, "r+b") as f:
+                f.truncate(size)
+        for path, lines in self.appends:
+            with open(path, "a") as f:
+                f.writelines(f"{line}\n" for line in lines)
+
+
+def plan_repair(run_path: Path, ckpt: dict[str, Any] | None) -> LogRepair:
+    """Checks the logs against the checkpoint (reading only); returns what completes them.
+
+    Raises:
+        RunDirError: The logs and the checkpoint disagree in a way no crash leaves.
+    """
+    metrics, records = run_path / METRICS, run_path / RECORDS
+    if ckpt is None:
+        for path in (metrics, records):
+            if path.exists() and path.stat().st_size:
+                raise RunDirError(
+                    f"{path} holds epochs but {run_path / CHECKPOINT} is missing, so the run "
+                    "cannot continue from them; restore the checkpoint or start a new run"
+                )
+        return LogRepair()
+    done = ckpt["epoch"]
+    last_records = [_line(r) for r in json.loads(ckpt["records"])]
+    w = len(last_records)
+    last_metrics = [_line(json.loads(ckpt["metrics_line"]))]
+    cuts, appends = [], []
+    for path, per_epoch, last in ((records, w, last_records), (metrics, 1, last_metrics)):
+        rows, size = _complete(path)
+        if size is not None:
+            cuts.append((path, size))
+        kept = _check(path, rows, per_epoch, done, last)
+        if kept < len(last):
+            appends.append((path, tuple(last[kept:])))
+    return LogRepair(tuple(cuts), tuple(appends))
+
+
+def _line(row: dict[str, Any]) -> str:
+    """A log line as ``RunDir.append`` writes it."""
+    return json.dumps(json_safe(row))
+
+
+def _complete(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], int | None]:
+    """The complete lines of a log, and the size to cut it to if its last line is torn."""
+    if not path.exists():
+        return [], None
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    return jsonl_rows(path), (end if end != len(data) else None)
+
+
+def _check(path: Path, rows: list, per_epoch: int, done: int, last: list[str]) -> int:
+    """Checks a log holds epochs 0 .. done - 1 in order, ``per_epoch`` lines each, with the last
+    epoch's lines a prefix of the checkpoint's ``last``; returns how many of those it holds."""
+    first_of_last = (done - 1) * per_epoch
+    for k, (number, row) in enumerate(rows):
+        epoch = row.get("epoch")
+        if not isinstance(epoch, int) or isinstance(epoch, bool):
+            raise RunDirError(f"{path}, line {number}: not an epoch's line; cannot resume")
+        if k >= done * per_epoch:
+            raise RunDirError(
+                f"{path}, line {number}: epoch {epoch} is beyond the {done} epochs "
+                f"{CHECKPOINT} has done; the log and the checkpoint disagree, cannot resume"
+            )
+        if epoch != k // per_epoch:
+            raise RunDirError(
+                f"{path}, line {number}: epoch {epoch} where epoch {k // per_epoch} belongs; "
+                "the log was edited or written twice, cannot resume"
+            )
+        if k >= first_of_last and json.loads(last[k - first_of_last]) != row:
+            raise RunDirError(
+                f"{path}, line {number}: epoch {epoch} differs from what {CHECKPOINT} holds "
+                "for it; the log and the checkpoint disagree, cannot resume"
+            )
+    if len(rows) < first_of_last:
+        lost = len(rows) // per_epoch
+        span = f"epoch {lost}" if lost >= done - 2 else f"epochs {lost} to {done - 2}"
+        raise RunDirError(
+            f"{path} lacks {span} of the {done} epochs {CHECKPOINT} has done (only the last "
+            "can be restored from it); restore the log or start a new run"
+        )
+    return len(rows) - max(first_of_last, 0)
+
+
+def gin_bindings(text: str, where: str) -> dict[str, str]:
+    """Every binding of a gin text, by its full name (``scope/Configurable.param``), as the
+    repr of its parsed value."""
+    try:
+        statements = list(ConfigParser(text, ParserDelegate(skip_unknown=True)))
+    except Exception as err:  # noqa: BLE001  (gin raises several kinds for a damaged file)
+        raise RunDirError(f"{where} cannot be read as gin ({err})") from None
+    return {
+        f"{st.scope + '/' if st.scope else ''}{st.selector}.{st.arg_name}": repr(st.value)
+        for st in statements
+        if isinstance(st, BindingStatement)
+    }
+
+
+def check_config(
+    run_path: Path, operative: str, phi_size: int, ckpt: dict[str, Any] | None,
+    free: Collection[str],
+) -> None:  # fmt: skip
+    """Refuses a rebuilt config that differs from the one the run used (except ``free``
+    bindings), or whose φ does not have the checkpoint's size (which a changed loss or
+    another epgkit version may cause without any binding changing).
+
+    Bindings present on one side only (a parameter added or removed by another epgkit
+    version) are not compared; a run directory without ``operative_config.gin`` is compared
+    on φ's size alone.
+    """
+    recorded = run_path / OPERATIVE
+    if recorded.is_file():
+        before = gin_bindings(recorded.read_text(), str(recorded))
+        now = gin_bindings(operative, "")
+        changed = [
+            f"{name} ({before[name]} when the run started, {now[name]} now)"
+            for name in sorted(before.keys() & now.keys())
+            if name not in free and before[name] != now[name]
+        ]
+        if changed:
+            raise ConfigError(
+                f"--resume {run_path} continues the run as it was configured; it cannot change "
+                f"{', '.join(changed)}. Restore its config.gin, or start a new run to try other "
+                "settings."
+            )
+    if ckpt is not None and ckpt["phi"].numel() != phi_size:
+        raise ConfigError(
+            f"--resume {run_path}: {CHECKPOINT} holds a φ of {ckpt['phi'].numel():,} numbers "
+            f"but the config now builds a loss with {phi_size:,}; a resumed run continues as "
+            "it was configured, so start a new run to try another loss"
+        )

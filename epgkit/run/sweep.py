@@ -1,0 +1,235 @@
+"""Running a sweep: its directory, and every point of its plan as an ordinary run.
+
+Each point of a sweep is an ordinary run directory, built by ``launch.prepare`` and evolved by
+``launch.run_evolution``: runnable, resumable (``epgkit evolve --resume``) and plottable on
+its own, its bindings recorded in its ``config.gin``. The sweep directory holds the points,
+``sweep.json`` (what the sweep is, so that re-running the same command resumes it and a
+different one is refused), ``summary.csv``, ``summary.md``, ``fitness.png`` and ``log.txt``.
+
+Re-running an interrupted sweep skips finished points (checkpoint epoch = Experiment.epochs),
+resumes unfinished ones from their checkpoint and starts the others; since an epoch depends
+only on the seed and the state before it, a resumed point ends exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from gymnasium.error import Error as GymError
+
+from epgkit.method.experiment import Experiment
+from epgkit.method.user_code import UserCodeError
+from epgkit.run import config, preflight
+from epgkit.run.cluster import Executor
+from epgkit.run.launch import prepare, run_evolution
+from epgkit.run.lock import LOCK, DirLock
+from epgkit.run.paths import check_dir, naming
+from epgkit.run.progress import Progress, log_to
+from epgkit.run.rundir import CHECKPOINT, RunDir, RunDirError
+from epgkit.run.sweep_plan import Plan, Point
+from epgkit.run.sweep_summary import Row, summarize, write_summary
+from epgkit.run.tracking import track_evolution
+from epgkit.run.wandb_log import WandbOptions
+
+SWEEP_JSON = "sweep.json"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A checked plan and its directory, whose lock it holds until ``close`` (use as ``with
+    open_sweep(...) as sweep:``); ``workers``, ``scheduler``, ``timeout`` and
+    ``worker_timeout`` say where its points run (``cluster.connect``'s arguments)."""
+
+    plan: Plan
+    path: Path
+    points: tuple[Point, ...]
+    epochs: tuple[int, ...]
+    flags: tuple[str, ...]
+    workers: int
+    scheduler: str | None
+    timeout: float
+    worker_timeout: float
+    lock: DirLock | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def close(self) -> None:
+        """Releases the sweep directory."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> Sweep:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def point_dir(self, point: Point) -> Path:
+        return self.path / point.name
+
+    def create(self) -> None:
+        """Writes ``sweep.json`` into a new sweep directory (``open_sweep`` has checked that an
+        existing one holds this same sweep)."""
+        spec = self.path / SWEEP_JSON
+        if spec.is_file():
+            return
+        record = {
+            **self.plan.identity(),
+            "points": [{"name": q.name, "bindings": list(q.bindings)} for q in self.points],
+        }
+        with naming(spec):
+            spec.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def default_out(p: Plan) -> Path:
+    """``runs/<config>/<name>``: the same command always finds its own sweep again."""
+    return Path("runs") / Path(p.configs[0]).stem / p.name()
+
+
+def open_sweep(
+    p: Plan, out: str | Path | None = None, flags: Sequence[str] = (), record: bool = True
+) -> Sweep:
+    """Checks every point's config, then starts ``out`` or checks it holds this same sweep.
+
+    ``flags`` are bindings that do not change results (``Experiment.workers``, ``scheduler``):
+    recorded in each new point's config.gin, not part of what makes the sweep.
+    Nothing is written before every point's config passed; then the sweep directory is
+    locked (``Busy`` if another process writes it) until the returned sweep is closed.
+    ``record=False`` leaves ``sweep.json`` to ``run_sweep``, so that a sweep refused later (its
+    cluster cannot be reached) leaves no trace once closed.
+    """
+    path = Path(out) if out is not None else default_out(p)
+    points = p.points()
+    exps, checked = [], []  # checked: (inner loop, guided) whose env and loss ran
+    for point in points:
+        try:
+            config.parse(p.configs, [*p.bindings, *flags, *point.bindings])
+            exp = config.with_policies(config.build(Experiment))
+            exps.append(exp)
+            # Every point is checked before any runs; the env and loss run once per inner loop.
+            if (exp.inner, exp.alpha(0) > 0) not in checked:
+                checked.append((exp.inner, exp.alpha(0) > 0))
+                preflight.check_experiment(exp)
+            else:
+                preflight.check_values(exp)
+                preflight.check_memory(exp, exp.inner.dims(), preflight.phi_size(exp.inner))
+        except (config.ConfigError, GymError) as err:
+            raise config.ConfigError(f"sweep point {point.name}: {err}") from None
+        except UserCodeError as err:
+            raise UserCodeError(f"sweep point {point.name}: {err}") from err
+    check_dir(path, "--out")  # a file there, a read-only place, a name too long
+    spec = path / SWEEP_JSON
+    lock = DirLock(path).acquire()
+    try:
+        if spec.is_file():
+            _check_same(path, json.loads(spec.read_text()), p.identity())
+        elif any(q.name != LOCK for q in path.iterdir()):
+            raise RunDirError(f"{path} exists and is not a sweep directory (no {SWEEP_JSON})")
+        epochs = tuple(e.epochs for e in exps)
+        # One cluster serves every point: the first point's settings choose it.
+        first = exps[0]
+        sweep = Sweep(
+            p,
+            path,
+            tuple(points),
+            epochs,
+            tuple(flags),
+            first.n_workers,
+            first.scheduler,
+            first.connect_timeout,
+            first.worker_timeout,
+            lock,
+        )
+        if record:
+            sweep.create()
+    except BaseException:
+        lock.release()
+        raise
+    return sweep
+
+
+def _check_same(path: Path, recorded: dict[str, Any], identity: dict[str, Any]) -> None:
+    for key, value in identity.items():
+        if recorded.get(key) != value:
+            raise RunDirError(
+                f"{path} holds a different sweep ({key}: {_show(key, recorded.get(key))} there, "
+                f"{_show(key, value)} here); re-run that sweep's own command to resume it, "
+                "or choose another --out"
+            )
+
+
+def _show(key: str, value: Any) -> str:
+    if key == "grid" and isinstance(value, dict):
+        return " × ".join(f"{k}=[{', '.join(v)}]" for k, v in value.items())
+    return str(value)
+
+
+def epochs_done(run_dir: Path) -> int:
+    """Epochs of a point's last complete checkpoint (0 if it has none)."""
+    if not (run_dir / CHECKPOINT).exists():
+        return 0
+    return int(RunDir(run_dir).load_checkpoint()["epoch"])
+
+
+def run_sweep(
+    sweep: Sweep,
+    executor: Executor,
+    progress: Progress,
+    wandb: WandbOptions | None = None,
+) -> list[Row]:
+    """Runs (or resumes) every point on one executor; writes and returns the summary."""
+    group = replace(wandb, group=wandb.group or sweep.name) if wandb is not None else None
+    sweep.create()
+    with log_to(sweep.path):
+        done = [
+            min(epochs_done(sweep.point_dir(q)), e)
+            for q, e in zip(sweep.points, sweep.epochs, strict=True)
+        ]
+        finished = sum(d == e for d, e in zip(done, sweep.epochs, strict=True))
+        progress.echo(
+            f"epgkit: sweep of {len(sweep.points)} points ({finished} finished, "
+            f"{sum(0 < d < e for d, e in zip(done, sweep.epochs, strict=True))} to resume) "
+            f"→ {sweep.path}"
+        )
+        total = progress.bar("sweep epochs", sum(sweep.epochs), sum(done))
+        for i, (point, epochs, before) in enumerate(
+            zip(sweep.points, sweep.epochs, done, strict=True)
+        ):
+            where = f"point {i + 1}/{len(sweep.points)} {point.name}"
+            if before >= epochs:
+                progress.echo(f"{where}: finished ({before}/{epochs} epochs), skipped")
+                continue
+            run_dir = sweep.point_dir(point)
+            if (run_dir / "config.gin").is_file():
+                progress.echo(f"{where}: resuming at epoch {before + 1}/{epochs}")
+                prepared = prepare([], sweep.flags, resume=str(run_dir))
+            else:
+                progress.echo(f"{where}: starting")
+                prepared = prepare(
+                    sweep.plan.configs,
+                    [
+                        *sweep.plan.bindings,
+                        *point.bindings,
+                        *sweep.flags,
+                        f"Experiment.run_dir = {str(run_dir)!r}",
+                    ],
+                )
+            with (
+                prepared,  # holds the point's lock while it runs
+                track_evolution(
+                    prepared, progress, group, point.name, lambda m: total.update(advance=1), False
+                ) as tracker,
+            ):
+                run_evolution(prepared, tracker.wrap(executor), tracker.echo)
+            write_summary(sweep, summarize(sweep))
+        total.close()
+        rows = summarize(sweep)
+        write_summary(sweep, rows)
+        progress.echo(f"sweep done: {sweep.path / 'summary.md'}")
+    return rows

@@ -1,0 +1,1 @@
+"""Tools over runs and losses: analyses, renders, task pictures."""

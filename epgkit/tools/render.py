@@ -1,0 +1,109 @@
+"""Pictures of a trained policy: an episode of the final policy as a GIF (Figures 3, 4, 14).
+
+MuJoCo renders offscreen through EGL (set before mujoco is imported); without a GL backend
+``render_problem`` says why in one line before any training, and ``render_episode`` returns a
+one-line reason instead of writing anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from epgkit.method.inner_loop import InnerLoop  # noqa: E402
+from epgkit.run.paths import naming  # noqa: E402
+from epgkit.tools.envshow import (  # noqa: E402
+    mujoco_gl_problem,
+    quiet_failed_viewers,
+    render_failure,
+    render_modes,
+)
+
+
+def _rendering(inner: InnerLoop) -> InnerLoop:
+    return dataclasses.replace(inner, env_kwargs=(*inner.env_kwargs, ("render_mode", "rgb_array")))
+
+
+def render_problem(inner: InnerLoop, task_seed: int) -> str | None:
+    """Why no frame of ``inner``'s env can be rendered here, or None if one can.
+
+    Cheap (one reset and one frame), so a command checks it before training a policy that
+    could not be pictured anyway. Call ``mujoco_gl_problem`` before anything imports mujoco
+    so that a missing GL backend is reported here rather than failing the import.
+    """
+    gl_problem = mujoco_gl_problem()
+    modes = render_modes(inner.env_id)
+    if modes is not None and "rgb_array" not in modes:
+        return f"no frames: {inner.env_id} cannot render rgb_array frames (its modes: {modes})"
+    with quiet_failed_viewers():
+        env = _rendering(inner).make_env(task_seed)
+        try:
+            env.reset(seed=task_seed % 2**31)
+            frame = env.render()
+        except Exception as error:  # no GL shows as EGLError, FatalError, ImportError, ...
+            return "no frames: " + render_failure(env, inner.env_id, error, gl_problem)
+        finally:
+            env.close()
+    if frame is None or np.ndim(frame) != 3:
+        return f"no frames: {inner.env_id} rendered no rgb_array frame"
+    return None
+
+
+def render_episode(
+    inner: InnerLoop,
+    policy: dict[str, np.ndarray],
+    task_seed: int,
+    out: str | Path,
+    max_steps: int = 300,
+    every: int = 2,
+) -> tuple[float, str | None]:
+    """Runs one episode of the trained policy (its mean action) and writes a GIF of it.
+
+    Returns:
+        The episode's return, and None or why no picture could be made.
+    """
+    from PIL import Image
+
+    env = _rendering(inner).make_env(task_seed)
+    dims = inner.dims()
+    pi = inner.policy_for(dims)
+    theta = {k: torch.from_numpy(v).unsqueeze(0) for k, v in policy.items()
+             if not k.startswith("obs_")}  # fmt: skip
+    obs, _ = env.reset(seed=task_seed % 2**31)
+    frames, total, reason = [], 0.0, None
+    try:
+        for t in range(max_steps):
+            if t % every == 0 and reason is None:
+                with quiet_failed_viewers():
+                    try:
+                        frames.append(np.asarray(env.render()))
+                    except Exception as err:  # no GL shows as EGLError, FatalError, ImportError
+                        reason = "no frames: " + render_failure(
+                            env, inner.env_id, err, mujoco_gl_problem()
+                        )
+            obs_n = np.clip((obs - policy["obs_mean"]) / policy["obs_std"], -10, 10)
+            with torch.no_grad():
+                dist = pi.dist(theta, torch.tensor(obs_n, dtype=torch.float32)[None, None])
+                act = pi.mode(dist)[0, 0].numpy()
+            action = int(act[0]) if dims.discrete else np.clip(act, dims.act_low, dims.act_high)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            if terminated or truncated:
+                break
+    finally:
+        env.close()
+    if reason is None and frames:
+        images = [Image.fromarray(f) for f in frames]
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        with naming(out):
+            images[0].save(
+                out, save_all=True, append_images=images[1:], duration=40 * every, loop=0
+            )
+    return total, reason
