@@ -15,6 +15,7 @@ from epgkit.method.experiment import Experiment
 from epgkit.method.user_code import UserCodeError
 from epgkit.run import config
 from epgkit.run.cluster import InProcess, connect
+from epgkit.run.resume import plan_repair
 from epgkit.run.rundir import RunDir, load_loss
 
 TIMING = ("wall_s",)
@@ -168,6 +169,7 @@ def test_resume_completes_logs_lost_between_checkpoint_and_append(tmp_path):
     (run.path / "metrics.jsonl").write_text("".join(lines[:-1]))
     records = (run.path / "inner_loops.jsonl").read_text().splitlines(keepends=True)
     (run.path / "inner_loops.jsonl").write_text("".join(records[: -exp.inner_loops]))
+    plan_repair(run.path, run.checkpoint()).apply()  # as the driver does before evolving
     evolve(exp, run, InProcess())
     assert metrics(run) == expected
     assert (run.path / "inner_loops.jsonl").read_text().splitlines(keepends=True) == records

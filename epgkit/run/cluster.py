@@ -225,7 +225,10 @@ def connect(
         threads_per_worker=1,
         processes=True,
         dashboard_address=None,
-        silence_logs=logging.ERROR,
+        # A worker's log goes to the user's terminal; what matters of it reaches the run as a
+        # result or a lost worker, while its ERRORs during our own shutdown (a heartbeat that
+        # finds the scheduler closing, on a busy machine) would only alarm.
+        silence_logs=logging.CRITICAL,
     )
     client = Client(cluster)
     try:
