@@ -257,8 +257,15 @@ class InnerLoop:
         )  # fmt: skip
         tasks = envs.close()
         results = [
-            _result(job, returns[i], t + 1 + eval_steps[i], tasks[i], alive.failed[i],
-                    envs.episodes[i], kl[i])  # fmt: skip
+            _result(
+                job,
+                returns[i],
+                t + 1 + eval_steps[i],
+                tasks[i],
+                alive.failed[i],
+                envs.episodes[i],
+                kl[i],
+            )  # fmt: skip
             for i, job in enumerate(jobs)
         ]
         if keep_policy:
