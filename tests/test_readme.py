@@ -40,8 +40,8 @@ def test_readme_shows_the_two_setup_commands_and_ci_runs_the_second():
 @pytest.mark.parametrize("workers", ["0", "1"])
 def test_custom_loss_and_env_from_the_readme_evolve(user_dir: Path, workers: str):
     run = user_dir / "run"
-    # The user's folder first, then the checkout under test (when it is on PYTHONPATH).
-    path = os.pathsep.join([str(user_dir), os.environ.get("PYTHONPATH", "")])
+    # The user's folder, then this checkout's epgkit (not another one the venv may install).
+    path = os.pathsep.join([str(user_dir), str(ROOT)])
     out = subprocess.run(
         [sys.executable, "-m", "epgkit.cli", "evolve", str(ROOT / "gin/quickstart.gin"),
          str(ROOT / "gin/debug.gin"), "--run-dir", str(run), "--workers", workers,

@@ -255,24 +255,13 @@ class InnerLoop:
             envs, lambda s, z: act(policy, theta, theta_np, s, z), obs_norm, noise,
             alive.failed, self.eval_episodes, self.eval_max_steps,
         )  # fmt: skip
-        tasks = envs.close()
-        results = [
-            _result(
-                job,
-                returns[i],
-                t + 1 + eval_steps[i],
-                tasks[i],
-                alive.failed[i],
-                envs.episodes[i],
-                kl[i],
-            )  # fmt: skip
-            for i, job in enumerate(jobs)
-        ]
-        if keep_policy:
-            for i, result in enumerate(results):
-                result.policy = {name: t[i].detach().numpy().copy() for name, t in theta.items()}
-                result.policy["obs_mean"] = obs_norm.mean[i].copy()
-                result.policy["obs_std"] = obs_norm.std[i].copy()
+        tasks, steps = envs.close(), t + 1
+        results = [Result.of(job, returns[i], steps + eval_steps[i], tasks[i], alive.failed[i],
+                             envs.episodes[i], kl[i]) for i, job in enumerate(jobs)]  # fmt: skip
+        for i, result in enumerate(results if keep_policy else []):
+            result.policy = {name: p[i].detach().numpy().copy() for name, p in theta.items()}
+            result.policy["obs_mean"] = obs_norm.mean[i].copy()
+            result.policy["obs_std"] = obs_norm.std[i].copy()
         return results
 
     def _phi(self, jobs: Sequence[Job], ctx: LossContext, theta: Params) -> torch.Tensor:
@@ -286,23 +275,6 @@ class InnerLoop:
         elif flat.shape[1] != p:
             raise ValueError(f"φ has {flat.shape[1]} numbers, the loss {p}")
         return torch.from_numpy(np.ascontiguousarray(flat[:, :p]))
-
-
-def _result(
-    job: Job,
-    returns: list[float],
-    env_steps: int,
-    task: dict[str, Any],
-    failed: str | None,
-    episodes: list[tuple[int, float]],
-    kl: list[float],
-) -> Result:
-    """An inner loop's result: the fitness is the mean evaluation return, −inf if it failed."""
-    fitness = float(np.mean(returns)) if returns and not failed else -np.inf
-    if not np.isfinite(fitness) and not failed:
-        failed = "non-finite evaluation return"
-    return Result(job.index, job.candidate, job.task_seed, job.seed, fitness, returns,
-                  env_steps, task, failed, episodes, kl)  # fmt: skip
 
 
 def run_batch(inner: InnerLoop, jobs: Sequence[Job]) -> list[Result] | UserCodeError:

@@ -3,6 +3,7 @@ sent to and from Dask workers."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,3 +47,22 @@ class Result:
     episodes: list[tuple[int, float]] = field(default_factory=list)
     kl: list[float] = field(default_factory=list)
     policy: dict[str, np.ndarray] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        job: Job,
+        returns: list[float],
+        env_steps: int,
+        task: dict[str, Any],
+        failed: str | None,
+        episodes: list[tuple[int, float]],
+        kl: list[float],
+    ) -> Result:
+        """The result of ``job``: its fitness is the mean evaluation return, −inf if it failed
+        (a non-finite mean fails it too)."""
+        fitness = float(np.mean(returns)) if returns and not failed else -math.inf
+        if not math.isfinite(fitness) and not failed:
+            failed = "non-finite evaluation return"
+        return cls(job.index, job.candidate, job.task_seed, job.seed, fitness, returns, env_steps,
+                   task, failed, episodes, kl)  # fmt: skip
