@@ -357,3 +357,25 @@ def test_the_history_records_each_rows_lifetime_progress(tiny_inner):
     expected = np.arange(u - m, u, dtype=np.float32) / u
     for got in seen[-1][:, -m:].numpy():
         np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+@dataclasses.dataclass(frozen=True)
+class OldInterfaceLoss(PPOLoss):
+    """A loss as written before ``Update`` and ``Batch``: ``begin_update`` and eight arguments."""
+
+    prepare = None  # hides PPOLoss.prepare, as a loss of the old interface had none
+
+    def begin_update(self, ctx, state, hist):
+        return {}
+
+    def __call__(self, ctx, phi, state, hist, pi, logp, rows, prep):
+        raise AssertionError("never called")
+
+
+def test_a_loss_of_the_old_interface_is_refused_saying_what_changed(tiny_inner):
+    from epgkit.errors import ConfigError
+
+    inner = dataclasses.replace(tiny_inner, loss=OldInterfaceLoss(), guide=None)
+    with pytest.raises(ConfigError, match=r"OldInterfaceLoss is written for epgkit's old loss "
+                                          r"interface .* prepare\(update\)"):  # fmt: skip
+        inner.run(jobs(inner, 1, alpha=0.0))

@@ -21,7 +21,7 @@ from epgkit.method.alive import Alive
 from epgkit.method.flat_adam import FlatAdam
 from epgkit.method.jobs import Job
 from epgkit.method.losses import Batch, History, Loss, LossContext, Update
-from epgkit.method.losses.base import init_state, needs_logp, prepare
+from epgkit.method.losses.base import check_interface, init_state, needs_logp, prepare
 from epgkit.method.mlp import Params
 from epgkit.method.policies import Policy
 from epgkit.method.user_code import UserCodeError, blame, blamed
@@ -89,6 +89,9 @@ class Learner:
         # Who is named when the user's code raises.
         self.loss_name = f"loss {type(loss).__name__}"
         self.guide_name = f"guidance loss {type(guide).__name__}"
+        check_interface(loss, self.loss_name)
+        if guide is not None:
+            check_interface(guide, self.guide_name)
         self.use_loss = bool((alpha < 1).any())
         self.use_guide = guide is not None and bool((alpha > 0).any())
         used = [loss] * self.use_loss + [guide] * self.use_guide

@@ -10,6 +10,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import torch
 
+from epgkit.errors import ConfigError
 from epgkit.method.dims import Dims
 from epgkit.method.mlp import Params
 
@@ -160,6 +161,21 @@ class Loss(Protocol[Prepared]):
     def __call__(self, batch: Batch, prepared: Prepared) -> torch.Tensor:
         """Per-step losses (K, B) for the steps at ``batch.rows``."""
         ...
+
+
+def check_interface(loss: Loss, who: str) -> None:
+    """Refuses a loss written for the interface before ``Update`` and ``Batch`` (a
+    ``begin_update`` and eight positional arguments), in one sentence saying what changed.
+
+    Raises:
+        ConfigError: The loss has ``begin_update`` and no ``prepare``.
+    """
+    if hasattr(loss, "begin_update") and getattr(loss, "prepare", None) is None:
+        raise ConfigError(
+            f"{who} is written for epgkit's old loss interface (begin_update and eight "
+            "arguments); a loss is now called as loss(batch, prepared), with begin_update "
+            "renamed prepare(update): see the Loss protocol in epgkit/method/losses/base.py"
+        )
 
 
 def init_state(
