@@ -8,10 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from epgkit.method.batch_envs import BatchEnvs
-
-#: π(·|s), a and log π(a|s) for one normalized observation per inner loop and the action
-#: noise (None: the most likely action).
-Actor = Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray, np.ndarray]]
+from epgkit.method.policies import Actor
 
 
 def evaluate(

@@ -37,7 +37,7 @@ from epgkit.method.jobs import Job, Result
 from epgkit.method.losses import EPGLoss, LossContext, PPOLoss
 from epgkit.method.mlp import Params, flat_params, load_flat
 from epgkit.method.normalize import RunningNorm
-from epgkit.method.policies import act, default_policy, fitting
+from epgkit.method.policies import actor, default_policy, fitting
 from epgkit.method.seeds import Streams
 from epgkit.method.user_code import UserCodeError, blame
 from epgkit.method.window import Window
@@ -205,7 +205,7 @@ class InnerLoop:
             lr=self.lr, minibatch=self.minibatch, passes=self.passes, reduce=self.reduce,
         )  # fmt: skip
         theta = learner.theta  # now views of Adam's flat buffer, which it updates in place
-        theta_np = {name: t.detach().numpy() for name, t in theta.items()}  # acting reads them
+        act = actor(policy, theta, {name: t.detach().numpy() for name, t in theta.items()})
         window = Window(k, dims, ctx.dist_dim, self.buffer_size, m)
         obs_norm, rew_norm = RunningNorm(k, dims.obs_dim), RunningNorm(k, 1)
         act_norm = None if dims.discrete else RunningNorm(k, dims.act_dim)
@@ -220,7 +220,7 @@ class InnerLoop:
             # Act: a ~ π_θ(·|s), s normalized with the running moments.
             obs_norm.update(obs)
             s = obs_norm(obs, out=window.obs[:, row])
-            pi, a, logp = act(policy, theta, theta_np, s, noise[:, t % m])
+            pi, a, logp = act(s, noise[:, t % m])
             window.pi_old[:, row], window.act_raw[:, row], window.logp_old[:, row] = pi, a, logp
             if dims.signal_dim:
                 envs.task_signals(window.signal[:, row])
@@ -252,9 +252,8 @@ class InnerLoop:
         if not self.eval_deterministic:
             noise = lambda: np.stack([policy.draw_noise(r, 1, dims)[0] for r in seeds.act])  # noqa: E731
         returns, eval_steps = evaluate(
-            envs, lambda s, z: act(policy, theta, theta_np, s, z), obs_norm, noise,
-            alive.failed, self.eval_episodes, self.eval_max_steps,
-        )  # fmt: skip
+            envs, act, obs_norm, noise, alive.failed, self.eval_episodes, self.eval_max_steps
+        )
         tasks, steps = envs.close(), t + 1
         results = [Result.of(job, returns[i], steps + eval_steps[i], tasks[i], alive.failed[i],
                              envs.episodes[i], kl[i]) for i, job in enumerate(jobs)]  # fmt: skip

@@ -16,8 +16,9 @@ the torch parameters, so it always sees the weights the inner loop's optimizer j
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -83,23 +84,30 @@ class Policy(Protocol):
         ...
 
 
-def act(
-    policy: Policy, theta: Params, theta_np: ArrayParams, obs: np.ndarray, noise: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """π(·|s), a (the mode when ``noise`` is None) and log π(a|s) for one observation per
-    inner loop, obs (K, obs_dim): through the policy's NumPy ``act`` when it has one (the
-    built-in ones do), else through its torch methods, one call per step."""
+#: π(·|s), a (the most likely action when the noise is None) and log π(a|s) for one
+#: normalized observation per inner loop, obs (K, obs_dim).
+Actor = Callable[[np.ndarray, np.ndarray | None], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def actor(policy: Policy, theta: Params, theta_np: ArrayParams) -> Actor:
+    """How the inner loop acts with ``policy``: its NumPy ``act`` on ``theta_np`` when it has
+    one (the built-in ones do; views of θ, so it acts with the weights Adam just updated), else
+    its torch methods on ``theta``, one call per step."""
     numpy_act = getattr(policy, "act", None)
     if numpy_act is not None:
-        return numpy_act(theta_np, obs, noise)
-    with torch.no_grad():
-        dist = policy.dist(theta, torch.from_numpy(obs).unsqueeze(1))
-        if noise is None:
-            action = policy.mode(dist)
-        else:
-            action = policy.sample(dist, torch.from_numpy(noise).unsqueeze(1))
-        logp = policy.log_prob(dist, action)
-    return dist[:, 0].numpy(), action[:, 0].numpy(), logp[:, 0].numpy()
+        return functools.partial(numpy_act, theta_np)
+
+    def torch_act(obs: np.ndarray, noise: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        with torch.no_grad():
+            dist = policy.dist(theta, torch.from_numpy(obs).unsqueeze(1))
+            if noise is None:
+                action = policy.mode(dist)
+            else:
+                action = policy.sample(dist, torch.from_numpy(noise).unsqueeze(1))
+            logp = policy.log_prob(dist, action)
+        return dist[:, 0].numpy(), action[:, 0].numpy(), logp[:, 0].numpy()
+
+    return torch_act  # type: ignore[return-value]
 
 
 @register("policy")
