@@ -41,9 +41,9 @@ def jobs(inner: InnerLoop, n: int, phi: np.ndarray | None = None) -> list[Job]:
 class IgnoresActions(EPGLoss):
     """EPGLoss that reads zeros instead of the actions (to test sensitivity)."""
 
-    def __call__(self, ctx, phi, state, hist, pi, logp, rows, prep):
-        hist = dataclasses.replace(hist, act=torch.zeros(hist.act.shape))
-        return super().__call__(ctx, phi, state, hist, pi, logp, rows, prep)
+    def prepare(self, update):
+        hist = dataclasses.replace(update.hist, act=torch.zeros(update.hist.act.shape))
+        return super().prepare(dataclasses.replace(update, hist=hist))
 
 
 @register("loss")
@@ -53,8 +53,8 @@ class ScaledPPO(PPOLoss):
 
     scale: float = 1.0
 
-    def __call__(self, ctx, phi, state, hist, pi, logp, rows, prep):
-        return self.scale * super().__call__(ctx, phi, state, hist, pi, logp, rows, prep)
+    def __call__(self, batch, targets):
+        return self.scale * super().__call__(batch, targets)
 
 
 # --- gradients --------------------------------------------------------------------------------
@@ -72,11 +72,10 @@ def test_ppo_against_itself_has_rho_one_and_its_negation_minus_one(tiny_inner):
     inner = dataclasses.replace(tiny_inner, loss=PPOLoss(), guide=None)
     seen = []
 
-    def compare(lock):
-        k, t_rows, m = len(lock.jobs), lock.hist_full.done.shape[1], lock.ctx.update_every
+    def compare(at):
+        k, t_rows, m = len(at.jobs), at.update.hist.done.shape[1], at.update.ctx.update_every
         rows = torch.arange(t_rows - m, t_rows).expand(k, m)
-        args = (lock.ctx, lock.phi, lock.loss_state, lock.hist_full, lock.policy,
-                lock.theta, rows)  # fmt: skip
+        args = (at.update, at.policy, at.theta, rows)
         ppo = gradients.policy_gradient(PPOLoss(), *args)
         for scale in (3.0, -0.5):
             scaled = gradients.policy_gradient(ScaledPPO(scale=scale), *args)
@@ -90,7 +89,7 @@ def test_ppo_against_itself_has_rho_one_and_its_negation_minus_one(tiny_inner):
 
 def test_the_gradient_observer_finds_ppo_close_to_ppo(tiny_inner):
     ppo = dataclasses.replace(tiny_inner, loss=PPOLoss(), guide=None)
-    observer = gradients.GradientCorrelation(ppo)
+    observer = gradients.GradientCorrelation(ppo, ppo.minibatch)
     observe(ppo, jobs(ppo, 2, np.zeros(0, np.float32)), observer)
     rho = np.array(observer.rho)
     # Its own value net, not the run's: advantages differ a little, the gradients barely.
@@ -104,7 +103,7 @@ def test_observing_changes_nothing(tiny_inner):
     batch = jobs(tiny_inner, 2)
     plain = tiny_inner.run(batch)
     ppo = dataclasses.replace(tiny_inner, loss=PPOLoss(), guide=None)
-    for observer in (sensitivity.Sensitivity(), gradients.GradientCorrelation(ppo)):
+    for observer in (sensitivity.Sensitivity(), gradients.GradientCorrelation(ppo, ppo.minibatch)):
         watched = observe(tiny_inner, batch, observer)
         for a, b in zip(plain, watched, strict=True):
             assert (a.fitness, a.kl, a.episodes) == (b.fitness, b.kl, b.episodes)

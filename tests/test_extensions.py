@@ -11,7 +11,7 @@ from epgkit.method.evolve import evolve
 from epgkit.method.experiment import Experiment
 from epgkit.method.inner_loop import InnerLoop, Job
 from epgkit.method.losses import PPOLoss
-from epgkit.method.policies import flat_params
+from epgkit.method.mlp import flat_params
 from epgkit.run import config
 from epgkit.run.cluster import InProcess
 from epgkit.run.rundir import RunDir

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from epgkit.method.inner_loop import InnerLoop, Job, run_batch
-from epgkit.method.lockstep import Lockstep
 from epgkit.method.losses import DPOLoss, EPGLoss, PPOLoss
 from epgkit.method.policies import CategoricalMLP, GaussianMLP
 from epgkit.registry import register
@@ -152,9 +151,9 @@ def test_categorical_policy_runs_on_a_discrete_env():
 class NaNAfterFirstUpdate(EPGLoss):
     """A loss that turns NaN for inner loops whose task seed is odd (to test failures)."""
 
-    def __call__(self, ctx, phi, state, hist, pi, logp, rows, prep):
-        out = super().__call__(ctx, phi, state, hist, pi, logp, rows, prep)
-        odd = torch.tensor([bool(v) for v in (phi[:, 0] > 1e6)])
+    def __call__(self, batch, shared):
+        out = super().__call__(batch, shared)
+        odd = torch.tensor([bool(v) for v in (batch.phi[:, 0] > 1e6)])
         return torch.where(odd.unsqueeze(1), torch.full_like(out, math.nan), out)
 
 
@@ -237,10 +236,10 @@ def test_flat_adam_takes_the_steps_of_torch_adam():
 
 
 def test_stepping_the_unwrapped_env_with_our_time_limit_changes_nothing(tiny_inner, monkeypatch):
-    import epgkit.method.lockstep as lockstep
+    import epgkit.method.batch_envs as batch_envs
 
     fast = tiny_inner.run(jobs(tiny_inner, 2))
-    monkeypatch.setattr(lockstep, "_core", lambda env: (env, None))  # through the wrappers
+    monkeypatch.setattr(batch_envs, "_core", lambda env: (env, None))  # through the wrappers
     slow = tiny_inner.run(jobs(tiny_inner, 2))
     for a, b in zip(fast, slow, strict=True):
         assert (a.fitness, a.episodes, a.kl) == (b.fitness, b.episodes, b.kl)
@@ -346,14 +345,37 @@ def test_more_passes_take_more_adam_steps_and_one_pass_is_the_default(tiny_inner
 
 
 def test_the_history_records_each_rows_lifetime_progress(tiny_inner):
-    # EPGLoss.use_progress reads t / U off the history: after the last update the window has
-    # slid by M, so the rows just before the last M hold the final steps t = U - M .. U - 1.
+    # EPGLoss.use_progress reads t / U off the history: at the last update its last M rows are
+    # the final steps t = U - M .. U - 1.
     inner = dataclasses.replace(tiny_inner, loss=EPGLoss(use_progress=True))
-    lockstep = Lockstep(inner, jobs(inner, 2, alpha=0.0))
-    results = lockstep.run()
+    seen = []
+    record = lambda at: seen.append(at.update.hist.progress.clone())  # noqa: E731
+    results = inner.run(jobs(inner, 2, alpha=0.0), on_update=record)
     assert all(r.failed is None and math.isfinite(r.fitness) for r in results)
     u, m = inner.steps, inner.update_every
-    rows = lockstep.hist_full.progress.shape[1]
+    assert len(seen) == u // m
     expected = np.arange(u - m, u, dtype=np.float32) / u
-    for got in lockstep.hist_full.progress[:, rows - 2 * m : rows - m].numpy():
+    for got in seen[-1][:, -m:].numpy():
         np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+@dataclasses.dataclass(frozen=True)
+class OldInterfaceLoss(PPOLoss):
+    """A loss as written before ``Update`` and ``Batch``: ``begin_update`` and eight arguments."""
+
+    prepare = None  # hides PPOLoss.prepare, as a loss of the old interface had none
+
+    def begin_update(self, ctx, state, hist):
+        return {}
+
+    def __call__(self, ctx, phi, state, hist, pi, logp, rows, prep):
+        raise AssertionError("never called")
+
+
+def test_a_loss_of_the_old_interface_is_refused_saying_what_changed(tiny_inner):
+    from epgkit.errors import ConfigError
+
+    inner = dataclasses.replace(tiny_inner, loss=OldInterfaceLoss(), guide=None)
+    with pytest.raises(ConfigError, match=r"OldInterfaceLoss is written for epgkit's old loss "
+                                          r"interface .* prepare\(update\)"):  # fmt: skip
+        inner.run(jobs(inner, 1, alpha=0.0))

@@ -97,7 +97,6 @@ def test_the_graph_sees_the_package():
     assert len(graph) > 30
 
 
-@pytest.mark.xfail(strict=True, reason="inner_loop <-> lockstep: the inner-loop rebuild removes it")
 def test_no_import_cycle():
     assert _cycles(_graph()) == []
 
@@ -133,7 +132,7 @@ def test_the_method_does_not_import_the_run_machinery():
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.xfail(strict=True, reason="cli, lockstep, policies: being split")
+@pytest.mark.xfail(strict=True, reason="cli: being split")
 def test_modules_stay_short():
     long = {name: n for name, path in _modules().items()
             if (n := len(path.read_text().splitlines())) > 330}  # fmt: skip

@@ -19,9 +19,11 @@ from epgkit.method.losses import (
     LossContext,
     PPOLoss,
     ReinforceLoss,
+    Update,
     dpo_drift,
     gae,
 )
+from epgkit.method.losses.base import prepare
 from epgkit.method.policies import CategoricalMLP, GaussianMLP
 
 DIMS = Dims(
@@ -75,9 +77,10 @@ def setup(name: str, k: int = K, seed: int = 0):
 def evaluate(loss, phi, policy, theta, state, hist, rows):
     pi = policy.dist(theta, hist.obs)
     logp = policy.log_prob(pi, hist.act_raw)
+    update = Update(CTX, phi, state, hist)
     with torch.no_grad():
-        prep = loss.begin_update(CTX, state, hist)
-    return loss(CTX, phi, state, hist, pi, logp, rows, prep)
+        prepared = prepare(loss, update)
+    return loss(update.batch(pi, logp, rows), prepared)
 
 
 def last_m_rows(k: int = K) -> torch.Tensor:
@@ -231,11 +234,12 @@ def test_ppo_clips_the_ratio():
     hist, rows = history(), last_m_rows()
     with torch.no_grad():
         pi = policy.dist(theta, hist.obs)
-        prep = loss.begin_update(CTX, state, hist)
+        targets = loss.prepare(Update(CTX, phi, state, hist))
         far = dataclasses.replace(hist, logp_old=policy.log_prob(pi, hist.act_raw) - 5.0)
-        out = loss(CTX, phi, state, far, pi, policy.log_prob(pi, hist.act_raw), rows, prep)
+        batch = Update(CTX, phi, state, far).batch(pi, policy.log_prob(pi, hist.act_raw), rows)
+        out = loss(batch, targets)
         recent = rows - (N - 1)
-        adv = prep["adv"].gather(1, recent)
+        adv = targets.adv.gather(1, recent)
         value_part = out + torch.min(math.exp(5) * adv, (1 + PPOLoss().clip) * adv)
     assert torch.all(value_part >= -1e-4)  # what is left is the (non-negative) value loss
 
@@ -250,9 +254,10 @@ def test_ppos_entropy_bonus_is_the_entropy_of_either_policy(policy):
     with torch.no_grad():
         pi = policy.dist(policy.init(dims, rngs), hist.obs)
         state = PPOLoss().init_state(ctx, torch.zeros(K, 0), rngs)
-        prep = PPOLoss().begin_update(ctx, state, hist)
-        plain, bonus = (PPOLoss(entropy_coef=c)(ctx, torch.zeros(K, 0), state, hist, pi,
-                        hist.logp_old, rows, prep) for c in (0.0, 0.1))  # fmt: skip
+        update = Update(ctx, torch.zeros(K, 0), state, hist)
+        targets = PPOLoss().prepare(update)
+        batch = update.batch(pi, hist.logp_old, rows)
+        plain, bonus = (PPOLoss(entropy_coef=c)(batch, targets) for c in (0.0, 0.1))
     at = pi.gather(1, rows.unsqueeze(-1).expand(-1, -1, pi.shape[-1]))
     if discrete:
         entropy = torch.distributions.Categorical(probs=at).entropy()
@@ -312,12 +317,16 @@ def test_dpo_loss_is_ppos_loss_with_the_drift_in_place_of_clipping():
         pi = policy.dist(theta, hist.obs)
         logp = policy.log_prob(pi, hist.act_raw)
         moved = dataclasses.replace(hist, logp_old=logp + 0.3 * torch.randn_like(logp))
-        prep = ppo.begin_update(CTX, state, moved)
-        torch.testing.assert_close(dpo.begin_update(CTX, state, moved), prep, rtol=0, atol=0)
-        out_ppo = ppo(CTX, phi, state, moved, pi, logp, rows, prep)
-        out_dpo = dpo(CTX, phi, state, moved, pi, logp, rows, prep)
+        update = Update(CTX, phi, state, moved)
+        targets = ppo.prepare(update)
+        for name in ("adv", "ret"):
+            torch.testing.assert_close(
+                getattr(dpo.prepare(update), name), getattr(targets, name), rtol=0, atol=0
+            )
+        out_ppo = ppo(update.batch(pi, logp, rows), targets)
+        out_dpo = dpo(update.batch(pi, logp, rows), targets)
         log_ratio = logp.gather(1, rows) - moved.logp_old.gather(1, rows)
-        adv = prep["adv"].gather(1, rows - (N - 1))
+        adv = targets.adv.gather(1, rows - (N - 1))
         r = log_ratio.exp()
         clipped = torch.min(r * adv, r.clamp(0.8, 1.2) * adv)
         drift = dpo_drift(log_ratio, adv, 2.0, 0.6)
@@ -367,18 +376,19 @@ def test_epg_loss_reuses_its_per_update_part_and_still_differentiates_phi():
     hist = history()
     pi = policy.dist(theta, hist.obs)
     logp = policy.log_prob(pi, hist.act_raw)
-    prep = loss.begin_update(CTX, state, hist)
     rows = last_m_rows()
-    first = loss(CTX, phi, state, hist, pi, logp, rows, prep)
-    assert prep  # cached for the update's next minibatches
-    again = loss(CTX, phi, state, hist, pi, logp, rows, prep)
+    update = Update(CTX, phi, state, hist)
+    with torch.no_grad():
+        shared = loss.prepare(update)
+    first = loss(update.batch(pi, logp, rows), shared)
+    again = loss(update.batch(pi, logp, rows), shared)  # the update's next minibatch
     torch.testing.assert_close(again, first, rtol=0, atol=0)
-    # A caller differentiating with respect to φ gets a graph through every part of it.
+    # A caller differentiating with respect to φ prepares with gradients: a graph through
+    # every part of φ, the reused part included.
     phi_g = phi.clone().requires_grad_(True)
-    prep_g = loss.begin_update(CTX, state, hist)
-    out = loss(CTX, phi_g, state, hist, pi.detach(), logp.detach(), rows, prep_g)
+    update_g = Update(CTX, phi_g, state, hist)
+    out = loss(update_g.batch(pi.detach(), logp.detach(), rows), loss.prepare(update_g))
     torch.testing.assert_close(out, first, rtol=1e-5, atol=1e-6)
-    assert not prep_g
     (grad,) = torch.autograd.grad(out.sum(), phi_g)
     shapes = loss.shapes(CTX)
     assert torch.all(grad[:, : math.prod(shapes["conv1_w"])].abs().sum(1) > 0)

@@ -77,21 +77,21 @@ from epgkit.method.losses import ReinforceLoss
 class SummedLoss(ReinforceLoss):
     """Sums over the steps itself: one value per inner loop instead of one per step."""
 
-    def __call__(self, ctx, phi, state, hist, pi, logp, rows, prep):
-        return super().__call__(ctx, phi, state, hist, pi, logp, rows, prep).sum(1)
+    def __call__(self, batch, ret):
+        return super().__call__(batch, ret).sum(1)
 
 
 @epgkit.register("loss")
 @dataclasses.dataclass(frozen=True)
 class NaNLoss(ReinforceLoss):
-    def __call__(self, ctx, phi, state, hist, pi, logp, rows, prep):
-        return super().__call__(ctx, phi, state, hist, pi, logp, rows, prep) * math.nan
+    def __call__(self, batch, ret):
+        return super().__call__(batch, ret) * math.nan
 
 
 @epgkit.register("loss")
 @dataclasses.dataclass(frozen=True)
 class RaisingLoss(ReinforceLoss):
-    def __call__(self, ctx, phi, state, hist, pi, logp, rows, prep):
+    def __call__(self, batch, ret):
         raise KeyError("no column named 'advantage'")
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from epgkit.method.policies import Params
+from epgkit.method.mlp import Params
 
 
 class FlatAdam:

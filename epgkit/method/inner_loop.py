@@ -1,20 +1,23 @@
 """The inner loop (Algorithm 2; the body of Algorithm 1): train a fresh policy with a loss.
 
-Per inner loop: start from a random θ and a buffer of N zero tuples; for t = 1..U act, step,
-append (s, a, r, d); every M steps compute the loss of each of the last M steps (each over the
-N-row window ending at it), shuffle them into minibatches and take one Adam step per minibatch
-on θ and the loss's own trained state (the memory unit). The blend of Eq. (10),
-(1 − α)·L_φ + α·L_pg, is applied per inner loop. Fitness is the mean return of a few
-evaluation episodes of the final policy.
+Per inner loop: start from a random θ and a buffer of N zero rows; for t = 1..U act, step the
+env, store (s, a, r, d); every M steps compute the loss of each of the last M steps (each over
+the N-row window ending at it), shuffle them into minibatches and take one Adam step per
+minibatch on θ and the loss's own trained state (the memory unit), with the blend of Eq. (10),
+(1 − α)·L_φ + α·L_pg. The fitness is the mean return of a few evaluation episodes of the final
+policy.
 
-``InnerLoop.run`` runs K of them in lockstep (``epgkit.method.lockstep``); each draws from its own
-seeds only, so its result does not depend on its batch-mates.
+``InnerLoop.run`` reads as Algorithm 2 and runs K inner loops at once; what makes that fast
+lives in helpers named for what they do: ``batch_envs`` (K envs stepped together),
+``window`` (the rolling N-row history), ``inner_update`` (one update: minibatches, Eq. 10,
+Adam), ``evaluation`` and ``seeds`` (each inner loop's own streams, so that its result does
+not depend on its batch-mates).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -25,51 +28,22 @@ import epgkit.envs  # noqa: F401  (registers the task families on Dask workers t
 from epgkit.envs.ids import takes_task_seed
 from epgkit.errors import ConfigError
 from epgkit.method import checks
+from epgkit.method.alive import Alive
+from epgkit.method.batch_envs import BatchEnvs
 from epgkit.method.dims import Dims
-from epgkit.method.lockstep import Lockstep
+from epgkit.method.evaluation import evaluate
+from epgkit.method.inner_update import Learner, UpdateView
+from epgkit.method.jobs import Job, Result
 from epgkit.method.losses import EPGLoss, LossContext, PPOLoss
-from epgkit.method.policies import default_policy, fitting, flat_params
+from epgkit.method.mlp import Params, flat_params, load_flat
+from epgkit.method.normalize import RunningNorm
+from epgkit.method.policies import actor, default_policy, fitting
+from epgkit.method.seeds import Streams
 from epgkit.method.user_code import UserCodeError, blame
+from epgkit.method.window import Window
 from epgkit.registry import register
 
-
-@dataclass(frozen=True)
-class Job:
-    """One inner loop to run: which loss parameters, how much guidance, which task and seed."""
-
-    phi: np.ndarray
-    alpha: float
-    task_seed: int
-    seed: int
-    index: int = 0
-    candidate: int = 0
-
-
-@dataclass
-class Result:
-    """What an inner loop reports; ``seed`` and ``task_seed`` re-run it alone.
-
-    Attributes:
-        fitness: Mean return of the evaluation episodes (−inf when the inner loop failed).
-        failed: Why the inner loop was stopped (non-finite loss, parameters or physics).
-        episodes: (env step at which it ended, return) of every training episode.
-        kl: KL(π_before || π_after) over the update's M states, one per update.
-        policy: With ``run(..., keep_policy=True)``: the trained θ and the observation
-            normalizer's ``obs_mean`` and ``obs_std``, enough to act with the final policy.
-    """
-
-    index: int
-    candidate: int
-    task_seed: int
-    seed: int
-    fitness: float
-    eval_returns: list[float]
-    env_steps: int
-    task: dict[str, Any]
-    failed: str | None = None
-    episodes: list[tuple[int, float]] = field(default_factory=list)
-    kl: list[float] = field(default_factory=list)
-    policy: dict[str, np.ndarray] | None = None
+__all__ = ["InnerLoop", "Job", "Result", "UpdateView", "checked", "run_batch"]
 
 
 @register("inner_loop")
@@ -205,21 +179,101 @@ class InnerLoop:
         theta = policy.init(ctx.dims, [rng or np.random.default_rng(0)])
         return flat_params(theta)[0].numpy().astype(np.float32)
 
-    def run(self, jobs: Sequence[Job], keep_policy: bool = False) -> list[Result]:
-        """Runs len(jobs) inner loops in lockstep and returns their results in order.
+    def run(
+        self,
+        jobs: Sequence[Job],
+        keep_policy: bool = False,
+        on_update: Callable[[UpdateView], None] | None = None,
+    ) -> list[Result]:
+        """Algorithm 2 for len(jobs) inner loops at once; their results in the jobs' order.
 
         Args:
             jobs: The inner loops to run.
             keep_policy: Return each trained policy in ``Result.policy`` (for rendering).
+            on_update: Called at every update with what the loss is about to read (an
+                observer: ``epgkit.tools.analyze``).
         """
-        results = (lockstep := Lockstep(self, jobs)).run()
-        if keep_policy:
-            for i, result in enumerate(results):
-                result.policy = {name: t[i].detach().numpy().copy()
-                                 for name, t in lockstep.theta.items()}  # fmt: skip
-                result.policy["obs_mean"] = lockstep.obs_norm.mean[i].copy()
-                result.policy["obs_std"] = lockstep.obs_norm.std[i].copy()
+        k, m = len(jobs), self.update_every
+        envs = BatchEnvs([self.make_env(j.task_seed) for j in jobs], f"env {self.env_id!r}")
+        dims = envs.dims
+        policy, ctx = self.policy_for(dims), self.context(dims)
+        seeds = Streams.of([j.seed for j in jobs])
+        theta = policy.init(dims, seeds.init)  # θ ~ random, or EPG+I's evolved θ₀ (_phi)
+        learner = Learner(
+            self.loss, self.guide, ctx, policy, theta, self._phi(jobs, ctx, theta),
+            np.array([j.alpha for j in jobs], np.float32), seeds.init,
+            lr=self.lr, minibatch=self.minibatch, passes=self.passes, reduce=self.reduce,
+        )  # fmt: skip
+        theta = learner.theta  # now views of Adam's flat buffer, which it updates in place
+        act = actor(policy, theta, {name: t.detach().numpy() for name, t in theta.items()})
+        window = Window(k, dims, ctx.dist_dim, self.buffer_size, m)
+        obs_norm, rew_norm = RunningNorm(k, dims.obs_dim), RunningNorm(k, 1)
+        act_norm = None if dims.discrete else RunningNorm(k, dims.act_dim)
+        one_hot = np.eye(dims.act_dim, dtype=np.float32) if dims.discrete else None
+        alive, kl = Alive(k), [[] for _ in range(k)]
+
+        obs = envs.reset_all(seeds.reset_seeds())
+        for t in range(self.steps):
+            row = window.row(t)
+            if t % m == 0:  # the action noise of the next M steps
+                noise = np.stack([policy.draw_noise(rng, m, dims) for rng in seeds.act])
+            # Act: a ~ π_θ(·|s), s normalized with the running moments.
+            obs_norm.update(obs)
+            s = obs_norm(obs, out=window.obs[:, row])
+            pi, a, logp = act(s, noise[:, t % m])
+            window.pi_old[:, row], window.act_raw[:, row], window.logp_old[:, row] = pi, a, logp
+            if dims.signal_dim:
+                envs.task_signals(window.signal[:, row])
+            if one_hot is not None:
+                window.act[:, row] = one_hot[a[:, 0].astype(int)]
+            else:
+                act_norm.update(a)
+                act_norm(a, out=window.act[:, row])
+            # Step the envs; store r (normalized, and scaled only for PG returns) and d.
+            reward = envs.step(a, obs, t + 1, alive)[:, None]
+            rew_norm.update(reward)
+            rew_norm(reward, out=window.reward[:, row, None])
+            rew_norm(reward, center=False, out=window.reward_scaled[:, row, None])
+            window.done[:, row] = envs.done
+            window.progress[:, row] = t / self.steps
+            # Every M steps: update θ on the last M steps, then slide the window by M.
+            if (t + 1) % m == 0:
+                obs_norm(obs, out=window.next_obs)
+                order = seeds.permutations(m, self.passes)
+                step_kl = learner.update(window.full, window.recent, order, alive, on_update, jobs)
+                for i, value in enumerate(step_kl.tolist()):
+                    kl[i].append(value)
+                window.slide()
+                if not alive.indices:
+                    break
+
+        # Evaluate the final policy: the fitness.
+        noise = None
+        if not self.eval_deterministic:
+            noise = lambda: np.stack([policy.draw_noise(r, 1, dims)[0] for r in seeds.act])  # noqa: E731
+        returns, eval_steps = evaluate(
+            envs, act, obs_norm, noise, alive.failed, self.eval_episodes, self.eval_max_steps
+        )
+        tasks, steps = envs.close(), t + 1
+        results = [Result.of(job, returns[i], steps + eval_steps[i], tasks[i], alive.failed[i],
+                             envs.episodes[i], kl[i]) for i, job in enumerate(jobs)]  # fmt: skip
+        for i, result in enumerate(results if keep_policy else []):
+            result.policy = {name: p[i].detach().numpy().copy() for name, p in theta.items()}
+            result.policy["obs_mean"] = obs_norm.mean[i].copy()
+            result.policy["obs_std"] = obs_norm.std[i].copy()
         return results
+
+    def _phi(self, jobs: Sequence[Job], ctx: LossContext, theta: Params) -> torch.Tensor:
+        """The loss's φ of every job, (K, P); under EPG+I the evolved vector's tail is θ₀,
+        written into ``theta``."""
+        with blame(f"loss {type(self.loss).__name__}", "phi_size"):
+            p = self.loss.phi_size(ctx)
+        flat = np.stack([np.asarray(j.phi, np.float32).reshape(-1) for j in jobs])
+        if self.evolve_init:
+            load_flat(theta, torch.from_numpy(flat[:, p:]))
+        elif flat.shape[1] != p:
+            raise ValueError(f"φ has {flat.shape[1]} numbers, the loss {p}")
+        return torch.from_numpy(np.ascontiguousarray(flat[:, :p]))
 
 
 def run_batch(inner: InnerLoop, jobs: Sequence[Job]) -> list[Result] | UserCodeError:

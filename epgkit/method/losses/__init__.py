@@ -7,15 +7,16 @@ vector, and a small dense head maps [row, context] to the step's loss. ``PPOLoss
 ``DPOLoss`` (Lu et al. 2022) and ``ReinforceLoss`` (``policy_gradient``) have no φ (P = 0) and
 serve both as the guidance L_pg of Eq. (10) and as like-for-like baselines, since they run in
 exactly the same inner loop. The interface they share, ``Loss``, and what it reads,
-``LossContext`` and ``History``, are in ``base``. Importing this package registers the four
-losses with gin.
+``LossContext``, ``History``, ``Update`` and ``Batch``, are in ``base``. Importing this package
+registers the four losses with gin.
 """
 
-from epgkit.method.losses.base import History, Loss, LossContext
+from epgkit.method.losses.base import Batch, History, Loss, LossContext, Update
 from epgkit.method.losses.epg import EPGLoss
 from epgkit.method.losses.policy_gradient import DPOLoss, PPOLoss, ReinforceLoss, dpo_drift, gae
 
 __all__ = [
+    "Batch",
     "DPOLoss",
     "EPGLoss",
     "History",
@@ -23,6 +24,7 @@ __all__ = [
     "LossContext",
     "PPOLoss",
     "ReinforceLoss",
+    "Update",
     "dpo_drift",
     "gae",
 ]

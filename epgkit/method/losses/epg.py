@@ -18,9 +18,28 @@ import torch.nn.functional as F
 from epgkit.errors import ConfigError
 from epgkit.method import checks
 from epgkit.method.dims import Dims
-from epgkit.method.losses.base import History, LossContext, _split
-from epgkit.method.policies import Params, linear
+from epgkit.method.losses.base import Batch, History, LossContext, Update, _split
+from epgkit.method.mlp import Params, linear
 from epgkit.registry import register
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What the minibatches of one update share (``EPGLoss.prepare``): φ's weights laid out
+    for the per-minibatch computation, channels first for the grouped convolutions (one group
+    per inner loop), and the data columns' shares of conv 1 and of the head's first layer."""
+
+    conv1: torch.Tensor  # the data's share of conv 1 plus its bias, (1, K·c1, T')
+    conv1_policy_w: torch.Tensor  # conv 1's taps over π(·|s) [and log π], (K·c1, F_π, k1)
+    conv1_mem_w: torch.Tensor  # conv 1's taps over the memory, summed, (K, memory, c1)
+    conv2_w: torch.Tensor  # (K·c2, c1, k2)
+    conv2_b: torch.Tensor  # (K·c2,)
+    fc_w: torch.Tensor
+    fc_b: torch.Tensor
+    head1: torch.Tensor  # the data's share of the head's first layer plus its bias, (K, T, hidden)
+    head1_rest_w: torch.Tensor  # its weights over π, the memory and the context
+    head2_w: torch.Tensor
+    head2_b: torch.Tensor
 
 
 @register("loss")
@@ -184,7 +203,7 @@ class EPGLoss:
             cols.append(hist.progress.unsqueeze(-1))
         return torch.cat(cols, dim=-1)
 
-    def _fixed(self, ctx: LossContext, p: Params, hist: History) -> Params:
+    def prepare(self, update: Update) -> Shared:
         """What an update's minibatches share: the data columns' share of conv 1 and of the
         head's first layer, and φ's weights rearranged for the per-minibatch part.
 
@@ -195,6 +214,8 @@ class EPGLoss:
         after each Adam step. The per-minibatch convolutions are grouped ``conv1d`` calls,
         one group per inner loop, channels first (1, K·channels, rows).
         """
+        ctx, hist = update.ctx, update.hist
+        p = _split(update.phi, self.shapes(ctx))
         data, mem, policy = self._layout(ctx)
         k = hist.done.shape[0]
         (k1, k2), (c1, c2) = self.kernels, self.channels
@@ -209,63 +230,45 @@ class EPGLoss:
         head = p["head1_w"]  # (K, F + context, hidden)
         context = list(range(f, f + self.context_dim))
         conv1 = torch.baddbmm(p["conv1_b"].transpose(1, 2), w1_data, windows)  # (K, c1, T')
-        return {
-            "conv1": conv1.reshape(1, k * c1, -1),
-            "conv1_policy_w": w1[:, :, policy].reshape(k * c1, len(policy), k1),
-            "conv1_mem_w": w1[:, :, mem].sum(-1).transpose(1, 2),  # (K, memory, c1)
-            "conv2_cf_w": p["conv2_w"].reshape(k, k2, c1, c2).permute(0, 3, 2, 1).flatten(0, 1),
-            "conv2_cf_b": p["conv2_b"].reshape(-1),
-            "head1": torch.baddbmm(p["head1_b"], x, head[:, data]),
-            "head1_rest_w": head[:, policy + mem + context],
-        }
+        return Shared(
+            conv1=conv1.reshape(1, k * c1, -1),
+            conv1_policy_w=w1[:, :, policy].reshape(k * c1, len(policy), k1),
+            conv1_mem_w=w1[:, :, mem].sum(-1).transpose(1, 2),  # (K, memory, c1)
+            conv2_w=p["conv2_w"].reshape(k, k2, c1, c2).permute(0, 3, 2, 1).flatten(0, 1),
+            conv2_b=p["conv2_b"].reshape(-1),
+            fc_w=p["fc_w"],
+            fc_b=p["fc_b"],
+            head1=torch.baddbmm(p["head1_b"], x, head[:, data]),
+            head1_rest_w=head[:, policy + mem + context],
+            head2_w=p["head2_w"],
+            head2_b=p["head2_b"],
+        )
 
-    def begin_update(self, ctx: LossContext, state: Params, hist: History) -> Params:
-        return {}
-
-    def __call__(
-        self,
-        ctx: LossContext,
-        phi: torch.Tensor,
-        state: Params,
-        hist: History,
-        pi: torch.Tensor,
-        logp: torch.Tensor | None,
-        rows: torch.Tensor,
-        prep: Params,
-    ) -> torch.Tensor:
-        fixed = prep.get("_epg_fixed")
-        if fixed is None:
-            p = _split(phi, self.shapes(ctx))
-            fixed = {**p, **self._fixed(ctx, p, hist)}
-            # The next minibatches of this update reuse it, unless a caller differentiates
-            # with respect to φ or the data (then every call must build its own graph).
-            if not (phi.requires_grad or hist.obs.requires_grad or hist.act.requires_grad):
-                prep["_epg_fixed"] = fixed
-        p = fixed  # φ's parts and the update's shared part
+    def __call__(self, batch: Batch, p: Shared) -> torch.Tensor:
+        ctx, pi, rows, state = batch.ctx, batch.pi, batch.rows, batch.state
         k, b = rows.shape
         (s1, s2), (c1, c2) = self.strides, self.channels
         _, n2 = self.conv_lengths(ctx)
         mem = torch.tanh(state["mem_w"] + state["mem_b"])  # (K, 1, memory_dim)
-        dyn = torch.cat([pi, logp.unsqueeze(-1)], -1) if self.use_logprob else pi
+        dyn = torch.cat([pi, batch.logp.unsqueeze(-1)], -1) if self.use_logprob else pi
 
         # Conv 1 at every row offset: the data share + π's share + the memory's constant share.
         dyn_cf = dyn.transpose(1, 2).reshape(1, -1, dyn.shape[1])
-        h1 = F.conv1d(dyn_cf, p["conv1_policy_w"], groups=k) + p["conv1"]
-        h1 = F.leaky_relu(h1 + torch.bmm(mem, p["conv1_mem_w"]).reshape(1, k * c1, 1))
+        h1 = F.conv1d(dyn_cf, p.conv1_policy_w, groups=k) + p.conv1
+        h1 = F.leaky_relu(h1 + torch.bmm(mem, p.conv1_mem_w).reshape(1, k * c1, 1))
         # Conv 2 at every offset of h1, dilated by s1: the window of a step starting at row
         # `start` reads it at start + s1·s2·i, i < n2 — exactly the two strided convolutions
         # over the N rows ending at that step, computed once for all steps of the minibatch.
-        h2 = F.conv1d(h1, p["conv2_cf_w"], p["conv2_cf_b"], dilation=s1, groups=k)
+        h2 = F.conv1d(h1, p.conv2_w, p.conv2_b, dilation=s1, groups=k)
         h2 = F.leaky_relu(h2).reshape(k, c2, -1)
         starts = rows - ctx.buffer_size + 1  # first row of each step's window
         pos = starts.unsqueeze(-1) + (s1 * s2) * torch.arange(n2)  # (K, B, n2)
         g2 = h2.gather(2, pos.reshape(k, 1, b * n2).expand(-1, c2, -1))  # (K, c2, B·n2)
         g2 = g2.reshape(k, c2, b, n2).permute(0, 2, 3, 1).reshape(k, b, n2 * c2)
-        context = torch.baddbmm(p["fc_b"], g2, p["fc_w"])
+        context = torch.baddbmm(p.fc_b, g2, p.fc_w)
 
         # Head: [row, f_context] → dense → leaky ReLU → dense, the data share precomputed.
-        dyn_rows = dyn.gather(1, rows.unsqueeze(-1).expand(-1, -1, dyn.shape[-1]))
+        dyn_rows = batch.at_rows(dyn)
         head_in = torch.cat([dyn_rows, mem.expand(k, b, -1), context], -1)
-        fixed_rows = p["head1"].gather(1, rows.unsqueeze(-1).expand(-1, -1, self.hidden))
-        h = F.leaky_relu(torch.baddbmm(fixed_rows, head_in, p["head1_rest_w"]))
-        return linear(h, p["head2_w"], p["head2_b"]).squeeze(-1)
+        h = F.leaky_relu(torch.baddbmm(batch.at_rows(p.head1), head_in, p.head1_rest_w))
+        return linear(h, p.head2_w, p.head2_b).squeeze(-1)

@@ -15,8 +15,8 @@ import torch
 
 from epgkit.method import checks
 from epgkit.method.dims import Dims
-from epgkit.method.losses.base import History, LossContext
-from epgkit.method.policies import Params, init_mlp, mlp
+from epgkit.method.losses.base import Batch, LossContext, Update
+from epgkit.method.mlp import Params, init_mlp, mlp
 from epgkit.registry import register
 
 
@@ -52,6 +52,14 @@ def _discounted_sums(x: torch.Tensor, decay: torch.Tensor) -> np.ndarray:
         last = x_np[:, i] + decay_np[:, i] * last
         out[:, i] = last
     return out
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What PPO and DPO prepare once per update: advantages and value targets, (K, M)."""
+
+    adv: torch.Tensor
+    ret: torch.Tensor
 
 
 class _HandDesigned:
@@ -117,45 +125,37 @@ class _ActorCritic(_HandDesigned):
     ) -> Params:
         return _value_net_state(ctx, self.value_hidden, rngs)
 
-    def begin_update(self, ctx: LossContext, state: Params, hist: History) -> Params:
-        m = ctx.update_every
-        obs = torch.cat([hist.obs[:, -m:], hist.next_obs.unsqueeze(1)], dim=1)
-        value = mlp(state, "v_", obs).squeeze(-1)
-        adv = gae(hist.reward_scaled[:, -m:], value, hist.done[:, -m:], self.gamma, self.lam)
-        ret = adv + value[:, :-1]
-        if self.normalize_advantages:
-            adv = (adv - adv.mean(1, keepdim=True)) / (adv.std(1, keepdim=True) + 1e-8)
-        return {"adv": adv, "ret": ret}
+    def prepare(self, update: Update) -> Targets:
+        """GAE advantages and value targets of the update's M steps; targets, so computed
+        without gradients whoever calls."""
+        m, hist = update.ctx.update_every, update.hist
+        with torch.no_grad():
+            obs = torch.cat([hist.obs[:, -m:], hist.next_obs.unsqueeze(1)], dim=1)
+            value = mlp(update.state, "v_", obs).squeeze(-1)
+            adv = gae(hist.reward_scaled[:, -m:], value, hist.done[:, -m:], self.gamma, self.lam)
+            ret = adv + value[:, :-1]
+            if self.normalize_advantages:
+                adv = (adv - adv.mean(1, keepdim=True)) / (adv.std(1, keepdim=True) + 1e-8)
+        return Targets(adv, ret)
 
-    def __call__(
-        self,
-        ctx: LossContext,
-        phi: torch.Tensor,
-        state: Params,
-        hist: History,
-        pi: torch.Tensor,
-        logp: torch.Tensor,
-        rows: torch.Tensor,
-        prep: Params,
-    ) -> torch.Tensor:
-        recent = rows - (hist.done.shape[1] - ctx.update_every)  # index into the last M
-        adv = prep["adv"].gather(1, recent)
-        objective = self.objective(logp.gather(1, rows) - hist.logp_old.gather(1, rows), adv)
-        obs = hist.obs.gather(1, rows.unsqueeze(-1).expand(-1, -1, hist.obs.shape[-1]))
-        value = mlp(state, "v_", obs).squeeze(-1)
-        loss = -objective + self.value_coef * (value - prep["ret"].gather(1, recent)).square()
+    def __call__(self, batch: Batch, targets: Targets) -> torch.Tensor:
+        recent, hist = batch.recent, batch.hist
+        adv = targets.adv.gather(1, recent)
+        objective = self.objective(batch.at_rows(batch.logp) - batch.at_rows(hist.logp_old), adv)
+        value = mlp(batch.state, "v_", batch.at_rows(hist.obs)).squeeze(-1)
+        loss = -objective + self.value_coef * (value - targets.ret.gather(1, recent)).square()
         if self.entropy_coef:
-            loss = loss - self.entropy_coef * _entropy(ctx, pi, rows)
+            loss = loss - self.entropy_coef * _entropy(batch)
         return loss
 
 
-def _entropy(ctx: LossContext, pi: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """H(π(·|s)) at ``rows`` up to a constant: −Σ p log p of a categorical (π is its
+def _entropy(batch: Batch) -> torch.Tensor:
+    """H(π(·|s)) at the batch's rows up to a constant: −Σ p log p of a categorical (π is its
     probabilities), Σ log σ of a diagonal Gaussian (π is its mean, then its log-std)."""
-    pi = pi.gather(1, rows.unsqueeze(-1).expand(-1, -1, pi.shape[-1]))
-    if ctx.dims.discrete:
+    pi, dims = batch.at_rows(batch.pi), batch.ctx.dims
+    if dims.discrete:
         return -(pi * torch.log(pi.clamp_min(1e-8))).sum(-1)
-    return pi[..., ctx.dims.act_dim :].sum(-1)
+    return pi[..., dims.act_dim :].sum(-1)
 
 
 @register("loss")
@@ -260,23 +260,13 @@ class ReinforceLoss(_HandDesigned):
     ) -> Params:
         return {}
 
-    def begin_update(self, ctx: LossContext, state: Params, hist: History) -> Params:
-        m = ctx.update_every
-        reward, done = hist.reward_scaled[:, -m:], hist.done[:, -m:]
-        ret = torch.from_numpy(_discounted_sums(reward, self.gamma * (1.0 - done)))
-        ret = (ret - ret.mean(1, keepdim=True)) / (ret.std(1, keepdim=True) + 1e-8)
-        return {"ret": ret}
+    def prepare(self, update: Update) -> torch.Tensor:
+        """The standardized returns to go of the update's M steps (targets: no gradient)."""
+        m, hist = update.ctx.update_every, update.hist
+        with torch.no_grad():
+            reward, done = hist.reward_scaled[:, -m:], hist.done[:, -m:]
+            ret = torch.from_numpy(_discounted_sums(reward, self.gamma * (1.0 - done)))
+            return (ret - ret.mean(1, keepdim=True)) / (ret.std(1, keepdim=True) + 1e-8)
 
-    def __call__(
-        self,
-        ctx: LossContext,
-        phi: torch.Tensor,
-        state: Params,
-        hist: History,
-        pi: torch.Tensor,
-        logp: torch.Tensor,
-        rows: torch.Tensor,
-        prep: Params,
-    ) -> torch.Tensor:
-        recent = rows - (hist.done.shape[1] - ctx.update_every)
-        return -prep["ret"].gather(1, recent) * logp.gather(1, rows)
+    def __call__(self, batch: Batch, ret: torch.Tensor) -> torch.Tensor:
+        return -ret.gather(1, batch.recent) * batch.at_rows(batch.logp)

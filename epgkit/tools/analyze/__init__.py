@@ -9,8 +9,8 @@ does and writes a figure and a JSON file into one folder:
   start of evolution (Figures 16 and 22).
 
 ``study`` loads and checks what they share; the first two observe the inner loop through
-``Lockstep``'s ``on_update`` hook, which reads the buffer, θ and the loss's state at every
-update and changes nothing, so the observed run is the one ``epgkit train`` would make.
+``InnerLoop.run``'s ``on_update`` hook, which reads the buffer, θ and the loss's state at
+every update and changes nothing, so the observed run is the one ``epgkit train`` would make.
 """
 
 from __future__ import annotations

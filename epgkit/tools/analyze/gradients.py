@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from epgkit.method.flat_adam import FlatAdam
-from epgkit.method.inner_loop import InnerLoop
-from epgkit.method.lockstep import Lockstep
-from epgkit.method.losses import History, LossContext
-from epgkit.method.policies import Params
+from epgkit.method.inner_loop import InnerLoop, UpdateView
+from epgkit.method.losses import Loss, Update
+from epgkit.method.losses.base import needs_logp, prepare
+from epgkit.method.mlp import Params
+from epgkit.method.policies import Policy
 from epgkit.tools.analyze.study import Study, observe, save_figure, write_json
 
 PAPER_RHO = 0.5  # "around ρ = 0.5 (Spearman's rank correlation coefficient)"
@@ -55,24 +56,17 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def policy_gradient(
-    loss: Any,
-    ctx: LossContext,
-    phi: torch.Tensor,
-    state: Params,
-    hist: History,
-    policy: Any,
-    theta: Params,
-    rows: torch.Tensor,
+    loss: Loss, update: Update, policy: Policy, theta: Params, rows: torch.Tensor
 ) -> torch.Tensor:
     """∂/∂θ of ``loss`` summed over the steps at ``rows``, one flat row per inner loop (K, |θ|).
 
     Gradients only are computed: nothing is stepped, and no ``.grad`` is touched.
     """
     with torch.no_grad():
-        prep = loss.begin_update(ctx, state, hist)
-    pi = policy.dist(theta, hist.obs)
-    logp = policy.log_prob(pi, hist.act_raw) if getattr(loss, "needs_logp", True) else None
-    total = loss(ctx, phi, state, hist, pi, logp, rows, prep).sum()
+        prepared = prepare(loss, update)
+    pi = policy.dist(theta, update.hist.obs)
+    logp = policy.log_prob(pi, update.hist.act_raw) if needs_logp(loss) else None
+    total = loss(update.batch(pi, logp, rows), prepared).sum()
     params = list(theta.values())
     grads = torch.autograd.grad(total, params, allow_unused=True)
     k = rows.shape[0]
@@ -90,69 +84,59 @@ class GradientCorrelation:
 
     Args:
         ppo: The PPO baseline inner loop: its loss, step size and passes train the value net.
+        minibatch: Steps per Adam step of the value net (the observed inner loop's).
     """
 
-    def __init__(self, ppo: InnerLoop) -> None:
-        self.ppo = ppo
+    def __init__(self, ppo: InnerLoop, minibatch: int) -> None:
+        self.ppo, self.minibatch = ppo, minibatch
         self.rho: list[list[float]] = []  # per update, per inner loop
         self.value: Params | None = None
         self.opt: FlatAdam | None = None
         self.theta_size = 0
 
-    def __call__(self, lock: Lockstep) -> None:
-        ctx, hist, policy, k = lock.ctx, lock.hist_full, lock.policy, len(lock.jobs)
+    def __call__(self, seen: UpdateView) -> None:
+        ctx, hist, k = seen.update.ctx, seen.update.hist, len(seen.jobs)
         if self.value is None:
             # The value net's own seeds: the run's streams are left exactly as they were.
             rngs = [
-                np.random.default_rng(np.random.SeedSequence([j.seed, 0x9AD])) for j in lock.jobs
+                np.random.default_rng(np.random.SeedSequence([j.seed, 0x9AD])) for j in seen.jobs
             ]
             self.value = self.ppo.loss.init_state(ctx, torch.zeros(k, 0), rngs)
             self.opt = FlatAdam([self.value], self.ppo.lr)
         t_rows, m = hist.done.shape[1], ctx.update_every
         rows = torch.arange(t_rows - m, t_rows).expand(k, m)
-        learned = policy_gradient(
-            lock.cfg.loss, ctx, lock.phi, lock.loss_state, hist, policy, lock.theta, rows
-        )
-        ppo = policy_gradient(
-            self.ppo.loss, ctx, torch.zeros(k, 0), self.value, hist, policy, lock.theta, rows
-        )
+        learned = policy_gradient(seen.loss, seen.update, seen.policy, seen.theta, rows)
+        of_ppo = Update(ctx, torch.zeros(k, 0), self.value, hist)
+        ppo = policy_gradient(self.ppo.loss, of_ppo, seen.policy, seen.theta, rows)
         self.theta_size = learned.shape[1]
-        alive = [f is None for f in lock.failed]
+        alive = [f is None for f in seen.failed]
         self.rho.append(
             [
                 spearman(learned[i].numpy(), ppo[i].numpy()) if alive[i] else math.nan
                 for i in range(k)
             ]
         )
-        self._fit_value(lock, rows)
+        self._fit_value(seen, of_ppo, rows)
 
-    def _fit_value(self, lock: Lockstep, rows: torch.Tensor) -> None:
+    def _fit_value(self, seen: UpdateView, of_ppo: Update, rows: torch.Tensor) -> None:
         """PPO's per-step loss on the update's steps, minibatches in order; only the value net
         has a gradient (π is computed without one)."""
-        ctx, hist, policy, phi = (
-            lock.ctx,
-            lock.hist_full,
-            lock.policy,
-            torch.zeros(len(rows), 0),
-        )
+        loss, hist, size = self.ppo.loss, of_ppo.hist, self.minibatch
         with torch.no_grad():
-            prep = self.ppo.loss.begin_update(ctx, self.value, hist)
-            pi = policy.dist(lock.theta, hist.obs)
-            logp = policy.log_prob(pi, hist.act_raw)
-        size = lock.cfg.minibatch
+            prepared = prepare(loss, of_ppo)
+            pi = seen.policy.dist(seen.theta, hist.obs)
+            logp = seen.policy.log_prob(pi, hist.act_raw)
         for _ in range(self.ppo.passes):
             for s in range(0, rows.shape[1], size):
                 self.opt.zero_grad()
-                steps = self.ppo.loss(
-                    ctx, phi, self.value, hist, pi, logp, rows[:, s : s + size], prep
-                )
+                steps = loss(of_ppo.batch(pi, logp, rows[:, s : s + size]), prepared)
                 torch.nan_to_num(steps).sum().backward()
                 self.opt.step()
 
 
 def analyze(study: Study) -> dict[str, Any]:
     """Runs the study's tasks with the learned loss; writes gradients.json and .png."""
-    observer = GradientCorrelation(study.ppo)
+    observer = GradientCorrelation(study.ppo, study.learned.minibatch)
     results = observe(study.learned, study.jobs, observer)
     rho = np.array(observer.rho, float)  # (updates, runs)
     finite = rho[np.isfinite(rho)]

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from epgkit.method.lockstep import Lockstep
+from epgkit.method.inner_loop import UpdateView
+from epgkit.method.losses.base import needs_logp, prepare
 from epgkit.tools.analyze.study import Study, observe, save_figure, write_json
 
 # The per-row inputs in Figure 2's row order (mem aside): name, History field or None for the
@@ -53,13 +54,12 @@ class Sensitivity:
         self.widths: dict[str, int] = {}  # input → its number of features
         self.updates = 0
 
-    def _leaves(self, lock: Lockstep) -> dict[str, torch.Tensor]:
+    def _leaves(self, seen: UpdateView) -> dict[str, torch.Tensor]:
         """Every per-row input the loss may read, as a fresh leaf (K, T, ...)."""
-        hist = lock.hist_full
+        hist = seen.update.hist
         with torch.no_grad():
-            pi = lock.policy.dist(lock.theta, hist.obs)
-            needs_logp = getattr(lock.cfg.loss, "needs_logp", True)
-            logp = lock.policy.log_prob(pi, hist.act_raw) if needs_logp else None
+            pi = seen.policy.dist(seen.theta, hist.obs)
+            logp = seen.policy.log_prob(pi, hist.act_raw) if needs_logp(seen.loss) else None
         leaves = {}
         for name, field in ROW_INPUTS:
             value = getattr(hist, field) if field else {"π(·|s)": pi, "log π(a|s)": logp}[name]
@@ -68,17 +68,15 @@ class Sensitivity:
                 self.widths[name] = value[0, 0].numel()
         return leaves
 
-    def __call__(self, lock: Lockstep) -> None:
-        cfg, ctx, hist = lock.cfg, lock.ctx, lock.hist_full
+    def __call__(self, seen: UpdateView) -> None:
+        ctx, hist = seen.update.ctx, seen.update.hist
         k, t_rows = hist.done.shape
         n, m = ctx.buffer_size, ctx.update_every
-        leaves = self._leaves(lock)
+        leaves = self._leaves(seen)
         view = dataclasses.replace(
             hist, **{f: leaves[x] for x, f in ROW_INPUTS if f is not None and x in leaves}
         )
-        state = {name: t.detach() for name, t in lock.loss_state.items()}
-        with torch.no_grad():
-            prep = cfg.loss.begin_update(ctx, state, hist)
+        state = {name: t.detach() for name, t in seen.update.state.items()}
         # The memory unit (EPGLoss, Eq. 6): mem = tanh(mem_w·1 + mem_b), so ∂L/∂mem is
         # ∂L/∂mem_b divided by tanh' at the same point.
         memory = "mem_w" in state and "mem_b" in state
@@ -90,12 +88,14 @@ class Sensitivity:
         picks = np.linspace(t_rows - m, t_rows - 1, min(self.per_update, m)).round()
         picks = np.unique(picks).astype(np.int64)
         rows = torch.from_numpy(picks).expand(k, -1)
-        losses = cfg.loss(
-            ctx, lock.phi, state, view, leaves.get("π(·|s)"), leaves.get("log π(a|s)"), rows, prep
-        )
+        # Prepared with gradients, from the leaves: what the loss reuses across minibatches
+        # (EPGLoss's data share of its convolution) is part of each step's dependence on them.
+        update = dataclasses.replace(seen.update, state=state, hist=view)
+        batch = update.batch(leaves.get("π(·|s)"), leaves.get("log π(a|s)"), rows)
+        losses = seen.loss(batch, prepare(seen.loss, update))
         names = list(leaves)
         inputs = [leaves[x] for x in names] + ([state["mem_b"]] if memory else [])
-        alive = np.array([f is None for f in lock.failed])
+        alive = np.array([f is None for f in seen.failed])
         if not len(self.counts):
             self.counts = np.zeros(k)
         for j, row in enumerate(picks.tolist()):

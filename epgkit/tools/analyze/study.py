@@ -22,8 +22,7 @@ import numpy as np
 
 from epgkit.errors import ConfigError
 from epgkit.method.experiment import Experiment
-from epgkit.method.inner_loop import InnerLoop, Job, Result
-from epgkit.method.lockstep import Lockstep
+from epgkit.method.inner_loop import InnerLoop, Job, Result, UpdateView
 from epgkit.run import train as tt
 from epgkit.run.paths import check_dir, naming
 from epgkit.run.rundir import RunDirError, json_safe
@@ -109,10 +108,10 @@ def initial_phi(exp: Experiment) -> np.ndarray:
 
 
 def observe(
-    inner: InnerLoop, jobs: Sequence[Job], on_update: Callable[[Lockstep], None]
+    inner: InnerLoop, jobs: Sequence[Job], on_update: Callable[[UpdateView], None]
 ) -> list[Result]:
-    """Runs the inner loops of ``jobs`` in lockstep, calling ``on_update`` at every update."""
-    return Lockstep(inner, jobs, on_update=on_update).run()
+    """Runs the inner loops of ``jobs``, calling ``on_update`` at every update."""
+    return inner.run(jobs, on_update=on_update)
 
 
 def write_json(study: Study, kind: str, data: dict[str, Any]) -> Path:

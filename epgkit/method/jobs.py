@@ -1,0 +1,68 @@
+"""What an inner loop is asked to run (``Job``) and what it reports (``Result``): plain data,
+sent to and from Dask workers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Job:
+    """One inner loop to run: which loss parameters, how much guidance, which task and seed."""
+
+    phi: np.ndarray
+    alpha: float
+    task_seed: int
+    seed: int
+    index: int = 0
+    candidate: int = 0
+
+
+@dataclass
+class Result:
+    """What an inner loop reports; ``seed`` and ``task_seed`` re-run it alone.
+
+    Attributes:
+        fitness: Mean return of the evaluation episodes (−inf when the inner loop failed).
+        failed: Why the inner loop was stopped (non-finite loss, parameters or physics).
+        episodes: (env step at which it ended, return) of every training episode.
+        kl: KL(π_before || π_after) over the update's M states, one per update.
+        policy: With ``run(..., keep_policy=True)``: the trained θ and the observation
+            normalizer's ``obs_mean`` and ``obs_std``, enough to act with the final policy.
+    """
+
+    index: int
+    candidate: int
+    task_seed: int
+    seed: int
+    fitness: float
+    eval_returns: list[float]
+    env_steps: int
+    task: dict[str, Any]
+    failed: str | None = None
+    episodes: list[tuple[int, float]] = field(default_factory=list)
+    kl: list[float] = field(default_factory=list)
+    policy: dict[str, np.ndarray] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        job: Job,
+        returns: list[float],
+        env_steps: int,
+        task: dict[str, Any],
+        failed: str | None,
+        episodes: list[tuple[int, float]],
+        kl: list[float],
+    ) -> Result:
+        """The result of ``job``: its fitness is the mean evaluation return, −inf if it failed
+        (a non-finite mean fails it too)."""
+        fitness = float(np.mean(returns)) if returns and not failed else -math.inf
+        if not math.isfinite(fitness) and not failed:
+            failed = "non-finite evaluation return"
+        return cls(job.index, job.candidate, job.task_seed, job.seed, fitness, returns, env_steps,
+                   task, failed, episodes, kl)  # fmt: skip
