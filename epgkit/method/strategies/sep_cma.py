@@ -121,7 +121,7 @@ class SepCMAES:
 
     def candidates(self, state: CMAState, draws: np.ndarray) -> np.ndarray:
         """m + σ d ⊙ z, (V, P)."""
-        return state.mean + state.sigma * state.scales * draws
+        return state.mean + state.sigma * (state.scales * draws)  # in cma's order of operations
 
     def tell(self, state: CMAState, draws: np.ndarray, fitness: np.ndarray) -> CMAState:
         """One sep-CMA-ES update; −inf ranks last."""
