@@ -159,14 +159,14 @@ def evolve(
     for epoch in range(start, exp.epochs):
         t0 = time.perf_counter()
         rng = np.random.default_rng(np.random.SeedSequence([exp.seed, epoch, 0]))
-        noise = strategy.ask(state, rng)
-        candidates = strategy.candidates(state, noise).astype(np.float32)
+        draws = strategy.ask(state, rng)
+        candidates = strategy.candidates(state, draws).astype(np.float32)
         results = run_jobs(exp, epoch_jobs(exp, candidates, epoch), executor)
         _refuse_all_failed(results, epoch)
         fitness = candidate_fitness(results, len(candidates))
         # The mean the candidates surround, and the step sizes this tell uses.
         phi_evaluated, strategy_metrics = strategy.mean(state), strategy.metrics(state)
-        state = strategy.tell(state, noise, fitness)
+        state = strategy.tell(state, draws, fitness)
 
         env_steps += sum(r.env_steps for r in results)
         metrics = {

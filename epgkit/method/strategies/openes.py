@@ -44,7 +44,7 @@ class OpenES:
 
     Attributes:
         population: V, the number of perturbations per epoch (pairs count twice).
-        sigma: σ, the perturbation scale (reference code: 0.01).
+        sigma: σ, the perturbation scale in φ's units (reference code: 0.01).
         antithetic: Use ±v pairs (not in the paper; lowers the gradient's variance).
         lr_start: Outer step size δ_out at the first step.
         lr_end: Outer step size after ``lr_decay_steps`` steps.
