@@ -80,6 +80,8 @@ class SepCMAES:
             raise ValueError(f"SepCMAES.population must be ≥ 4, got {self.population}")
 
     def _options(self, draws: np.ndarray) -> dict[str, Any]:
+        # cma is imported where it is used: its import takes seconds, which every epgkit command
+        # and every Dask worker would pay otherwise.
         from cma.sigma_adaptation import CMAAdaptSigmaCSA
 
         return {
