@@ -173,6 +173,23 @@ def test_a_different_phi_size_is_refused_even_without_the_recorded_config(run):
     refused(run, "checkpoint.pt holds a φ of 7,205 numbers", "6,581")
 
 
+def test_another_strategy_is_refused_even_without_the_recorded_config(run):
+    # Without operative_config.gin the strategy binding cannot be compared: the checkpoint's
+    # state, OpenES's φ, m, v and step, is what SNES cannot read.
+    (run / "operative_config.gin").unlink()
+    config = run / "config.gin"
+    text = config.read_text().replace("@OpenES()", "@SNES()")
+    config.write_text(f"{text}\nSNES.population = 2\n")
+    refused(run, "checkpoint.pt does not hold a state of SNES", "'sigma'")
+
+
+def test_changing_the_strategy_by_a_binding_is_refused(run):
+    before = snapshot(run)
+    out = resume(run, "-b", "Experiment.epochs = 4", "-b", "Experiment.strategy = @SNES()")
+    assert out.returncode == 2 and "Experiment.strategy" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and snapshot(run) == before
+
+
 def test_a_run_without_the_recorded_config_still_resumes(run, runs):
     (run / "operative_config.gin").unlink()
     out = resume(run, "-b", "Experiment.epochs = 4")

@@ -19,7 +19,7 @@ import torch
 from epgkit.method.executor import Executor
 from epgkit.method.experiment import Experiment
 from epgkit.method.inner_loop import Job, Result, checked, run_batch
-from epgkit.method.strategies import ESState
+from epgkit.method.strategies import Strategy
 from epgkit.method.user_code import UserCodeError
 
 # Evolution draws task seeds below 2**31; test-time training draws them above (see train).
@@ -44,14 +44,17 @@ class Store(Protocol):
 def epoch_jobs(exp: Experiment, candidates: np.ndarray, epoch: int) -> list[Job]:
     """The W inner loops of an epoch: worker w evaluates candidate ⌈wV/W⌉ on its own task.
 
-    With antithetic sampling, the two halves of a ±v pair see the same tasks and seeds.
+    Candidates the strategy pairs (``shared_tasks``, e.g. the halves of an antithetic ±v pair)
+    see the same tasks and seeds: the j-th inner loop of one is the j-th of the other.
     """
     w, v = exp.inner_loops, len(candidates)
     rng = np.random.default_rng(np.random.SeedSequence([exp.seed, epoch, 1]))
     task_seeds = rng.integers(0, TASK_SEED_LIMIT, w)
     seeds = rng.integers(0, 2**63, w)
-    if exp.strategy.antithetic:
-        task_seeds[w // 2 :], seeds[w // 2 :] = task_seeds[: w // 2], seeds[: w // 2]
+    per = w // v
+    for c, source in enumerate(exp.strategy.shared_tasks()):
+        mine, theirs = slice(c * per, (c + 1) * per), slice(source * per, (source + 1) * per)
+        task_seeds[mine], seeds[mine] = task_seeds[theirs], seeds[theirs]
     alpha = exp.alpha(epoch)
     return [
         Job(candidates[i * v // w], alpha, int(task_seeds[i]), int(seeds[i]), i, i * v // w)
@@ -85,7 +88,7 @@ def _refuse_all_failed(results: list[Result], epoch: int) -> None:
     raise UserCodeError(
         f"every inner loop of epoch {epoch + 1} failed, the first with {first.failed} "
         f"(task seed {first.task_seed}, seed {first.seed}); the ES cannot learn from that: "
-        "check the env and the loss (or a too large OpenES.sigma)"
+        "check the env and the loss (or a too large σ of the ES)"
     )
 
 
@@ -115,13 +118,22 @@ def _record(epoch: int, r: Result) -> dict[str, Any]:
     return {"epoch": epoch, **row}
 
 
-def _state_tensors(state: ESState) -> dict[str, Any]:
-    return {
-        "phi": torch.from_numpy(state.phi),
-        "m": torch.from_numpy(state.m),
-        "v": torch.from_numpy(state.v),
-        "step": state.step,
-    }
+#: Checkpoint keys the outer loop writes itself; a strategy's state takes the others.
+RUN_KEYS = ("epoch", "env_steps", "best_fitness", "best_phi", "metrics_line", "records")
+
+
+def save_state(strategy: Strategy, state: Any) -> dict[str, Any]:
+    """The strategy's state for a checkpoint: arrays as tensors, numbers and strings as they are."""
+    saved = dict(strategy.save(state))
+    clash = sorted(saved.keys() & set(RUN_KEYS))
+    if clash:
+        raise ValueError(f"{type(strategy).__name__} saves its state under reserved keys {clash}")
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in saved.items()}
+
+
+def load_state(strategy: Strategy, ckpt: dict[str, Any]) -> Any:
+    """The strategy's state from a checkpoint (``ValueError`` naming what is missing)."""
+    return strategy.load({k: v for k, v in ckpt.items() if k not in RUN_KEYS})
 
 
 def evolve(
@@ -130,12 +142,13 @@ def evolve(
     executor: Executor,
     on_epoch: Callable[[dict[str, Any]], None] = lambda m: None,
     loss_meta: dict[str, Any] | None = None,
-) -> ESState:
-    """Runs (or continues) the evolution described by ``exp`` in ``run``."""
+) -> Any:
+    """Runs (or continues) the evolution described by ``exp`` in ``run``; returns the
+    strategy's last state (``exp.strategy.mean(state)`` is the last φ)."""
     strategy = exp.strategy
     ckpt = run.checkpoint()
     if ckpt is not None:
-        state = ESState(ckpt["phi"].numpy(), ckpt["m"].numpy(), ckpt["v"].numpy(), ckpt["step"])
+        state = load_state(strategy, ckpt)
         start, env_steps = ckpt["epoch"], ckpt["env_steps"]
         best = (ckpt["best_fitness"], ckpt["best_phi"].numpy())
     else:
@@ -146,21 +159,21 @@ def evolve(
     for epoch in range(start, exp.epochs):
         t0 = time.perf_counter()
         rng = np.random.default_rng(np.random.SeedSequence([exp.seed, epoch, 0]))
-        noise = strategy.ask(state, rng)
-        candidates = strategy.candidates(state, noise).astype(np.float32)
+        draws = strategy.ask(state, rng)
+        candidates = strategy.candidates(state, draws).astype(np.float32)
         results = run_jobs(exp, epoch_jobs(exp, candidates, epoch), executor)
         _refuse_all_failed(results, epoch)
         fitness = candidate_fitness(results, len(candidates))
-        phi_evaluated, lr = state.phi, strategy.lr(state.step)  # the step size of this tell
-        state = strategy.tell(state, noise, fitness)
+        # The mean the candidates surround, and the step sizes this tell uses.
+        phi_evaluated, strategy_metrics = strategy.mean(state), strategy.metrics(state)
+        state = strategy.tell(state, draws, fitness)
 
         env_steps += sum(r.env_steps for r in results)
         metrics = {
             "epoch": epoch,
             **_stats(results),
             "alpha": exp.alpha(epoch),
-            "lr": lr,
-            "sigma": strategy.sigma,
+            **strategy_metrics,
             "failures": sum(r.failed is not None for r in results),
             "env_steps": env_steps,
             "wall_s": time.perf_counter() - t0,
@@ -176,9 +189,9 @@ def evolve(
             # and at α = 1 the fitness says nothing about φ at all.
             best = (metrics["fitness_mean"], phi_evaluated)
             run.save_loss(True, best[1], {**meta, "epoch": epoch, "fitness_mean": best[0]})
-        run.save_loss(False, state.phi, {**meta, "epoch": epoch + 1})
+        run.save_loss(False, strategy.mean(state), {**meta, "epoch": epoch + 1})
         checkpoint = {
-            **_state_tensors(state),
+            **save_state(strategy, state),
             "epoch": epoch + 1,
             "env_steps": env_steps,
             "best_fitness": float(best[0]),

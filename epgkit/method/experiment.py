@@ -13,7 +13,7 @@ import gin
 
 from epgkit.method import checks
 from epgkit.method.inner_loop import InnerLoop
-from epgkit.method.strategies import OpenES
+from epgkit.method.strategies import OpenES, Strategy
 
 
 @gin.configurable
@@ -23,7 +23,8 @@ class Experiment:
 
     Attributes:
         inner: The inner loop every worker runs (env, loss, guidance, policy, U, M, N).
-        strategy: The outer optimizer; its population is V, the number of noise vectors.
+        strategy: The outer optimizer (``epgkit list strategies``); its population is V, the
+            number of candidates per epoch.
         epochs: E, outer-loop epochs.
         inner_loops: W, inner loops per epoch; each of the V perturbations is evaluated on
             W/V tasks and its fitness is their mean.
@@ -49,7 +50,7 @@ class Experiment:
     """
 
     inner: InnerLoop = field(default_factory=InnerLoop)
-    strategy: OpenES = field(default_factory=OpenES)
+    strategy: Strategy = field(default_factory=OpenES)
     epochs: int = 100
     inner_loops: int = 256
     alpha_epochs: int = 500

@@ -17,7 +17,6 @@ from gin.config_parser import BindingStatement, ConfigParser
 
 from epgkit.method.evolve import evolve
 from epgkit.method.experiment import Experiment
-from epgkit.method.strategies import ESState
 from epgkit.run import config, preflight
 from epgkit.run.cluster import Executor
 from epgkit.run.lock import DirLock
@@ -179,14 +178,16 @@ def _prepare(configs: Sequence[str], bindings: Sequence[str], resume: str | None
     }
     run = RunDir(exp.run_dir)
     if resume is not None:  # an edited config.gin is refused as a -b change would be
-        check_config(run.path, meta["operative_config"], meta["phi_size"], ckpt, RESUMABLE)
+        check_config(
+            run.path, meta["operative_config"], meta["phi_size"], ckpt, RESUMABLE, exp.strategy
+        )
     files = [str(p) for p in paths]
     return Prepared(exp, run, meta, gin.config_str(), files, resume is not None, extend)
 
 
 def run_evolution(
     prepared: Prepared, executor: Executor, echo: Callable[[str], None] = print
-) -> ESState:
+) -> Any:
     """Evolves, printing a line per epoch and refreshing ``plots/fitness.png``."""
     prepared.open()
     exp, run, meta = prepared.exp, prepared.run, prepared.meta

@@ -33,6 +33,8 @@ from gin.config import ParserDelegate
 from gin.config_parser import BindingStatement, ConfigParser
 
 from epgkit.errors import ConfigError
+from epgkit.method.evolve import load_state
+from epgkit.method.strategies import Strategy
 from epgkit.run.rundir import (
     CHECKPOINT,
     METRICS,
@@ -154,11 +156,12 @@ def gin_bindings(text: str, where: str) -> dict[str, str]:
 
 def check_config(
     run_path: Path, operative: str, phi_size: int, ckpt: dict[str, Any] | None,
-    free: Collection[str],
+    free: Collection[str], strategy: Strategy,
 ) -> None:  # fmt: skip
     """Refuses a rebuilt config that differs from the one the run used (except ``free``
-    bindings), or whose φ does not have the checkpoint's size (which a changed loss or
-    another epgkit version may cause without any binding changing).
+    bindings), whose φ does not have the checkpoint's size (which a changed loss or
+    another epgkit version may cause without any binding changing), or whose strategy cannot
+    read the checkpoint's state.
 
     Bindings present on one side only (a parameter added or removed by another epgkit
     version) are not compared; a run directory without ``operative_config.gin`` is compared
@@ -179,9 +182,25 @@ def check_config(
                 f"{', '.join(changed)}. Restore its config.gin, or start a new run to try other "
                 "settings."
             )
-    if ckpt is not None and ckpt["phi"].numel() != phi_size:
+    if ckpt is None:
+        return
+    # best_phi: every checkpoint has it, of φ's size, whatever the strategy.
+    if ckpt["best_phi"].numel() != phi_size:
         raise ConfigError(
-            f"--resume {run_path}: {CHECKPOINT} holds a φ of {ckpt['phi'].numel():,} numbers "
-            f"but the config now builds a loss with {phi_size:,}; a resumed run continues as "
-            "it was configured, so start a new run to try another loss"
+            f"--resume {run_path}: {CHECKPOINT} holds a φ of {ckpt['best_phi'].numel():,} "
+            f"numbers but the config now builds a loss with {phi_size:,}; a resumed run "
+            "continues as it was configured, so start a new run to try another loss"
+        )
+    try:
+        state = load_state(strategy, ckpt)
+    except ValueError as err:
+        raise ConfigError(
+            f"--resume {run_path}: {CHECKPOINT} does not hold a state of "
+            f"{type(strategy).__name__} ({err}); a resumed run continues with the strategy it "
+            "started with"
+        ) from None
+    if strategy.mean(state).size != phi_size:
+        raise ConfigError(
+            f"--resume {run_path}: {CHECKPOINT} holds a {type(strategy).__name__} state of "
+            f"{strategy.mean(state).size:,} numbers but the loss has {phi_size:,}"
         )

@@ -33,10 +33,11 @@ BEST_LOSS = "best_loss.pt"
 LAST_LOSS = "loss.pt"
 OPERATIVE = "operative_config.gin"
 
-#: What a checkpoint holds: the ES state, the epochs done, and the log lines of the last epoch
-#: (so that a crash between the checkpoint and the logs' appends loses nothing).
-CHECKPOINT_KEYS = {"epoch": int, "phi": torch.Tensor, "m": torch.Tensor, "v": torch.Tensor,
-                   "step": int, "env_steps": int, "best_fitness": float,
+#: What every checkpoint holds besides the strategy's state (whose keys the strategy checks when
+#: it loads them: ``phi``, ``m``, ``v``, ``step`` for OpenES): the epochs done, the best loss, and
+#: the log lines of the last epoch (so that a crash between the checkpoint and the logs' appends
+#: loses nothing).
+CHECKPOINT_KEYS = {"epoch": int, "env_steps": int, "best_fitness": float,
                    "best_phi": torch.Tensor, "metrics_line": str, "records": str}  # fmt: skip
 
 

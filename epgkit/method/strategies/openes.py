@@ -1,18 +1,27 @@
-"""Outer-loop optimizers: evolution strategies as ``init / ask / tell`` over explicit state.
+"""OpenES, the paper's outer optimizer (Salimans et al. 2017, as EPG uses it).
 
-The ES knows nothing of RL: it maximizes a fitness of a flat parameter vector. ``OpenES``
-is Section 3.2 / Eq. (7): V Gaussian perturbations φ + σv, centred ranks of their fitness,
+Section 3.2 / Eq. (7): V Gaussian perturbations φ + σv, centred ranks of their fitness,
 the gradient estimate Σ_v rank_v · v / (Vσ) minus an L2 term, applied with Adam (β1 = 0,
 β2 = 0.999) at a step size annealed linearly from ``lr_start`` to ``lr_end``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from epgkit.method import checks
+from epgkit.method.strategies.base import (
+    Saved,
+    centered_ranks,
+    mirrored_tasks,
+    own_tasks,
+    require,
+    uninformative,
+)
 from epgkit.registry import register
 
 
@@ -26,34 +35,16 @@ class ESState:
     step: int = 0
 
 
-def centered_ranks(fitness: np.ndarray) -> np.ndarray:
-    """Ranks mapped linearly onto [−0.5, 0.5]; equal fitness gets equal (mean) ranks, −inf
-    ranks last.
-
-    Equal ranks matter: the two halves of an antithetic pair share their task and seeds, so
-    when the loss does not affect fitness (guidance α = 1) they tie exactly, and ranks broken
-    by order would push φ along −v for no reason.
-    """
-    fitness = np.asarray(fitness, np.float64)
-    n = len(fitness)
-    order = np.argsort(fitness, kind="stable")
-    ranks = np.empty(n)
-    ranks[order] = np.arange(n)
-    sorted_fitness = fitness[order]
-    starts = np.flatnonzero(np.r_[True, sorted_fitness[1:] != sorted_fitness[:-1]])
-    for start, stop in zip(starts, np.r_[starts[1:], n], strict=True):
-        ranks[order[start:stop]] = (start + stop - 1) / 2
-    return ranks / max(n - 1, 1) - 0.5
-
-
 @register("strategy")
 @dataclass(frozen=True)
 class OpenES:
-    """OpenAI-style ES with Adam, as used by EPG.
+    """OpenAI-style ES with Adam, as used by EPG (the paper's outer loop, Eq. 7).
+
+    Its checkpoint keys are ``phi``, ``m``, ``v`` and ``step``, as in every run so far.
 
     Attributes:
         population: V, the number of perturbations per epoch (pairs count twice).
-        sigma: σ, the perturbation scale (reference code: 0.01).
+        sigma: σ, the perturbation scale in φ's units (reference code: 0.01).
         antithetic: Use ±v pairs (not in the paper; lowers the gradient's variance).
         lr_start: Outer step size δ_out at the first step.
         lr_end: Outer step size after ``lr_decay_steps`` steps.
@@ -126,10 +117,7 @@ class OpenES:
             finite = np.where(np.isfinite(fitness), fitness, np.nan)
             filled = np.where(np.isfinite(fitness), fitness, np.nanmin(finite))
             weights = (filled - filled.mean()) / (filled.std() + 1e-8)
-        half = len(weights) // 2
-        if (weights == weights[0]).all() or (
-            self.antithetic and (weights[:half] == weights[half:]).all()
-        ):
+        if uninformative(weights, self.antithetic):
             # No direction did better than its opposite (all tied, or every ±v pair tied, as
             # when guidance α = 1 makes fitness ignore φ): no information. Adam would turn the
             # L2 term alone into a full step of size lr, so no step is taken, nor counted.
@@ -142,3 +130,26 @@ class OpenES:
         v_hat = v / (1 - self.beta2**step)
         phi = state.phi + self.lr(state.step) * m_hat / (np.sqrt(v_hat) + 1e-8)
         return replace(state, phi=phi, m=m, v=v, step=step)
+
+    def mean(self, state: ESState) -> np.ndarray:
+        """φ, the current loss."""
+        return state.phi
+
+    def shared_tasks(self) -> tuple[int, ...]:
+        """The halves of a ±v pair share tasks and seeds."""
+        return mirrored_tasks(self.population) if self.antithetic else own_tasks(self.population)
+
+    def metrics(self, state: ESState) -> dict[str, float]:
+        """The step size the next ``tell`` uses, and σ."""
+        return {"lr": self.lr(state.step), "sigma": self.sigma}
+
+    def save(self, state: ESState) -> Saved:
+        """φ, Adam's moments and the step count."""
+        return {"phi": state.phi, "m": state.m, "v": state.v, "step": state.step}
+
+    def load(self, saved: Mapping[str, Any]) -> ESState:
+        """The state ``save`` wrote (and every epgkit checkpoint before strategies had a
+        protocol: the keys are the same)."""
+        got = require(saved, "OpenES", {"phi": np.ndarray, "m": np.ndarray, "v": np.ndarray,
+                                        "step": int})  # fmt: skip
+        return ESState(got["phi"], got["m"], got["v"], got["step"])
