@@ -13,7 +13,7 @@ from epgkit.method.inner_loop import InnerLoop, Job
 from epgkit.method.losses import PPOLoss
 from epgkit.method.policies import flat_params
 from epgkit.run import config
-from epgkit.run.cluster import InProcess
+from epgkit.method.executor import InProcess
 from epgkit.run.rundir import RunDir
 
 EXTENSIONS = [c for c in config.available() if c.startswith("extensions/")]

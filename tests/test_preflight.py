@@ -174,7 +174,7 @@ def refused(out: Done, code: int, message: str, nothing: Path) -> None:
         (["-b", "EPGLoss.channels = (10, 10.5)"], "EPGLoss.channels must be a tuple of 2 items"),
         (["-b", "PPOLoss.gamma = 1.5"], "PPOLoss.gamma must be in [0, 1], got 1.5"),
         (["-b", "GaussianMLP.hidden = (64, 0)"], "GaussianMLP: hidden sizes must be positive"),
-        (["-b", "Experiment.connect_timeout = 0.0"], "connect_timeout must be > 0 seconds"),
+        (["-b", "Scheduler.connect_timeout = 0.0"], "connect_timeout must be > 0 seconds"),
         (["-b", "InnerLoop.env_kwargs = (('speed', 1, 2),)"], "InnerLoop.env_kwargs must be"),
     ],
 )

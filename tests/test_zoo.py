@@ -9,7 +9,7 @@ import pytest
 
 from epgkit.run import train as tt
 from epgkit.run import zoo
-from epgkit.run.cluster import InProcess
+from epgkit.method.executor import InProcess
 
 ENTRIES = list(zoo.entries())
 

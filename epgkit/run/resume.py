@@ -24,7 +24,7 @@ every default): editing ``config.gin`` is refused like a ``-b`` change, binding 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from gin.config import ParserDelegate
 from gin.config_parser import BindingStatement, ConfigParser
 
 from epgkit.errors import ConfigError
+from epgkit.run.renamed import upgrade
 from epgkit.run.rundir import (
     CHECKPOINT,
     METRICS,
@@ -154,10 +155,10 @@ def gin_bindings(text: str, where: str) -> dict[str, str]:
 
 def check_config(
     run_path: Path, operative: str, phi_size: int, ckpt: dict[str, Any] | None,
-    free: Collection[str],
+    free: Callable[[str], bool],
 ) -> None:  # fmt: skip
-    """Refuses a rebuilt config that differs from the one the run used (except ``free``
-    bindings), or whose φ does not have the checkpoint's size (which a changed loss or
+    """Refuses a rebuilt config that differs from the one the run used (except bindings
+    whose name is ``free``), or whose φ does not have the checkpoint's size (which a changed loss or
     another epgkit version may cause without any binding changing).
 
     Bindings present on one side only (a parameter added or removed by another epgkit
@@ -166,12 +167,13 @@ def check_config(
     """
     recorded = run_path / OPERATIVE
     if recorded.is_file():
-        before = gin_bindings(recorded.read_text(), str(recorded))
+        # A run recorded before Launch names where it ran Experiment.workers and the like.
+        before = gin_bindings(upgrade(recorded.read_text()), str(recorded))
         now = gin_bindings(operative, "")
         changed = [
             f"{name} ({before[name]} when the run started, {now[name]} now)"
             for name in sorted(before.keys() & now.keys())
-            if name not in free and before[name] != now[name]
+            if not free(name) and before[name] != now[name]
         ]
         if changed:
             raise ConfigError(
