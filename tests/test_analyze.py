@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
+from epgkit.method.executor import InProcess
 from epgkit.method.inner_loop import InnerLoop, Job
 from epgkit.method.losses import EPGLoss, PPOLoss
 from epgkit.method.policies import CategoricalMLP, GaussianMLP
 from epgkit.registry import register
-from epgkit.method.executor import InProcess
 from epgkit.run.launch import prepare as prepare_run
 from epgkit.run.launch import run_evolution
 from epgkit.run.rundir import BEST_LOSS, RunDirError, load_loss

@@ -160,9 +160,7 @@ def test_an_external_cluster_whose_workers_all_die_stops_the_run_resumable(
 ):
     address, _, workers = dask_cli_cluster
     run = tmp_path / "run"
-    proc = evolve_on(
-        address, run, "Scheduler.connect_timeout = 30", "Launch.worker_timeout = 2"
-    )
+    proc = evolve_on(address, run, "Scheduler.connect_timeout = 30", "Launch.worker_timeout = 2")
     os.killpg(workers.pid, signal.SIGKILL)  # every worker, and the nannies that would restart them
     workers.wait()
     finished = stopped_resumable(
@@ -179,8 +177,6 @@ def test_an_external_cluster_whose_workers_all_die_stops_the_run_resumable(
 def test_a_scheduler_that_stops_answering_stops_the_run_resumable(tmp_path, dask_cli_cluster):
     address, scheduler, _ = dask_cli_cluster
     run = tmp_path / "run"
-    proc = evolve_on(
-        address, run, "Scheduler.connect_timeout = 5", "Launch.worker_timeout = 5"
-    )
+    proc = evolve_on(address, run, "Scheduler.connect_timeout = 5", "Launch.worker_timeout = 5")
     scheduler.send_signal(signal.SIGSTOP)  # alive, connected, and silent
     stopped_resumable(proc, run, f"the Dask scheduler at {address} has not answered for 5 s")

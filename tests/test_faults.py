@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from epgkit.method.evolve import evolve
+from epgkit.method.executor import InProcess
 from epgkit.method.experiment import Experiment
 from epgkit.run import config
-from epgkit.method.executor import InProcess
 from epgkit.run.cluster import connect
 from epgkit.run.launch import _check_resume_bindings
 from epgkit.run.rundir import RunDir
@@ -236,8 +236,12 @@ def test_resume_bindings_are_read_as_gin_reads_them(bindings, recorded):
 
 @pytest.mark.parametrize(
     "binding",
-    ["ppo/InnerLoop.lr = 0.1", "import my_module", "OpenES.sigma = \\\n 0.1",
-     "Launch.run_dir = 'elsewhere'"],  # fmt: skip
+    [
+        "ppo/InnerLoop.lr = 0.1",
+        "import my_module",
+        "OpenES.sigma = \\\n 0.1",
+        "Launch.run_dir = 'elsewhere'",
+    ],  # fmt: skip
 )
 def test_resume_refuses_scoped_bindings_imports_and_continued_lines(binding):
     with pytest.raises(config.ConfigError, match="cannot change"):

@@ -12,11 +12,11 @@ from pathlib import Path
 import gin
 import pytest
 
+from epgkit.method.executor import InProcess
 from epgkit.run import config
 from epgkit.run import sweep as sw
 from epgkit.run import sweep_plan as sp
 from epgkit.run import sweep_summary as summary
-from epgkit.method.executor import InProcess
 from epgkit.run.progress import Progress
 from epgkit.run.rundir import RunDirError
 from epgkit.run.wandb_log import WandbOptions, gin_values

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from epgkit.run import progress as progress_module
 from epgkit.method.executor import InProcess
+from epgkit.run import progress as progress_module
 from epgkit.run.cluster import connect
 from epgkit.run.launch import prepare, run_evolution
 from epgkit.run.progress import CountingExecutor, Progress, log_to

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from epgkit.method.evolve import TASK_SEED_LIMIT
+from epgkit.method.executor import InProcess
 from epgkit.method.inner_loop import Result
 from epgkit.method.losses import DPOLoss, PPOLoss
 from epgkit.method.policies import GaussianMLP
 from epgkit.run import train as tt
-from epgkit.method.executor import InProcess
 from epgkit.run.launch import prepare, run_evolution
 from epgkit.run.rundir import RunDirError, json_safe
 

@@ -151,11 +151,12 @@ def _prepare(configs: Sequence[str], bindings: Sequence[str], resume: str | None
     if resume is not None:
         run = RunDir(resume)
         extend = _check_resume_bindings(bindings)
-        # Read as text: a run recorded before Launch binds Experiment.workers and the like.
+        configs, old = [str(run.path / "config.gin")], []
         with naming(run.path / "config.gin"):
             recorded = (run.path / "config.gin").read_text()
-        configs = []
-        bindings = [recorded, *bindings, f"{RUN_DIR} = {str(run.path)!r}"]
+        if upgrade(recorded) != recorded:  # recorded before Launch: Experiment.workers and such
+            configs, old = [], [recorded]  # parsed as bindings, which config.parse upgrades
+        bindings = [*old, *bindings, f"{RUN_DIR} = {str(run.path)!r}"]
         if (run.path / CHECKPOINT).exists():
             # A corrupt checkpoint is refused here, before anything runs.
             ckpt = run.load_checkpoint()

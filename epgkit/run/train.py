@@ -14,10 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import gin
 import numpy as np
 
-from epgkit.method import checks
 from epgkit.method.evolve import TASK_SEED_LIMIT
 from epgkit.method.experiment import Experiment
 from epgkit.method.inner_loop import InnerLoop, Job, Result, checked, run_batch
@@ -25,6 +23,7 @@ from epgkit.method.losses import DPOLoss, PPOLoss
 from epgkit.run import config, zoo
 from epgkit.run.cluster import Executor
 from epgkit.run.rundir import BEST_LOSS, LAST_LOSS, RunDirError, load_loss
+from epgkit.run.testtime import TestTime  # noqa: F401  (train's configurable)
 from epgkit.run.train_summary import (  # noqa: F401  (train's reports, under their old names)
     LEARNED,
     curve,
@@ -38,41 +37,6 @@ from epgkit.run.train_summary import (  # noqa: F401  (train's reports, under th
 
 #: Baselines offered when a loss's config declares none (parsed before that config).
 DEFAULT_BASELINES = config.GIN_DIR / "baselines" / "defaults.gin"
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class TestTime:
-    """A test-time training (``epgkit train``): what the evolved loss is tested on, against
-    which baselines. Its output directory is ``Launch.run_dir``.
-
-    Attributes:
-        env_id: Test on this env instead of the one the loss was evolved on (same spaces).
-        steps: Env steps U of each run; None keeps the experiment's.
-        runs: Held-out tasks, one inner loop per method each.
-        seed: Seed of the held-out tasks and of the runs' seeds.
-        baselines: Names of ``Experiment.baselines`` to train on the same tasks.
-    """
-
-    __test__ = False  # not a pytest class, whatever its name
-
-    env_id: str | None = None
-    steps: int | None = None
-    runs: int = 20
-    seed: int = 0
-    baselines: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        checks.check(self)
-        problems = [
-            f"runs must be ≥ 1, got {self.runs}" if self.runs < 1 else "",
-            f"seed must be ≥ 0, got {self.seed}" if self.seed < 0 else "",
-            f"steps must be ≥ 1, got {self.steps}"
-            if self.steps is not None and self.steps < 1
-            else "",
-        ]
-        if any(problems):
-            raise ValueError("TestTime: " + "; ".join(p for p in problems if p))
 
 
 @dataclasses.dataclass(frozen=True)
