@@ -38,8 +38,10 @@ def test_evolve_returns_its_run_and_train_its_summary(tmp_path):
     assert summary.data == json.loads((tmp_path / "t" / "summary.json").read_text())
     assert "P(epg > reinforce)" in summary.table()
     recorded = (tmp_path / "t" / "config.gin").read_text()
-    expected = ["TestTime.runs = 2", "TestTime.steps = 64", "TestTime.baselines = ('reinforce',)",
-                "Launch.cluster = @InProcess()", f"Launch.run_dir = '{tmp_path / 't'}'"]  # fmt: skip
+    expected = [
+        "TestTime.runs = 2", "TestTime.steps = 64", "TestTime.baselines = ('reinforce',)",
+        "Launch.cluster = @InProcess()", f"Launch.run_dir = '{tmp_path / 't'}'",
+    ]  # fmt: skip
     assert [b for b in expected if b not in recorded] == []
 
 
