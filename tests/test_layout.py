@@ -150,7 +150,7 @@ def test_registering_the_components_imports_no_driver_code():
     assert [m for m in imported if m.startswith(DRIVER)] == []
 
 
-@pytest.mark.xfail(strict=True, reason="cli, lockstep, policies: being split")
+@pytest.mark.xfail(strict=True, reason="lockstep, policies: being split")
 def test_modules_stay_short():
     long = {name: n for name, path in _modules().items()
             if (n := len(path.read_text().splitlines())) > 330}  # fmt: skip
