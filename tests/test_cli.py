@@ -102,7 +102,8 @@ def test_version_prints_the_installed_version():
 def test_list_shows_every_kind():
     out = epgkit("list")
     assert out.returncode == 0
-    names = ["EPGLoss", "PPOLoss", "ReinforceLoss", "GaussianMLP", "CategoricalMLP", "OpenES"]
+    names = ["EPGLoss", "PPOLoss", "ReinforceLoss", "GaussianMLP", "CategoricalMLP", "OpenES",
+             "LocalCluster", "Scheduler", "InProcess"]  # fmt: skip
     for name in [*names, "epgkit/RandomHopper-v0", "epgkit/PointGoal-v0", "quickstart.gin"]:
         assert name in out.stdout
     losses = epgkit("list", "losses")

@@ -82,14 +82,17 @@ def envs_show(
     typer.echo(message if message else f"wrote {target}")
 
 
-LIST_KINDS = {"losses": "loss", "policies": "policy", "strategies": "strategy"}
+LIST_KINDS = {"losses": "loss", "policies": "policy", "strategies": "strategy",
+              "clusters": "cluster"}  # fmt: skip
 
 
 @app.command("list")
 def list_(
     what: Annotated[
         str | None,
-        typer.Argument(help="losses, policies, strategies, envs, configs or zoo (default: all)."),
+        typer.Argument(
+            help="losses, policies, strategies, clusters, envs, configs or zoo (default: all)."
+        ),
     ] = None,
     modules: Annotated[
         list[str] | None,
@@ -106,7 +109,7 @@ def list_(
     from epgkit.method.user_code import describe
     from epgkit.run.config import available
 
-    kinds = ["losses", "policies", "strategies", "envs", "configs", "zoo"]
+    kinds = ["losses", "policies", "strategies", "clusters", "envs", "configs", "zoo"]
     with user_errors(False):
         if what is not None and what not in kinds:
             raise ConfigError(f"cannot list {what!r}; choose one of {', '.join(kinds)}")
