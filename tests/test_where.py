@@ -150,3 +150,16 @@ def test_a_copy_of_a_committed_run_resumes_with_its_old_bindings(tmp_path, old):
     gin.clear_config()
     with pytest.raises(ConfigError, match="cannot change OpenES.sigma"):
         prepare([], [], resume=str(run))
+
+
+def test_a_cluster_that_serves_a_dashboard_has_its_url_printed_first(tmp_path):
+    from epgkit.run.launch import run_evolution
+
+    class Served(InProcessExecutor):
+        dashboard = "http://127.0.0.1:40123/status"
+
+    lines: list[str] = []
+    with prepare(["quickstart.gin", "debug.gin"], [f"Launch.run_dir = '{tmp_path}'"]) as prepared:
+        run_evolution(prepared, Served(), lines.append)
+    assert lines[0] == "Dask dashboard: http://127.0.0.1:40123/status"
+    assert lines[1].startswith("epgkit: evolving") and " worker" in lines[1]
