@@ -219,8 +219,8 @@ def test_the_memory_estimate_of_a_shipped_experiment_is_far_below_a_laptop():
 def test_every_shipped_experiment_passes_the_checks_at_its_full_scale(name):
     config.parse([name])
     exp = config.with_policies(config.build(Experiment))
-    dims = preflight.check_experiment(exp, 1)  # values, memory, its env and loss on a tiny batch
-    assert dims.obs_dim > 0
+    checked = preflight.check_experiment(exp, 1)  # values, memory, env and loss on a tiny batch
+    assert checked.dims.obs_dim > 0 and checked.phi_size == exp.inner.phi_size()
 
 
 @pytest.mark.parametrize("given", ["base.gin", "empty"])

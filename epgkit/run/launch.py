@@ -182,14 +182,14 @@ def _prepare(configs: Sequence[str], bindings: Sequence[str], resume: str | None
             f"Experiment.epochs = {exp.epochs} adds none"
         )
     # Values, env, memory and the user's env and loss on a tiny batch, before anything is written.
-    dims = preflight.check_experiment(exp, local_processes(launch.where()))
+    checked = preflight.check_experiment(exp, local_processes(launch.where()))
     meta = {
         "env_id": exp.inner.env_id,
         "loss": type(exp.inner.loss).__name__,
         "policy": repr(exp.inner.policy),
-        "phi_size": preflight.phi_size(exp.inner),
-        "obs_dim": dims.obs_dim,
-        "act_dim": dims.act_dim,
+        "phi_size": checked.phi_size,
+        "obs_dim": checked.dims.obs_dim,
+        "act_dim": checked.dims.act_dim,
         "operative_config": gin.operative_config_str(),
     }
     run = RunDir(launch.run_dir)

@@ -165,17 +165,26 @@ def check_code(inner: InnerLoop, phi: np.ndarray, guided: bool, which: str) -> N
             )
 
 
-def check_experiment(exp: Any, local: int) -> Dims:
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """What the checks of an evolution read off its env and loss, for the run's records."""
+
+    dims: Dims
+    phi_size: int
+
+
+def check_experiment(exp: Any, local: int) -> Checked:
     """Every check of an evolution, in order: values, env, memory, the user's code
     (``local``: batches running at once on this machine, as ``check_memory`` takes it)."""
     check_values(exp)
     dims = exp.inner.dims()  # a bad env id, or an env that cannot be built, fails here
-    check_memory(exp, dims, phi_size(exp.inner), local)
+    size = phi_size(exp.inner)
+    check_memory(exp, dims, size, local)
     rng = np.random.default_rng(np.random.SeedSequence([exp.seed, 0]))  # as evolve draws φ
     with blame(f"loss {type(exp.inner.loss).__name__}", "init_phi"):
         phi0 = exp.inner.init_phi(rng)
     check_code(exp.inner, phi0, exp.alpha(0) > 0, "φ from its init_phi")
-    return dims
+    return Checked(dims, size)
 
 
 def check_training(
