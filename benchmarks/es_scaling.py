@@ -12,7 +12,7 @@ machine slows both alike (run one after the other, the same 1-worker epoch varie
 between runs here). Each cluster first runs a warm-up epoch (a worker pays torch's import and
 MuJoCo's model compilation on its first task); the best of ``--rounds`` epochs is kept. Peak
 RSS is each worker's ``ru_maxrss``. The last line is ``speedup_2_workers=R3
-worker_peak_rss_mb=X``. """
+worker_peak_rss_mb=X``."""
 
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ import epgkit.method.inner_loop  # noqa: F401
 import epgkit.method.losses  # noqa: F401
 import epgkit.method.policies  # noqa: F401
 import epgkit.method.strategies  # noqa: F401
+import epgkit.run.cluster  # noqa: F401  (Launch and the clusters; workers never import them)
+import epgkit.run.testtime  # noqa: F401  (TestTime)
 from epgkit.registry import KINDS, index
 
 __all__ = ["KINDS", "lookup", "registered"]

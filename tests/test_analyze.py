@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
+from epgkit.method.executor import InProcess
 from epgkit.method.inner_loop import InnerLoop, Job
 from epgkit.method.losses import EPGLoss, PPOLoss
 from epgkit.method.policies import CategoricalMLP, GaussianMLP
 from epgkit.registry import register
-from epgkit.run.cluster import InProcess
 from epgkit.run.launch import prepare as prepare_run
 from epgkit.run.launch import run_evolution
 from epgkit.run.rundir import BEST_LOSS, RunDirError, load_loss
@@ -188,7 +188,7 @@ def test_the_initial_loss_curve_is_skipped_with_a_reason_when_phi0_cannot_be_red
 
 def test_initial_phi_is_the_phi_evolve_starts_from(tmp_path):
     path = tmp_path / "run"
-    run = prepare_run(["quickstart.gin", "debug.gin"], [f"Experiment.run_dir = '{path}'",
+    run = prepare_run(["quickstart.gin", "debug.gin"], [f"Launch.run_dir = '{path}'",
                       "Experiment.epochs = 1", "Experiment.alpha_epochs = 0"])  # fmt: skip
     run_evolution(run, InProcess(), echo=lambda line: None)
     phi, meta = load_loss(path / BEST_LOSS)

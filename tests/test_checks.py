@@ -78,6 +78,7 @@ def test_check_all_walks_nested_components_and_names_every_problem():
     "component", [obj for kind in KINDS for obj in registered(kind).values()], ids=repr
 )
 def test_every_registered_components_defaults_pass_its_own_checks(component):
-    required = {"env_id": "epgkit/PointGoal-v0"}  # InnerLoop's one field without a default
+    # The fields without a default: InnerLoop's env, a scheduler's address.
+    required = {"env_id": "epgkit/PointGoal-v0", "address": "tcp://127.0.0.1:8786"}
     names = {f.name for f in dataclasses.fields(component)}
     assert checks.problems(component(**{k: v for k, v in required.items() if k in names})) == []

@@ -47,7 +47,7 @@ def test_evolve_quickstart_with_debug_through_the_cli(tmp_path):
                  "plots/fitness.png"):  # fmt: skip
         assert (run / name).is_file(), name
     config_gin = (run / "config.gin").read_text()
-    assert "Experiment.seed = 7" in config_gin and "Experiment.workers = 0" in config_gin
+    assert "Experiment.seed = 7" in config_gin and "Launch.cluster = @InProcess()" in config_gin
     meta = json.loads((run / "meta.json").read_text())
     assert {"argv", "versions", "git_sha"} <= set(meta) and "torch" in meta["versions"]
 
@@ -58,7 +58,7 @@ def test_without_run_dir_a_fresh_timestamped_folder_is_made(tmp_path):
     assert out.returncode == 0, out.stderr
     (run,) = (tmp_path / "runs" / "quickstart").iterdir()
     assert (run / "metrics.jsonl").is_file()
-    assert f"Experiment.run_dir = 'runs/quickstart/{run.name}'" in (run / "config.gin").read_text()
+    assert f"Launch.run_dir = 'runs/quickstart/{run.name}'" in (run / "config.gin").read_text()
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -102,7 +102,8 @@ def test_version_prints_the_installed_version():
 def test_list_shows_every_kind():
     out = epgkit("list")
     assert out.returncode == 0
-    names = ["EPGLoss", "PPOLoss", "ReinforceLoss", "GaussianMLP", "CategoricalMLP", "OpenES"]
+    names = ["EPGLoss", "PPOLoss", "ReinforceLoss", "GaussianMLP", "CategoricalMLP", "OpenES",
+             "LocalCluster", "Scheduler", "InProcess"]  # fmt: skip
     for name in [*names, "epgkit/RandomHopper-v0", "epgkit/PointGoal-v0", "quickstart.gin"]:
         assert name in out.stdout
     losses = epgkit("list", "losses")

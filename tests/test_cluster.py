@@ -87,7 +87,7 @@ def test_a_port_that_is_not_a_dask_scheduler_ends_in_one_message_and_writes_noth
     address = request.getfixturevalue(server)
     out = tmp_path / "out"
     done = cli(*COMMANDS[command], str(out), "--scheduler", address,
-               "-b", "Experiment.connect_timeout = 1")  # fmt: skip
+               "-b", "Scheduler.connect_timeout = 1")  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"epgkit: error: no Dask scheduler answered at {address} within 1 s")
@@ -104,7 +104,7 @@ def test_an_executor_on_a_cluster_without_workers_gives_up_after_worker_timeout(
         Client(cluster) as client,
     ):
         executor = DaskExecutor(client, timeout=5, worker_timeout=0.5)
-        with pytest.raises(NoWorkers, match=r"no worker for 0.5 s \(Experiment.worker_timeout\)"):
+        with pytest.raises(NoWorkers, match=r"no worker for 0.5 s \(Launch.worker_timeout\)"):
             executor.map(divmod, [(7, 2)])
 
 
@@ -160,9 +160,7 @@ def test_an_external_cluster_whose_workers_all_die_stops_the_run_resumable(
 ):
     address, _, workers = dask_cli_cluster
     run = tmp_path / "run"
-    proc = evolve_on(
-        address, run, "Experiment.connect_timeout = 30", "Experiment.worker_timeout = 2"
-    )
+    proc = evolve_on(address, run, "Scheduler.connect_timeout = 30", "Launch.worker_timeout = 2")
     os.killpg(workers.pid, signal.SIGKILL)  # every worker, and the nannies that would restart them
     workers.wait()
     finished = stopped_resumable(
@@ -171,7 +169,6 @@ def test_an_external_cluster_whose_workers_all_die_stops_the_run_resumable(
 
     # The checkpoint is consistent: the run goes on from it, here in-process.
     more = cli("evolve", "--resume", str(run), "--workers", "0",
-               "-b", "Experiment.scheduler = None",
                "-b", f"Experiment.epochs = {finished + 1}")  # fmt: skip
     assert more.returncode == 0, more.stderr
     assert [m["epoch"] for m in RunDir(run).metrics()] == list(range(finished + 1))
@@ -180,8 +177,6 @@ def test_an_external_cluster_whose_workers_all_die_stops_the_run_resumable(
 def test_a_scheduler_that_stops_answering_stops_the_run_resumable(tmp_path, dask_cli_cluster):
     address, scheduler, _ = dask_cli_cluster
     run = tmp_path / "run"
-    proc = evolve_on(
-        address, run, "Experiment.connect_timeout = 5", "Experiment.worker_timeout = 5"
-    )
+    proc = evolve_on(address, run, "Scheduler.connect_timeout = 5", "Launch.worker_timeout = 5")
     scheduler.send_signal(signal.SIGSTOP)  # alive, connected, and silent
     stopped_resumable(proc, run, f"the Dask scheduler at {address} has not answered for 5 s")

@@ -11,7 +11,8 @@ from epgkit.method.experiment import Experiment
 from epgkit.run import config
 
 CONFIGS = config.experiments()
-FRAGMENTS = [c for c in config.available() if "/" in c]
+FRAGMENTS = [c for c in config.available() if "/" in c and not c.startswith("clusters/")]
+CLUSTERS = [c for c in config.available() if c.startswith("clusters/")]
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -59,7 +60,7 @@ def test_unknown_configurable_names_file_line_and_close_names(tmp_path: Path):
         ("InnerLoop.guide = @ppo/PPOLos()", "PPOLoss", "Known losses: "),
         ("InnerLoop.policy = @GausianMLP()", "GaussianMLP", "Known policies: "),
         ("OpenEs.sigma = 0.1", "OpenES", "Known strategies: "),
-        ("InnerLoop.loss = @Zzz()", None, "Known configurables: Experiment; "),
+        ("InnerLoop.loss = @Zzz()", None, "Known configurables: Experiment, Launch, TestTime; "),
     ],
 )
 def test_unknown_references_list_close_and_known_names(tmp_path: Path, binding, close, known):
@@ -107,6 +108,26 @@ def test_fragments_apply_on_top_of_an_experiment(fragment):
     assert exp.baselines and all(b.guide is None for b in exp.baselines.values())
     for loop in exp.baselines.values():
         assert loop.env_id == exp.inner.env_id and loop.steps == exp.inner.steps
+
+
+@pytest.mark.parametrize("fragment", CLUSTERS)
+def test_cluster_fragments_choose_a_cluster_and_change_no_result(fragment):
+    from epgkit.run.cluster import Cluster, Launch
+
+    config.parse(["quickstart.gin", "debug.gin"])
+    before = config.build(Experiment)
+    # What a cluster requires (a scheduler's address) is given as the CLI's flag would.
+    config.parse(["quickstart.gin", "debug.gin"],
+                 [f"include '{fragment}'", "Scheduler.address = 'tcp://h:8786'"])  # fmt: skip
+    cluster = config.build(Launch).where()
+    assert isinstance(cluster, Cluster) and cluster.describe()
+    assert config.build(Experiment) == before
+
+
+def test_the_scheduler_fragment_requires_an_address():
+    with pytest.raises(config.ConfigError, match="does not set Scheduler.address.*--scheduler"):
+        config.parse(["quickstart.gin", "clusters/scheduler.gin"])
+        config.build(config.gin.get_configurable("Launch"))
 
 
 def test_an_include_cycle_is_named_in_one_message(tmp_path):

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from epgkit.method.evolve import TASK_SEED_LIMIT, epoch_jobs, evolve
+from epgkit.method.executor import InProcess
 from epgkit.method.experiment import Experiment
 from epgkit.method.user_code import UserCodeError
 from epgkit.run import config
-from epgkit.run.cluster import InProcess, connect
+from epgkit.run.cluster import connect
 from epgkit.run.resume import plan_repair
 from epgkit.run.rundir import RunDir, load_loss
 

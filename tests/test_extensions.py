@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from epgkit.method.evolve import evolve
+from epgkit.method.executor import InProcess
 from epgkit.method.experiment import Experiment
 from epgkit.method.inner_loop import InnerLoop, Job
 from epgkit.method.losses import PPOLoss
 from epgkit.method.mlp import flat_params
 from epgkit.run import config
-from epgkit.run.cluster import InProcess
 from epgkit.run.rundir import RunDir
 
 EXTENSIONS = [c for c in config.available() if c.startswith("extensions/")]

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from epgkit.method.evolve import evolve
+from epgkit.method.executor import InProcess
 from epgkit.method.experiment import Experiment
 from epgkit.run import config
-from epgkit.run.cluster import InProcess, connect
+from epgkit.run.cluster import connect
 from epgkit.run.launch import _check_resume_bindings
 from epgkit.run.rundir import RunDir
 
@@ -153,7 +154,7 @@ def test_a_dask_cli_cluster_gives_the_same_metrics_and_a_lost_scheduler_is_resum
     address, scheduler = dask_cli_cluster
     same = tmp_path / "same"
     done = subprocess.run(epgkit("evolve", *QUICK, "--run-dir", str(same), "--scheduler", address,
-                                 "-b", "Experiment.connect_timeout = 30"),
+                                 "-b", "Scheduler.connect_timeout = 30"),
                           cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert metrics(same) == uninterrupted
@@ -195,7 +196,7 @@ def test_a_corrupt_checkpoint_or_log_is_refused_and_the_run_directory_is_untouch
 def test_an_unreachable_scheduler_names_its_address_and_writes_nothing(tmp_path):
     address = f"tcp://127.0.0.1:{free_port()}"
     out = cli("evolve", *QUICK, "--run-dir", str(tmp_path / "r"), "--scheduler", address,
-              "-b", "Experiment.connect_timeout = 1")  # fmt: skip
+              "-b", "Scheduler.connect_timeout = 1")  # fmt: skip
     assert out.returncode == 2 and address in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "r").exists()
 
@@ -221,6 +222,10 @@ def test_resume_refuses_changed_settings_untouched_and_records_more_epochs(tmp_p
     ("bindings", "recorded"),
     [
         (["Experiment.epochs = (\n  20)"], ("Experiment.epochs = 20",)),  # gin's own syntax
+        (["LocalCluster.workers = 2  # here\nExperiment.epochs = 5"], ("Experiment.epochs = 5",)),
+        (["Launch.cluster = @Scheduler()\nScheduler.address = 'tcp://h:1'"], ()),
+        (["Launch.worker_timeout = 5.0", "Launch.cluster = @InProcess()"], ()),
+        # The names where-to-run had before Launch, as old runs and habits use them.
         (["Experiment.workers = 2  # here\nExperiment.epochs = 5"], ("Experiment.epochs = 5",)),
         (["Experiment.scheduler = 'tcp://h:1'"], ()),
     ],
@@ -230,7 +235,13 @@ def test_resume_bindings_are_read_as_gin_reads_them(bindings, recorded):
 
 
 @pytest.mark.parametrize(
-    "binding", ["ppo/InnerLoop.lr = 0.1", "import my_module", "OpenES.sigma = \\\n 0.1"]
+    "binding",
+    [
+        "ppo/InnerLoop.lr = 0.1",
+        "import my_module",
+        "OpenES.sigma = \\\n 0.1",
+        "Launch.run_dir = 'elsewhere'",
+    ],  # fmt: skip
 )
 def test_resume_refuses_scoped_bindings_imports_and_continued_lines(binding):
     with pytest.raises(config.ConfigError, match="cannot change"):

@@ -174,7 +174,12 @@ def refused(out: Done, code: int, message: str, nothing: Path) -> None:
         (["-b", "EPGLoss.channels = (10, 10.5)"], "EPGLoss.channels must be a tuple of 2 items"),
         (["-b", "PPOLoss.gamma = 1.5"], "PPOLoss.gamma must be in [0, 1], got 1.5"),
         (["-b", "GaussianMLP.hidden = (64, 0)"], "GaussianMLP: hidden sizes must be positive"),
-        (["-b", "Experiment.connect_timeout = 0.0"], "connect_timeout must be > 0 seconds"),
+        # Checked once the scheduler is chosen, before it is reached.
+        (
+            ["--scheduler", "tcp://127.0.0.1:1", "-b", "Scheduler.connect_timeout = 0.0"],
+            "Scheduler: connect_timeout must be > 0 seconds",
+        ),
+        (["-b", "Launch.worker_timeout = 0.0"], "Launch: worker_timeout must be > 0 seconds"),
         (["-b", "InnerLoop.env_kwargs = (('speed', 1, 2),)"], "InnerLoop.env_kwargs must be"),
     ],
 )
@@ -219,8 +224,8 @@ def test_the_memory_estimate_of_a_shipped_experiment_is_far_below_a_laptop():
 def test_every_shipped_experiment_passes_the_checks_at_its_full_scale(name):
     config.parse([name])
     exp = config.with_policies(config.build(Experiment))
-    dims = preflight.check_experiment(exp)  # values, memory, its env and loss on a tiny batch
-    assert dims.obs_dim > 0
+    checked = preflight.check_experiment(exp, 1)  # values, memory, env and loss on a tiny batch
+    assert checked.dims.obs_dim > 0 and checked.phi_size == exp.inner.phi_size()
 
 
 @pytest.mark.parametrize("given", ["base.gin", "empty"])
@@ -237,7 +242,7 @@ def test_a_config_that_names_no_env_is_refused_saying_what_to_set(tmp_path, give
 def test_train_refuses_bad_values_before_its_output_directory(tmp_path):
     out_dir = tmp_path / "t"
     for args, message in [
-        (["--seed", "-1"], "--seed must be ≥ 0, got -1"),
+        (["--seed", "-1"], "TestTime: seed must be ≥ 0, got -1"),  # --seed is TestTime.seed
         (["-b", "InnerLoop.steps = 64.0"], "InnerLoop.steps must be an integer, got 64.0"),
     ]:
         out = epgkit("train", "zoo:pointgoal", "--runs", "2", "--workers", "0", "--out",

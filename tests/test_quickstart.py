@@ -13,7 +13,7 @@ from epgkit.run.rundir import RunDir
 
 @pytest.mark.slow
 def test_quickstart_fitness_rises(tmp_path):
-    prepared = prepare(["quickstart.gin"], [f"Experiment.run_dir = '{tmp_path / 'run'}'"])
+    prepared = prepare(["quickstart.gin"], [f"Launch.run_dir = '{tmp_path / 'run'}'"])
     with connect(2) as executor:
         run_evolution(prepared, executor, echo=lambda line: None)
     rows = RunDir(tmp_path / "run").metrics()

@@ -55,3 +55,12 @@ def test_custom_loss_and_env_from_the_readme_evolve(user_dir: Path, workers: str
     records = [json.loads(x) for x in (run / "inner_loops.jsonl").read_text().splitlines()]
     assert {"drift", "task_seed"} <= set(records[0]["task"])
     assert all(r["failed"] is None for r in records)
+
+
+def test_the_python_api_example_from_the_readme_runs(tmp_path: Path):
+    (tmp_path / "notebook.py").write_text(readme_module("notebook.py"))
+    out = subprocess.run([sys.executable, "notebook.py"], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "runs/try/best_loss.pt" in out.stdout and "P(epg > ppo)" in out.stdout
+    assert (tmp_path / "runs" / "try" / "train").is_dir()

@@ -12,17 +12,17 @@ from pathlib import Path
 import gin
 import pytest
 
+from epgkit.method.executor import InProcess
 from epgkit.run import config
 from epgkit.run import sweep as sw
 from epgkit.run import sweep_plan as sp
 from epgkit.run import sweep_summary as summary
-from epgkit.run.cluster import InProcess
 from epgkit.run.progress import Progress
 from epgkit.run.rundir import RunDirError
 from epgkit.run.wandb_log import WandbOptions, gin_values
 
 CONFIGS = ["gin/quickstart.gin", "gin/debug.gin"]
-IN_PROCESS = ["Experiment.workers = 0"]
+IN_PROCESS = ["Launch.cluster = @InProcess()"]
 
 
 def run(tmp: Path, grids: list[str], bindings: tuple[str, ...] = (), executor=None, **kw):
@@ -173,7 +173,7 @@ def test_a_2x2_grid_gives_four_runs_and_a_summary_matching_their_logs(tmp_path):
         text = (sweep.point_dir(point) / "config.gin").read_text()
         for binding in point.bindings:
             assert binding in text
-        assert "Experiment.workers = 0" in text
+        assert "Launch.cluster = @InProcess()" in text
         assert (sweep.point_dir(point) / "plots" / "fitness.png").is_file()
     with open(tmp_path / "summary.csv") as f:
         table = list(csv.DictReader(f))
@@ -237,7 +237,7 @@ def test_a_different_sweep_in_the_same_directory_is_refused(tmp_path):
         )
     # Where the points run is not part of the sweep: another worker count resumes it.
     sw.open_sweep(
-        sp.plan(CONFIGS, ["OpenES.sigma=[0.02, 0.05]"]), tmp_path, ["Experiment.workers = 2"]
+        sp.plan(CONFIGS, ["OpenES.sigma=[0.02, 0.05]"]), tmp_path, ["LocalCluster.workers = 2"]
     )
     assert (tmp_path / "sweep.json").read_text() == before
 

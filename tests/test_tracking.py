@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from epgkit.method.executor import InProcess
 from epgkit.run import progress as progress_module
-from epgkit.run.cluster import InProcess, connect
+from epgkit.run.cluster import connect
 from epgkit.run.launch import prepare, run_evolution
 from epgkit.run.progress import CountingExecutor, Progress, log_to
 from epgkit.run.tracking import track_evolution, track_training
@@ -42,9 +43,9 @@ def wandb_record(offline: Path, needle: bytes, timeout: float = 30.0) -> bytes:
 
 def evolve_tracked(run_dir: Path, progress: Progress, **kw) -> list[dict]:
     seen: list[dict] = []
-    prepared = prepare(CONFIGS, ["Experiment.workers = 0", f"Experiment.run_dir = '{run_dir}'"])
+    prepared = prepare(CONFIGS, ["Launch.cluster = @InProcess()", f"Launch.run_dir = '{run_dir}'"])
     with track_evolution(prepared, progress, on_epoch=seen.append, **kw) as tracker:
-        run_evolution(prepared, tracker.wrap(InProcess()), tracker.echo)
+        run_evolution(prepared, tracker.wrap(InProcess()), tracker.echo, tracker.epoch)
     return seen
 
 
@@ -185,11 +186,11 @@ def test_a_resumed_evolution_reports_only_its_new_epochs(tmp_path):
         (run_dir / "config.gin").write_text(
             config.replace("Experiment.epochs = 2", "Experiment.epochs = 3")
         )
-        prepared = prepare([], ["Experiment.workers = 0"], resume=str(run_dir))
+        prepared = prepare([], ["Launch.cluster = @InProcess()"], resume=str(run_dir))
         seen: list[dict] = []
         with track_evolution(prepared, progress, on_epoch=seen.append) as tracker:
             assert tracker.epochs.done == 2
-            run_evolution(prepared, tracker.wrap(InProcess()), tracker.echo)
+            run_evolution(prepared, tracker.wrap(InProcess()), tracker.echo, tracker.epoch)
     assert [m["epoch"] for m in seen] == [2]
     assert (run_dir / "log.txt").read_text().count(" INFO epoch ") == 3
 
@@ -211,16 +212,16 @@ def test_a_resumed_run_continues_the_same_wandb_run(tmp_path, offline_wandb):
     run_dir = tmp_path / "run"
     with Progress(lambda line: None, live=False) as progress:
         evolve_tracked(run_dir, progress, wandb=WandbOptions("epgkit-test"))
-        prepared = prepare([], ["Experiment.workers = 0"], resume=str(run_dir))
+        prepared = prepare([], ["Launch.cluster = @InProcess()"], resume=str(run_dir))
         with track_evolution(prepared, progress, wandb=WandbOptions("epgkit-test")) as tracker:
-            run_evolution(prepared, tracker.wrap(InProcess()), tracker.echo)
+            run_evolution(prepared, tracker.wrap(InProcess()), tracker.echo, tracker.epoch)
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     ids = {re.match(r"offline-run-\d{8}_\d{6}-([a-z0-9]+)", p.name)[1] for p in runs}
     assert len(runs) == 2 and len(ids) == 1
 
 
 def test_a_failed_run_is_logged_and_wandb_is_closed(tmp_path, offline_wandb):
-    prepared = prepare(CONFIGS, ["Experiment.workers = 0", f"Experiment.run_dir = '{tmp_path}'"])
+    prepared = prepare(CONFIGS, ["Launch.cluster = @InProcess()", f"Launch.run_dir = '{tmp_path}'"])
     with (
         pytest.raises(RuntimeError, match="worker lost"),
         Progress(lambda line: None, live=False) as progress,

@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from epgkit.method.evolve import TASK_SEED_LIMIT
+from epgkit.method.executor import InProcess
 from epgkit.method.inner_loop import Result
 from epgkit.method.losses import DPOLoss, PPOLoss
 from epgkit.method.policies import GaussianMLP
 from epgkit.run import train as tt
-from epgkit.run.cluster import InProcess
 from epgkit.run.launch import prepare, run_evolution
 from epgkit.run.rundir import RunDirError, json_safe
 
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("evolved") / "run"
-    prepared = prepare(["quickstart.gin", "debug.gin"], [f"Experiment.run_dir = '{path}'"])
+    prepared = prepare(["quickstart.gin", "debug.gin"], [f"Launch.run_dir = '{path}'"])
     run_evolution(prepared, InProcess(), echo=lambda line: None)
     return path
 
@@ -138,7 +138,7 @@ def test_train_from_a_run_dir_and_from_a_loss_file_through_the_cli(run_dir, tmp_
 
 def test_a_loss_tested_on_another_env_with_the_same_spaces_keeps_its_inputs(tmp_path):
     path = tmp_path / "hopper"
-    prepared = prepare(["randomhopper.gin", "debug.gin"], [f"Experiment.run_dir = '{path}'"])
+    prepared = prepare(["randomhopper.gin", "debug.gin"], [f"Launch.run_dir = '{path}'"])
     run_evolution(prepared, InProcess(), echo=lambda line: None)
     source = tt.load_source(str(path))
     # DirectionalHopper gives the reward to its losses; RandomHopper's loss was evolved without.

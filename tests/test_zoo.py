@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from epgkit.method.executor import InProcess
 from epgkit.run import train as tt
 from epgkit.run import zoo
-from epgkit.run.cluster import InProcess
 
 ENTRIES = list(zoo.entries())
 

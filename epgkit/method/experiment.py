@@ -1,12 +1,12 @@
-"""The one gin root: an experiment is an inner loop, an ES, a schedule and where to run them.
+"""The one gin root of the method: an experiment is an inner loop, an ES and a schedule.
 
 Gin builds this object in the driver process; everything it holds is a plain frozen dataclass,
-so Dask workers receive ordinary picklable objects and never read gin.
+so Dask workers receive ordinary picklable objects and never read gin. Where it runs is not
+part of it (``epgkit.run.cluster.Launch``): its results do not depend on that.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import gin
@@ -35,15 +35,6 @@ class Experiment:
             workers. Another K gives the same results only up to rounding (the CPU's BLAS may
             pick another kernel for another batch size), which ES ranks can then amplify.
         seed: Root seed of every random draw of the run.
-        workers: Dask worker processes of the local cluster; 0 runs in this process;
-            None uses one per core.
-        scheduler: Address of a running Dask scheduler (``tcp://HOST:PORT``) to use instead.
-        connect_timeout: Seconds to wait for that scheduler and its first worker (and for each
-            answer of the scheduler during the run).
-        worker_timeout: Seconds the run waits while its Dask cluster shows no worker at all, or
-            its scheduler no answer (e.g. every worker of an external cluster died); it then
-            stops, resumable.
-        run_dir: Where to write the run; None makes ``runs/<config>/<timestamp>``.
         baselines: Hand-designed losses that test-time training compares with, by name: inner
             loops identical to ``inner`` except for their loss and its tuning (gin scopes,
             e.g. ``ppo/InnerLoop.lr``), so comparisons are like for like.
@@ -56,11 +47,6 @@ class Experiment:
     alpha_epochs: int = 500
     batch_size: int = 8
     seed: int = 0
-    workers: int | None = None
-    scheduler: str | None = None
-    connect_timeout: float = 10.0
-    worker_timeout: float = 300.0
-    run_dir: str | None = None
     baselines: dict[str, InnerLoop] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -74,24 +60,10 @@ class Experiment:
             else "",
             f"batch_size must be ≥ 1, got {self.batch_size}" if self.batch_size < 1 else "",
             f"alpha_epochs must be ≥ 0, got {self.alpha_epochs}" if self.alpha_epochs < 0 else "",
-            f"workers must be ≥ 0, got {self.workers}"
-            if self.workers is not None and self.workers < 0
-            else "",
-            f"connect_timeout must be > 0 seconds, got {self.connect_timeout}"
-            if not self.connect_timeout > 0
-            else "",
-            f"worker_timeout must be > 0 seconds, got {self.worker_timeout}"
-            if not self.worker_timeout > 0
-            else "",
         ]
         problems = [p for p in problems if p]
         if problems:
             raise ValueError("Experiment: " + "; ".join(problems))
-
-    @property
-    def n_workers(self) -> int:
-        """Local worker processes to start (one single-threaded worker per core by default)."""
-        return self.workers if self.workers is not None else (os.cpu_count() or 1)
 
     def alpha(self, epoch: int) -> float:
         """Guidance weight α at ``epoch`` (0-based)."""

@@ -1,241 +1,203 @@
-"""The Dask boundary: where batches of inner loops run.
+"""Where a run's inner loops run: the ``Cluster`` protocol, the built-in clusters, ``Launch``.
 
-``connect`` gives an executor with one method, ``map(fn, items)``, returning results in
-order. By default it starts (and stops) an embedded ``LocalCluster`` with one single-threaded
-worker process per core; ``scheduler="tcp://HOST:PORT"`` uses a running cluster instead;
-``workers=0`` runs everything in this process, for debugging.
+Where to run is configured apart from what runs: ``Experiment`` says what is computed (and its
+results never depend on where), ``Launch`` says where it runs and where it is written. A
+cluster is a component registered with ``epgkit.register("cluster")`` and chosen in gin
+(``Launch.cluster = @Scheduler()``, ``gin/clusters/*.gin``); its ``start`` gives an executor
+(``epgkit.method.executor.Executor``) for the duration of a run:
 
-No wait is unbounded: reaching a scheduler takes at most ``timeout`` seconds (also when the
-address is some other server, which Dask's own handshake would wait for forever); a lost
-scheduler ends a run within about as long (Dask's client gives up on it), and a run whose
-cluster shows no worker, or whose scheduler stops answering, for ``worker_timeout`` seconds stops
-with ``NoWorkers``.
+- ``LocalCluster``: an embedded Dask cluster of single-threaded worker processes (default);
+- ``Scheduler``: a running Dask scheduler and its workers, anywhere;
+- ``InProcess``: no Dask at all, every inner loop in this process (debugging, tiny runs).
+
+No wait is unbounded: reaching a scheduler takes at most ``connect_timeout`` seconds, and a run
+whose cluster shows no worker for ``Launch.worker_timeout`` seconds stops (``NoWorkers``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import queue
-import threading
-import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import CancelledError
-from contextlib import contextmanager
-from typing import Any
+import contextlib
+import importlib.util
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-from epgkit.method.executor import Executor, InProcess
+import gin
 
-__all__ = ["DaskExecutor", "Executor", "InProcess", "connect"]
+from epgkit.errors import ConfigError
+from epgkit.method import checks
+from epgkit.method import executor as _executor
+from epgkit.method.executor import Executor
+from epgkit.registry import register
+from epgkit.run.dask_cluster import (
+    DaskExecutor,
+    NoWorkers,
+    SchedulerLost,
+    SchedulerUnreachable,
+    local,
+    remote,
+)
 
-
-class SchedulerUnreachable(RuntimeError):
-    """The Dask scheduler given by address could not be reached."""
-
-
-class SchedulerLost(RuntimeError):
-    """The connection to the Dask scheduler broke during a run."""
-
-
-class NoWorkers(SchedulerLost):
-    """The cluster showed no worker (or its scheduler no answer) for longer than the run may
-    wait for one."""
-
-
-#: Seconds between two looks at the cluster while no task finishes.
-POLL = 1.0
+__all__ = [
+    "Cluster", "DaskExecutor", "Executor", "InProcess", "Launch", "LocalCluster", "NoWorkers",
+    "Scheduler", "SchedulerLost", "SchedulerUnreachable", "connect", "local_processes",
+]  # fmt: skip
 
 
-class DaskExecutor:
-    """Runs tasks on a Dask cluster.
+@runtime_checkable
+class Cluster(Protocol):
+    """Where inner loops run. ``start`` is entered once per run (or sweep)."""
 
-    A task lost with a dead worker is resubmitted by the scheduler (its result is the same,
-    since a task depends only on its inputs); a lost scheduler raises ``SchedulerLost``, and a
-    cluster without any worker, or a scheduler without an answer, for ``worker_timeout`` seconds
-    raises ``NoWorkers``.
-    """
+    def start(self, worker_timeout: float) -> contextlib.AbstractContextManager[Executor]:
+        """An executor for the run, and whatever it needs stopped on exit.
 
-    def __init__(
-        self, client: Any, retries: int = 3, timeout: float = 10.0, worker_timeout: float = 300.0
-    ) -> None:
-        self.client, self.retries = client, retries
-        self.timeout, self.worker_timeout = timeout, worker_timeout
-
-    def map(
-        self,
-        fn: Callable[..., Any],
-        items: Sequence[Any],
-        on_done: Callable[[int], None] | None = None,
-    ) -> list[Any]:
-        from distributed import as_completed
-        from distributed.comm.core import CommClosedError
-
-        address = self.client.scheduler.address
-        try:
-            futures = [
-                self.client.submit(fn, *item, pure=False, retries=self.retries) for item in items
-            ]
-            index = {future.key: i for i, future in enumerate(futures)}
-            finished: queue.Queue[Any] = queue.Queue()
-
-            def collect() -> None:  # each task as it finishes (or is cancelled), in any order
-                try:
-                    for future in as_completed(futures, loop=self.client.loop):
-                        finished.put(future)
-                except Exception as err:  # noqa: BLE001  (raised below, in the caller's thread)
-                    finished.put(err)
-
-            threading.Thread(target=collect, name="epgkit-tasks", daemon=True).start()
-            alone_since = None
-            for _ in futures:
-                while True:
-                    try:
-                        future = finished.get(timeout=min(POLL, self.worker_timeout / 2))
-                        break
-                    except queue.Empty:  # nothing finished for a while: is anyone working?
-                        alone_since = self._check_workers(address, alone_since)
-                if isinstance(future, Exception):
-                    raise future
-                alone_since = None
-                if on_done is not None:
-                    on_done(index[future.key])
-            return self.client.gather(futures)
-        except (CancelledError, CommClosedError, OSError, TimeoutError) as err:
-            raise SchedulerLost(
-                f"lost the Dask scheduler at {address} ({type(err).__name__}: {err})"
-            ) from None
-
-    def _check_workers(self, address: str, alone_since: float | None) -> float | None:
-        """Since when the cluster has shown no worker (None: it shows some now). A scheduler
-        that does not answer within ``timeout`` seconds shows none: a slow answer on a busy
-        machine is no reason to stop, a scheduler that never answers again is.
-
-        Raises:
-            NoWorkers: No worker seen for longer than ``worker_timeout`` seconds.
+        Args:
+            worker_timeout: Seconds a run may wait while the cluster shows no worker at all.
         """
-        try:
-            answered, workers = True, bool(self.client.nthreads(callback_timeout=self.timeout))
-        except OSError:  # TimeoutError, CommClosedError: no answer (a lost one ends `wait`)
-            answered, workers = False, False
-        if workers:
-            return None
-        now = time.monotonic()
-        if alone_since is None:
-            return now
-        if now - alone_since > self.worker_timeout:
-            if answered:
-                why = f"the Dask cluster at {address} has had no worker"
-            else:
-                why = f"the Dask scheduler at {address} has not answered"
-            raise NoWorkers(f"{why} for {self.worker_timeout:g} s (Experiment.worker_timeout)")
-        return alone_since
+        ...
+
+    def describe(self) -> str:
+        """Where it runs, for the run's first line: ``2 workers``, ``tcp://h:8786``, ..."""
+        ...
 
 
-def _handshake(address: str, timeout: float) -> None:
-    """Raises ``SchedulerUnreachable`` unless a Dask scheduler answers at ``address`` within
-    ``timeout`` seconds.
+@register("cluster")
+@dataclass(frozen=True)
+class LocalCluster:
+    """An embedded Dask cluster on this machine, stopped when the run ends.
 
-    Dask's ``Client`` waits for the scheduler's handshake without a deadline, so on a port where
-    another server listens (an HTTP server, a socket that never answers) it would wait forever.
+    Attributes:
+        workers: Single-threaded worker processes; None starts one per core.
+        dashboard: Serve Dask's dashboard (its URL is printed when the run starts); needs the
+            ``bokeh`` package (``pip install 'epgkit[dashboard]'``).
     """
-    from distributed.comm import connect as dask_connect
 
-    async def handshake() -> None:
-        # Dask's own deadline covers reaching the port (and says why it failed), not the reply.
-        comm = await asyncio.wait_for(dask_connect(address, timeout=timeout), timeout + 1.0)
-        await comm.close()
+    workers: int | None = None
+    dashboard: bool = False
 
-    failure: list[BaseException] = []
+    def __post_init__(self) -> None:
+        checks.check(self)
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(
+                f"LocalCluster: workers must be ≥ 1 (None: one per core), got {self.workers}; "
+                "to run in this process, use Launch.cluster = @InProcess() (--workers 0)"
+            )
 
-    def attempt() -> None:  # a thread of its own: the caller may run an event loop already
-        try:
-            asyncio.run(handshake())
-        except Exception as err:  # noqa: BLE001  (reported below, in the caller's thread)
-            failure.append(err)
+    @property
+    def n_workers(self) -> int:
+        """The worker processes it starts."""
+        return self.workers if self.workers is not None else (os.cpu_count() or 1)
 
-    thread = threading.Thread(target=attempt, name="epgkit-handshake", daemon=True)
-    thread.start()
-    thread.join(timeout + 5.0)  # asyncio.wait_for ends it sooner; this is a backstop
-    if thread.is_alive() or failure:
-        err = failure[0] if failure else TimeoutError()
-        detail = str(err).splitlines()[0] if str(err) else "a server there does not speak Dask"
-        raise SchedulerUnreachable(
-            f"no Dask scheduler answered at {address} within {timeout:g} s ({detail}); "
-            "give the address of a running `dask scheduler` (Experiment.connect_timeout "
-            "sets the wait)"
-        )
+    def start(self, worker_timeout: float) -> contextlib.AbstractContextManager[Executor]:
+        if self.dashboard and importlib.util.find_spec("bokeh") is None:
+            raise ConfigError(
+                "--dashboard (LocalCluster.dashboard) needs the bokeh package: "
+                "pip install 'epgkit[dashboard]'"
+            )
+        return local(self.n_workers, worker_timeout, self.dashboard)
+
+    def describe(self) -> str:
+        return f"{self.n_workers} worker{'s' if self.n_workers != 1 else ''}"
 
 
-@contextmanager
+@register("cluster")
+@dataclass(frozen=True)
+class Scheduler:
+    """A running Dask scheduler (``dask scheduler``) and the workers connected to it.
+
+    Attributes:
+        address: ``tcp://HOST:PORT`` of the scheduler.
+        connect_timeout: Seconds to wait for the scheduler and its first worker (and for each
+            answer of the scheduler during the run).
+    """
+
+    address: str
+    connect_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        checks.check(self)
+        if not self.connect_timeout > 0:
+            raise ValueError(
+                f"Scheduler: connect_timeout must be > 0 seconds, got {self.connect_timeout}"
+            )
+
+    def start(self, worker_timeout: float) -> contextlib.AbstractContextManager[Executor]:
+        return remote(self.address, self.connect_timeout, worker_timeout)
+
+    def describe(self) -> str:
+        return self.address
+
+
+@register("cluster")
+@dataclass(frozen=True)
+class InProcess:
+    """No cluster: every inner loop runs in this process, one batch after another."""
+
+    def start(self, worker_timeout: float) -> contextlib.AbstractContextManager[Executor]:
+        return contextlib.nullcontext(_executor.InProcess())
+
+    def describe(self) -> str:
+        return "in-process"
+
+
+@gin.configurable
+@dataclass(frozen=True)
+class Launch:
+    """Where a run happens: its cluster and its directory. Nothing here changes its results.
+
+    Attributes:
+        cluster: Where inner loops run; None is ``LocalCluster()`` with its gin bindings.
+        run_dir: Where to write the run; None makes ``runs/<config>/<timestamp>``.
+        worker_timeout: Seconds the run waits while its cluster shows no worker at all, or its
+            scheduler no answer (e.g. every worker of an external cluster died); it then stops,
+            resumable.
+    """
+
+    cluster: Cluster | None = None
+    run_dir: str | None = None
+    worker_timeout: float = 300.0
+
+    def __post_init__(self) -> None:
+        checks.check(self)
+        if not self.worker_timeout > 0:
+            raise ValueError(
+                f"Launch: worker_timeout must be > 0 seconds, got {self.worker_timeout}"
+            )
+        if self.cluster is not None and not isinstance(self.cluster, Cluster):
+            raise ValueError(
+                f"Launch: cluster must be a cluster (start, describe), got {self.cluster!r}"
+            )
+
+    def where(self) -> Cluster:
+        """The cluster; when the config names none, ``LocalCluster`` built through gin, so that
+        its bindings (``LocalCluster.workers``) apply and the operative config records them."""
+        if self.cluster is not None:
+            return self.cluster
+        return gin.get_configurable(LocalCluster)()
+
+    def start(self) -> contextlib.AbstractContextManager[Executor]:
+        """The cluster's executor for one run."""
+        return self.where().start(self.worker_timeout)
+
+
+def local_processes(cluster: Cluster) -> int:
+    """How many batches run at once in this machine's memory (0: the workers are elsewhere)."""
+    if isinstance(cluster, LocalCluster):
+        return cluster.n_workers
+    return 1 if isinstance(cluster, InProcess) else 0
+
+
+@contextlib.contextmanager
 def connect(
-    workers: int,
-    scheduler: str | None = None,
-    timeout: float = 10.0,
+    workers: int, scheduler: str | None = None, timeout: float = 10.0,
     worker_timeout: float = 300.0,
-) -> Iterator[Executor]:
-    """An executor for the run; the local cluster it may start is stopped on exit.
-
-    Args:
-        workers: Local worker processes to start (when ``scheduler`` is None); 0 runs tasks in
-            this process.
-        scheduler: Address of a running Dask scheduler to use instead.
-        timeout: Seconds to wait for that scheduler and its first worker (and for each answer
-            of the scheduler during the run).
-        worker_timeout: Seconds a run waits while its cluster shows no worker at all, or its
-            scheduler no answer.
-    """
-    if scheduler is None and workers == 0:
-        yield InProcess()
-        return
-    from dask.distributed import Client, LocalCluster
-
-    # Dask's INFO chatter (scheduler addresses, nannies) would drown the epoch lines.
-    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "tornado"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # A lost scheduler makes these log tracebacks; SchedulerLost says it in one line instead.
-    for name in ("distributed.client", "distributed.utils"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-
+) -> Iterator[Executor]:  # fmt: skip
+    """An executor without gin, for scripts and tests: ``workers`` local processes (0 runs in
+    this process), or the scheduler at ``scheduler``."""
     if scheduler is not None:
-        _handshake(scheduler, timeout)
-        try:
-            client = Client(scheduler, timeout=timeout)
-        except (OSError, ValueError) as err:
-            raise SchedulerUnreachable(
-                f"no Dask scheduler answered at {scheduler} within {timeout:g} s ({err})"
-            ) from None
-        try:
-            client.wait_for_workers(1, timeout=timeout)
-        except TimeoutError:
-            client.close()
-            raise SchedulerUnreachable(
-                f"the Dask scheduler at {scheduler} has no workers (waited {timeout:g} s)"
-            ) from None
-        try:
-            yield DaskExecutor(client, timeout=timeout, worker_timeout=worker_timeout)
-        finally:
-            client.close()
-        return
-    # Dask's scheduler serves /health on port 8787 even without a dashboard, and warns when
-    # another run holds that port; it then picks a free one, which is all we need.
-    warnings.filterwarnings("ignore", message="Port 8787 is already in use")
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        # A worker's log goes to the user's terminal; what matters of it reaches the run as a
-        # result or a lost worker, while its ERRORs during our own shutdown (a heartbeat that
-        # finds the scheduler closing, on a busy machine) would only alarm.
-        silence_logs=logging.CRITICAL,
-    )
-    client = Client(cluster)
-    try:
-        yield DaskExecutor(client, timeout=timeout, worker_timeout=worker_timeout)
-    finally:
-        client.close()
-        # Our own shutdown: on a busy machine a worker may outlive the nanny's grace period,
-        # and its "still alive after 4.0 seconds, killing" warning is no news to the user.
-        logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
-        cluster.close()
+        cluster: Cluster = Scheduler(scheduler, timeout)
+    else:
+        cluster = InProcess() if workers == 0 else LocalCluster(workers)
+    with cluster.start(worker_timeout) as executor:
+        yield executor

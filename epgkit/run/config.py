@@ -18,6 +18,7 @@ from epgkit.errors import ConfigError
 from epgkit.method.experiment import Experiment
 from epgkit.method.inner_loop import InnerLoop
 from epgkit.method.policies import default_policy
+from epgkit.run.renamed import upgrade
 
 GIN_DIR = Path(__file__).resolve().parents[2] / "gin"
 
@@ -50,7 +51,9 @@ def resolve(name: str) -> Path:
 
 
 _PLURALS = {"loss": "losses", "policy": "policies", "strategy": "strategies",
-           "inner_loop": "inner loops"}  # fmt: skip
+           "inner_loop": "inner loops", "cluster": "clusters"}  # fmt: skip
+#: The configurables that are no component: the roots a config binds.
+ROOTS = ("Experiment", "Launch", "TestTime")
 
 
 def _known_by_kind() -> dict[str, list[str]]:
@@ -63,13 +66,15 @@ def _known_by_kind() -> dict[str, list[str]]:
 _MUST_SET = {
     "InnerLoop.env_id": "e.g. InnerLoop.env_id = 'epgkit/PointGoal-v0' (`epgkit list envs`), "
     "or start from an experiment file such as gin/quickstart.gin (`epgkit list configs`)",
+    "Scheduler.address": "the scheduler to run on, e.g. --scheduler tcp://HOST:8786",
 }
 
 
 def _unset(names: Sequence[str]) -> str:
     """One line for parameters that a config must set and did not."""
     hints = "; ".join(_MUST_SET[n] for n in names if n in _MUST_SET)
-    why = "which every experiment must set" if hints else "which has no default"
+    why = ("which every experiment must set" if "InnerLoop.env_id" in names
+           else "which it must set" if hints else "which has no default")  # fmt: skip
     return f"the config does not set {', '.join(names)}, {why}" + (f": {hints}" if hints else "")
 
 
@@ -102,7 +107,7 @@ def _explain(err: Exception) -> str:
     if match:
         name = re.split(r"[./]", match.group(1))[-1]
         known = _known_by_kind()
-        every = ["Experiment", *(n for names in known.values() for n in names)]
+        every = [*ROOTS, *(n for names in known.values() for n in names)]
         close = difflib.get_close_matches(name, every)
         kind = next((k for k, names in known.items() if close and close[0] in names), None)
         if close:
@@ -110,7 +115,7 @@ def _explain(err: Exception) -> str:
         if kind in _PLURALS:
             text += f"\nKnown {_PLURALS[kind]}: {', '.join(known[kind])}"
         elif not close:
-            text += "\nKnown configurables: Experiment; " + "; ".join(
+            text += f"\nKnown configurables: {', '.join(ROOTS)}; " + "; ".join(
                 f"{_PLURALS[kind]}: {', '.join(names)}" for kind, names in known.items() if names
             )
     match = re.search(r"Configurable '(\w+)' doesn't have a parameter named '(\w+)'", text)
@@ -125,11 +130,19 @@ def _explain(err: Exception) -> str:
 def _parameters(configurable: str) -> list[str]:
     from epgkit.components import KINDS, registered
 
-    known = {"Experiment": Experiment}
+    known = {name: gin.get_configurable(name) for name in ROOTS if _is_configurable(name)}
     for kind in KINDS:
         known.update(registered(kind))
     obj = known.get(configurable)
     return [f.name for f in dataclasses.fields(obj)] if dataclasses.is_dataclass(obj) else []
+
+
+def _is_configurable(name: str) -> bool:
+    try:
+        gin.get_configurable(name)
+    except ValueError:
+        return False
+    return True
 
 
 class _QuietIncludeMisses(logging.Filter):
@@ -144,6 +157,7 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> list[Pat
     import epgkit.components  # noqa: F401  (registers every built-in configurable)
 
     paths = [resolve(str(f)) for f in files]
+    bindings = [upgrade(b) for b in bindings]  # old names of a recorded config, or of habit
     root = logging.getLogger()
     if not any(isinstance(f, _QuietIncludeMisses) for f in root.filters):
         root.addFilter(_QuietIncludeMisses())

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,20 +17,32 @@ from gin.config_parser import BindingStatement, ConfigParser
 
 from epgkit.method.evolve import evolve
 from epgkit.method.experiment import Experiment
+from epgkit.registry import index
 from epgkit.run import config, preflight
-from epgkit.run.cluster import Executor
+from epgkit.run.cluster import Executor, Launch, local_processes
 from epgkit.run.lock import DirLock
-from epgkit.run.paths import check_dir, exists
+from epgkit.run.paths import check_dir, exists, naming
 from epgkit.run.plotting import plot_fitness
+from epgkit.run.renamed import upgrade
 from epgkit.run.resume import check_config, plan_repair
 from epgkit.run.rundir import BEST_LOSS, CHECKPOINT, LAST_LOSS, RunDir, RunDirError
 
-#: What ``--resume`` may change: where the run goes on, and (recorded in its config.gin) how
-#: many epochs it runs. Anything else would make one run out of two experiments.
-WHERE = ("Experiment.workers", "Experiment.scheduler", "Experiment.connect_timeout",
-         "Experiment.worker_timeout")  # fmt: skip
+#: What ``--resume`` may change: where the run goes on (``Launch`` and the clusters' bindings,
+#: but not its directory), and (recorded in its config.gin) how many epochs it runs. Anything
+#: else would make one run out of two experiments.
 EXTEND = ("Experiment.epochs",)
-RESUMABLE = (*WHERE, *EXTEND, "Experiment.run_dir")  # the run directory may have moved
+RUN_DIR = "Launch.run_dir"
+
+
+def is_where(name: str) -> bool:
+    """Whether binding ``name`` (``scope/Configurable.param``) says where a run happens: a
+    parameter of ``Launch`` or of a registered cluster, which never changes results."""
+    configurable = name.rpartition("/")[2].rpartition(".")[0].rpartition(".")[2]
+    return configurable == "Launch" or configurable in index("cluster")
+
+
+def _resumable(name: str) -> bool:
+    return is_where(name) or name in EXTEND  # Launch.run_dir too: the run may have moved
 
 
 @dataclass
@@ -39,12 +51,14 @@ class Prepared:
     (use as ``with prepare(...) as prepared:``); the directory is written by ``open``."""
 
     exp: Experiment
+    launch: Launch
     run: RunDir
     meta: dict[str, Any]
     config: str
     files: list[str]
     resume: bool
     extend: tuple[str, ...] = ()  # bindings a resume adds to the run's config.gin
+    done: int = 0  # epochs the run has done already (its checkpoint's)
     lock: DirLock | None = None
 
     def close(self) -> None:
@@ -72,7 +86,7 @@ class Prepared:
 def _check_resume_bindings(bindings: Sequence[str]) -> tuple[str, ...]:
     """Refuses bindings that would change a resumed run; returns those to record."""
     changed, extend = [], []
-    for binding in bindings:
+    for binding in map(upgrade, bindings):
         try:  # gin's own parser: multi-line values, scopes and comments are its business
             statements = list(ConfigParser(binding, ParserDelegate(skip_unknown=True)))
         except Exception:  # noqa: BLE001  (a malformed binding: config.parse reports it)
@@ -84,20 +98,15 @@ def _check_resume_bindings(bindings: Sequence[str]) -> tuple[str, ...]:
             name = f"{st.scope + '/' if st.scope else ''}{st.selector}.{st.arg_name}"
             if name in EXTEND:
                 extend.append(f"{name} = {st.value!r}")
-            elif name not in WHERE:
+            elif name == RUN_DIR or not is_where(name):
                 changed.append(name)
     if changed:
         raise config.ConfigError(
             f"--resume continues a run as it was configured; it cannot change "
-            f"{', '.join(changed)} (it may set {', '.join(EXTEND + WHERE)}). "
-            f"Start a new run to try other settings."
+            f"{', '.join(changed)} (it may set {', '.join(EXTEND)} and where it runs: Launch "
+            "and the cluster's bindings). Start a new run to try other settings."
         )
     return tuple(extend)
-
-
-def flag_bindings(**flags: object) -> list[str]:
-    """``Experiment`` bindings for the flags that were given (the CLI's flags are sugar)."""
-    return [f"Experiment.{k} = {v!r}" for k, v in flags.items() if v is not None]
 
 
 def prepare(
@@ -141,8 +150,12 @@ def _prepare(configs: Sequence[str], bindings: Sequence[str], resume: str | None
     if resume is not None:
         run = RunDir(resume)
         extend = _check_resume_bindings(bindings)
-        configs = [str(run.path / "config.gin")]
-        bindings = [*bindings, f"Experiment.run_dir = {str(run.path)!r}"]
+        configs, old = [str(run.path / "config.gin")], []
+        with naming(run.path / "config.gin"):
+            recorded = (run.path / "config.gin").read_text()
+        if upgrade(recorded) != recorded:  # recorded before Launch: Experiment.workers and such
+            configs, old = [], [recorded]  # parsed as bindings, which config.parse upgrades
+        bindings = [*old, *bindings, f"{RUN_DIR} = {str(run.path)!r}"]
         if (run.path / CHECKPOINT).exists():
             # A corrupt checkpoint is refused here, before anything runs.
             ckpt = run.load_checkpoint()
@@ -153,45 +166,54 @@ def _prepare(configs: Sequence[str], bindings: Sequence[str], resume: str | None
     else:
         extend, done = (), 0
     paths = config.parse(configs, bindings)
-    exp = config.build(Experiment)
-    if exp.run_dir is None:
+    launch = config.build(Launch)
+    if launch.run_dir is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         with gin.unlock_config():
-            gin.bind_parameter("Experiment.run_dir", str(Path("runs") / paths[0].stem / stamp))
-        exp = config.build(Experiment)
-    exp = config.with_policies(exp)  # policy None: the env's action space chooses
+            gin.bind_parameter(RUN_DIR, str(Path("runs") / paths[0].stem / stamp))
+        launch = config.build(Launch)
+    launch = replace(launch, cluster=config.build(launch.where))
+    # Built once; policy None: the env's action space chooses.
+    exp = config.with_policies(config.build(Experiment))
     if resume is not None and extend and exp.epochs <= done:
         raise config.ConfigError(
             f"--resume {resume}: the run has done {done} epochs already; "
             f"Experiment.epochs = {exp.epochs} adds none"
         )
     # Values, env, memory and the user's env and loss on a tiny batch, before anything is written.
-    dims = preflight.check_experiment(exp)
+    checked = preflight.check_experiment(exp, local_processes(launch.where()))
     meta = {
         "env_id": exp.inner.env_id,
         "loss": type(exp.inner.loss).__name__,
         "policy": repr(exp.inner.policy),
-        "phi_size": preflight.phi_size(exp.inner),
-        "obs_dim": dims.obs_dim,
-        "act_dim": dims.act_dim,
+        "phi_size": checked.phi_size,
+        "obs_dim": checked.dims.obs_dim,
+        "act_dim": checked.dims.act_dim,
         "operative_config": gin.operative_config_str(),
     }
-    run = RunDir(exp.run_dir)
+    run = RunDir(launch.run_dir)
     if resume is not None:  # an edited config.gin is refused as a -b change would be
         check_config(
-            run.path, meta["operative_config"], meta["phi_size"], ckpt, RESUMABLE, exp.strategy
+            run.path, meta["operative_config"], meta["phi_size"], ckpt, _resumable, exp.strategy
         )
     files = [str(p) for p in paths]
-    return Prepared(exp, run, meta, gin.config_str(), files, resume is not None, extend)
+    return Prepared(exp, launch, run, meta, gin.config_str(), files, resume is not None, extend,
+                    done)  # fmt: skip
 
 
 def run_evolution(
-    prepared: Prepared, executor: Executor, echo: Callable[[str], None] = print
+    prepared: Prepared,
+    executor: Executor,
+    echo: Callable[[str], None] = print,
+    on_epoch: Callable[[dict[str, Any]], None] = lambda m: None,
 ) -> Any:
-    """Evolves, printing a line per epoch and refreshing ``plots/fitness.png``."""
+    """Evolves, printing a line per epoch and refreshing ``plots/fitness.png``; ``on_epoch``
+    gets each finished (checkpointed) epoch's metrics, as ``metrics.jsonl`` records them."""
     prepared.open()
     exp, run, meta = prepared.exp, prepared.run, prepared.meta
-    where = exp.scheduler or ("in-process" if exp.n_workers == 0 else f"{exp.n_workers} workers")
+    where = prepared.launch.where().describe()
+    if dashboard := getattr(executor, "dashboard", None):  # a Dask cluster that serves one
+        echo(f"Dask dashboard: {dashboard}")
     echo(
         f"epgkit: evolving {meta['loss']} (|φ| = {meta['phi_size']:,}) on "
         f"{exp.inner.env_id} with {meta['policy']}: E={exp.epochs} W={exp.inner_loops} "
@@ -208,6 +230,7 @@ def run_evolution(
             f"({elapsed:5.0f} s total)"
         )
         plot_fitness([run.path], run.path / "plots" / "fitness.png")
+        on_epoch(m)
 
     # Logs that disagree with the checkpoint are refused; those a crash cut short are completed
     # from it (see epgkit.run.resume for every moment a kill can leave).

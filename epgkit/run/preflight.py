@@ -116,17 +116,18 @@ def refuse_if_too_big(
     )
 
 
-def check_memory(exp: Any, dims: Dims, phi: int) -> None:
-    """Refuses an evolution whose batches and ES state cannot fit in memory."""
+def check_memory(exp: Any, dims: Dims, phi: int, local: int) -> None:
+    """Refuses an evolution whose batches and ES state cannot fit in memory; ``local`` batches
+    run at once on this machine (``cluster.local_processes``; 0: the workers are elsewhere)."""
     k = min(exp.batch_size, exp.inner_loops)
     batches = math.ceil(exp.inner_loops / k)
     v = exp.strategy.population
     # The ES draws V directions (float64) and makes V candidates (float32) of |φ| each.
     es = {f"the ES's noise and candidates (V × |φ| = {v} × {phi:,})": 12 * v * phi}
-    if exp.scheduler is not None:  # its workers are other machines: only the driver counts
+    if local == 0:  # its workers are other machines: only the driver counts
         refuse_if_too_big({}, 0, es, "in this process")
         return
-    at_once = min(max(exp.n_workers, 1), batches)
+    at_once = min(local, batches)
     where = f"with {at_once} batch(es) of {k} inner loops running at once"
     refuse_if_too_big(batch_bytes(exp.inner, dims, k, phi), at_once, es, where)
 
@@ -164,27 +165,39 @@ def check_code(inner: InnerLoop, phi: np.ndarray, guided: bool, which: str) -> N
             )
 
 
-def check_experiment(exp: Any) -> Dims:
-    """Every check of an evolution, in order: values, env, memory, the user's code."""
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    """What the checks of an evolution read off its env and loss, for the run's records."""
+
+    dims: Dims
+    phi_size: int
+
+
+def check_experiment(exp: Any, local: int) -> Checked:
+    """Every check of an evolution, in order: values, env, memory, the user's code
+    (``local``: batches running at once on this machine, as ``check_memory`` takes it)."""
     check_values(exp)
     dims = exp.inner.dims()  # a bad env id, or an env that cannot be built, fails here
-    check_memory(exp, dims, phi_size(exp.inner))
+    size = phi_size(exp.inner)
+    check_memory(exp, dims, size, local)
     rng = np.random.default_rng(np.random.SeedSequence([exp.seed, 0]))  # as evolve draws φ
     with blame(f"loss {type(exp.inner.loss).__name__}", "init_phi"):
         phi0 = exp.inner.init_phi(rng)
     check_code(exp.inner, phi0, exp.alpha(0) > 0, "φ from its init_phi")
-    return dims
+    return Checked(dims, size)
 
 
 def check_training(
-    exp: Any, loops: Mapping[str, InnerLoop], learned: str, phi: np.ndarray, runs: int
-) -> None:
-    """Every check of a test-time training of ``loops`` (``learned`` trains with ``phi``)."""
+    exp: Any, loops: Mapping[str, InnerLoop], learned: str, phi: np.ndarray, runs: int,
+    local: int,
+) -> None:  # fmt: skip
+    """Every check of a test-time training of ``loops`` (``learned`` trains with ``phi``;
+    ``local`` batches run at once on this machine, 0 if its workers are elsewhere)."""
     check_values(dict(loops))
     dims = loops[learned].dims()
     k = min(exp.batch_size, runs)
-    if exp.scheduler is None:
-        at_once = min(max(exp.n_workers, 1), len(loops) * math.ceil(runs / k))
+    if local:
+        at_once = min(local, len(loops) * math.ceil(runs / k))
         where = f"with {at_once} batch(es) of {k} inner loops running at once"
         for name, loop in loops.items():
             size = phi.size if name == learned else 0

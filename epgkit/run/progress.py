@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from epgkit.run.cluster import Executor, InProcess
+from epgkit.method.executor import Executor, InProcess
 
 LOG = "log.txt"
 PLAIN_EVERY = 30.0  # seconds between two plain progress lines of a bar

@@ -24,7 +24,7 @@ every default): editing ``config.gin`` is refused like a ``-b`` change, binding 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from gin.config_parser import BindingStatement, ConfigParser
 from epgkit.errors import ConfigError
 from epgkit.method.evolve import load_state
 from epgkit.method.strategies import Strategy
+from epgkit.run.renamed import upgrade
 from epgkit.run.rundir import (
     CHECKPOINT,
     METRICS,
@@ -156,11 +157,11 @@ def gin_bindings(text: str, where: str) -> dict[str, str]:
 
 def check_config(
     run_path: Path, operative: str, phi_size: int, ckpt: dict[str, Any] | None,
-    free: Collection[str], strategy: Strategy,
+    free: Callable[[str], bool], strategy: Strategy,
 ) -> None:  # fmt: skip
-    """Refuses a rebuilt config that differs from the one the run used (except ``free``
-    bindings), whose φ does not have the checkpoint's size (which a changed loss or
-    another epgkit version may cause without any binding changing), or whose strategy cannot
+    """Refuses a rebuilt config that differs from the one the run used (except bindings
+    whose name is ``free``), whose φ does not have the checkpoint's size (which a changed loss
+    or another epgkit version may cause without any binding changing), or whose strategy cannot
     read the checkpoint's state.
 
     Bindings present on one side only (a parameter added or removed by another epgkit
@@ -169,12 +170,13 @@ def check_config(
     """
     recorded = run_path / OPERATIVE
     if recorded.is_file():
-        before = gin_bindings(recorded.read_text(), str(recorded))
+        # A run recorded before Launch names where it ran Experiment.workers and the like.
+        before = gin_bindings(upgrade(recorded.read_text()), str(recorded))
         now = gin_bindings(operative, "")
         changed = [
             f"{name} ({before[name]} when the run started, {now[name]} now)"
             for name in sorted(before.keys() & now.keys())
-            if name not in free and before[name] != now[name]
+            if not free(name) and before[name] != now[name]
         ]
         if changed:
             raise ConfigError(

@@ -24,7 +24,7 @@ from gymnasium.error import Error as GymError
 from epgkit.method.experiment import Experiment
 from epgkit.method.user_code import UserCodeError
 from epgkit.run import config, preflight
-from epgkit.run.cluster import Executor
+from epgkit.run.cluster import Executor, Launch, local_processes
 from epgkit.run.launch import prepare, run_evolution
 from epgkit.run.lock import LOCK, DirLock
 from epgkit.run.paths import check_dir, naming
@@ -41,18 +41,15 @@ SWEEP_JSON = "sweep.json"
 @dataclass(frozen=True)
 class Sweep:
     """A checked plan and its directory, whose lock it holds until ``close`` (use as ``with
-    open_sweep(...) as sweep:``); ``workers``, ``scheduler``, ``timeout`` and
-    ``worker_timeout`` say where its points run (``cluster.connect``'s arguments)."""
+    open_sweep(...) as sweep:``); ``launch`` says where its points run (one cluster for all,
+    ``with sweep.launch.start() as executor:``)."""
 
     plan: Plan
     path: Path
     points: tuple[Point, ...]
     epochs: tuple[int, ...]
     flags: tuple[str, ...]
-    workers: int
-    scheduler: str | None
-    timeout: float
-    worker_timeout: float
+    launch: Launch
     lock: DirLock | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -97,7 +94,7 @@ def open_sweep(
 ) -> Sweep:
     """Checks every point's config, then starts ``out`` or checks it holds this same sweep.
 
-    ``flags`` are bindings that do not change results (``Experiment.workers``, ``scheduler``):
+    ``flags`` are bindings that do not change results (``Launch.cluster``, ``LocalCluster``'s):
     recorded in each new point's config.gin, not part of what makes the sweep.
     Nothing is written before every point's config passed; then the sweep directory is
     locked (``Busy`` if another process writes it) until the returned sweep is closed.
@@ -107,18 +104,24 @@ def open_sweep(
     path = Path(out) if out is not None else default_out(p)
     points = p.points()
     exps, checked = [], []  # checked: (inner loop, guided) whose env and loss ran
+    launch = None
     for point in points:
         try:
             config.parse(p.configs, [*p.bindings, *flags, *point.bindings])
+            if launch is None:  # one cluster serves every point: the first point's chooses it
+                launch = config.build(Launch)
+                launch = replace(launch, cluster=config.build(launch.where))
+            local = local_processes(launch.where())
             exp = config.with_policies(config.build(Experiment))
             exps.append(exp)
             # Every point is checked before any runs; the env and loss run once per inner loop.
             if (exp.inner, exp.alpha(0) > 0) not in checked:
                 checked.append((exp.inner, exp.alpha(0) > 0))
-                preflight.check_experiment(exp)
+                preflight.check_experiment(exp, local)
             else:
                 preflight.check_values(exp)
-                preflight.check_memory(exp, exp.inner.dims(), preflight.phi_size(exp.inner))
+                dims = exp.inner.dims()
+                preflight.check_memory(exp, dims, preflight.phi_size(exp.inner), local)
         except (config.ConfigError, GymError) as err:
             raise config.ConfigError(f"sweep point {point.name}: {err}") from None
         except UserCodeError as err:
@@ -132,20 +135,8 @@ def open_sweep(
         elif any(q.name != LOCK for q in path.iterdir()):
             raise RunDirError(f"{path} exists and is not a sweep directory (no {SWEEP_JSON})")
         epochs = tuple(e.epochs for e in exps)
-        # One cluster serves every point: the first point's settings choose it.
-        first = exps[0]
-        sweep = Sweep(
-            p,
-            path,
-            tuple(points),
-            epochs,
-            tuple(flags),
-            first.n_workers,
-            first.scheduler,
-            first.connect_timeout,
-            first.worker_timeout,
-            lock,
-        )
+        assert launch is not None  # a plan has at least one point
+        sweep = Sweep(p, path, tuple(points), epochs, tuple(flags), launch, lock)
         if record:
             sweep.create()
     except BaseException:
@@ -217,7 +208,7 @@ def run_sweep(
                         *sweep.plan.bindings,
                         *point.bindings,
                         *sweep.flags,
-                        f"Experiment.run_dir = {str(run_dir)!r}",
+                        f"Launch.run_dir = {str(run_dir)!r}",
                     ],
                 )
             with (
@@ -226,7 +217,7 @@ def run_sweep(
                     prepared, progress, group, point.name, lambda m: total.update(advance=1), False
                 ) as tracker,
             ):
-                run_evolution(prepared, tracker.wrap(executor), tracker.echo)
+                run_evolution(prepared, tracker.wrap(executor), tracker.echo, tracker.epoch)
             write_summary(sweep, summarize(sweep))
         total.close()
         rows = summarize(sweep)

@@ -1,13 +1,13 @@
 """Watching a run: the trackers that tie a run to its progress bars, ``log.txt`` and wandb.
 
-Nothing here changes what a run computes. The per-epoch metrics are read from the run's own
-``metrics.jsonl`` (appended by ``evolve`` once an epoch is complete and checkpointed), so the
-display and wandb show exactly what the log holds, also after a resume.
+Nothing here changes what a run computes. Each epoch's metrics come straight from the outer
+loop (``EvolutionTracker.epoch`` is the ``on_epoch`` of ``launch.run_evolution``), once the
+epoch is complete and checkpointed: the display and wandb show what ``metrics.jsonl`` holds,
+without reading it back.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,31 +25,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("epgkit")
 
 
-class _Feed:
-    """Complete lines appended to a JSON-lines file since the feed was opened.
-
-    It starts after the last complete line: a torn tail left by a crash is cut by ``evolve``
-    on resume, and the lines written after it start there.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        data = path.read_bytes() if path.exists() else b""
-        self.offset = data.rfind(b"\n") + 1
-        complete = [x for x in data[: self.offset].splitlines() if x.strip()]
-        self.last = json.loads(complete[-1]) if complete else None
-
-    def read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            data = f.read()
-        end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
-        self.offset += end
-        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
-
-
 class EvolutionTracker:
     """What watches one evolution: epoch and inner-loop bars, log.txt lines, wandb."""
 
@@ -61,29 +36,22 @@ class EvolutionTracker:
         on_epoch: Callable[[dict[str, Any]], None],
         epoch_lines: bool = True,
     ) -> None:
-        exp, run = prepared.exp, prepared.run
+        exp = prepared.exp
         self.progress, self.wandb, self._on_epoch = progress, wandb, on_epoch
-        self._feed = _Feed(run.path / METRICS)
-        self.next_epoch = 0 if self._feed.last is None else self._feed.last["epoch"] + 1
+        self.next_epoch = prepared.done
         self.epochs = progress.bar("epochs", exp.epochs, self.next_epoch, lines=epoch_lines)
         self.inner = progress.bar("inner loops", exp.inner_loops, lines=False)
 
     def echo(self, line: str) -> None:
-        """Prints and logs a line, then takes in the epochs logged since (the CLI's echo)."""
+        """Prints and logs a line."""
         self.progress.echo(line)
-        self.poll()
 
     def wrap(self, executor: Executor) -> Executor:
         """The executor to evolve with: it counts the inner loops of the current epoch."""
         return CountingExecutor(executor, self.inner)
 
-    def poll(self) -> None:
-        """Reads new lines of metrics.jsonl; each complete epoch is reported once."""
-        for metrics in self._feed.read():
-            self.epoch(metrics)
-
     def epoch(self, metrics: dict[str, Any]) -> None:
-        """Reports one epoch's metrics (also usable directly as evolve's ``on_epoch``)."""
+        """Reports one finished epoch's metrics (``run_evolution``'s ``on_epoch``)."""
         if metrics["epoch"] < self.next_epoch:
             return
         self.next_epoch = metrics["epoch"] + 1
@@ -93,7 +61,6 @@ class EvolutionTracker:
         self._on_epoch(metrics)
 
     def close(self) -> None:
-        self.poll()
         self.inner.close()
         self.epochs.close()
 
@@ -109,7 +76,7 @@ def track_evolution(
 ) -> Iterator[EvolutionTracker]:
     """Watches an evolution for its duration: ``log.txt``, bars, wandb (if ``wandb`` is set).
 
-    Use as ``run_evolution(prepared, tracker.wrap(executor), tracker.echo)``.
+    Use as ``run_evolution(prepared, tracker.wrap(executor), tracker.echo, tracker.epoch)``.
 
     Args:
         prepared: The run, as ``launch.prepare`` made it.
