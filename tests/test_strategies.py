@@ -13,9 +13,9 @@ import torch
 
 from epgkit.components import registered
 from epgkit.method.evolve import load_state, save_state
+from epgkit.method.executor import InProcess
 from epgkit.method.strategies import SNES, OpenES, SepCMAES, Strategy, centered_ranks, shaped
 from epgkit.method.strategies.snes import utilities
-from epgkit.run.cluster import InProcess
 from epgkit.run.launch import prepare, run_evolution
 from epgkit.run.rundir import RunDir
 
