@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import gin
 
-KINDS = ("loss", "policy", "strategy", "inner_loop")
+KINDS = ("loss", "policy", "strategy", "inner_loop", "cluster")
 
 T = TypeVar("T")
 

@@ -22,12 +22,23 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Protocol
 
 from epgkit.method.executor import Executor, InProcess
 
-__all__ = ["DaskExecutor", "Executor", "InProcess", "connect"]
+__all__ = ["Cluster", "DaskExecutor", "Executor", "InProcess", "connect", "quiet_dask"]
+
+
+class Cluster(Protocol):
+    """Where a run's inner loops run: a component registered with ``register("cluster")``
+    (``epgkit.run.slurm.SlurmCluster``, ``epgkit.run.kube.KubeCluster``, ...)."""
+
+    def start(self, worker_timeout: float) -> AbstractContextManager[Executor]:
+        """Brings the cluster up (its workers may arrive later) and stops it on exit."""
+
+    def describe(self) -> str:
+        """What the run's first line says about where it runs."""
 
 
 class SchedulerUnreachable(RuntimeError):
@@ -132,6 +143,16 @@ class DaskExecutor:
         return alone_since
 
 
+def quiet_dask() -> None:
+    """Keeps Dask's log lines out of a run's output."""
+    # Dask's INFO chatter (scheduler addresses, nannies) would drown the epoch lines.
+    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "tornado"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    # A lost scheduler makes these log tracebacks; SchedulerLost says it in one line instead.
+    for name in ("distributed.client", "distributed.utils"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 def _handshake(address: str, timeout: float) -> None:
     """Raises ``SchedulerUnreachable`` unless a Dask scheduler answers at ``address`` within
     ``timeout`` seconds.
@@ -190,12 +211,7 @@ def connect(
         return
     from dask.distributed import Client, LocalCluster
 
-    # Dask's INFO chatter (scheduler addresses, nannies) would drown the epoch lines.
-    for name in ("distributed", "distributed.scheduler", "distributed.nanny", "tornado"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # A lost scheduler makes these log tracebacks; SchedulerLost says it in one line instead.
-    for name in ("distributed.client", "distributed.utils"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+    quiet_dask()
 
     if scheduler is not None:
         _handshake(scheduler, timeout)
