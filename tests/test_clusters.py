@@ -74,8 +74,11 @@ def test_slurm_job_script_says_what_the_bindings_say():
 
 @pytest.mark.parametrize(
     "kwargs,message",
-    [({"jobs": 0}, "jobs must be ≥ 1"), ({"walltime": "4h"}, "walltime '4h' is not"),
-     ({"cores": 1.5}, "cores")],  # fmt: skip
+    [
+        ({"jobs": 0}, "jobs must be ≥ 1"),
+        ({"walltime": "4h"}, "walltime '4h' is not"),
+        ({"cores": 1.5}, "cores"),
+    ],  # fmt: skip
 )
 def test_bad_slurm_values_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -95,9 +98,14 @@ def test_kubernetes_options_request_what_they_limit_with_single_threaded_workers
 
 @pytest.mark.parametrize(
     "cluster,blocked,extra",
-    [(SlurmCluster(), ("dask_jobqueue",), "epgkit[slurm]"),
-     (KubeCluster(image="epgkit:test"), ("dask_kubernetes", "dask_kubernetes.operator"),
-      "epgkit[k8s]")],  # fmt: skip
+    [
+        (SlurmCluster(), ("dask_jobqueue",), "epgkit[slurm]"),
+        (
+            KubeCluster(image="epgkit:test"),
+            ("dask_kubernetes", "dask_kubernetes.operator"),
+            "epgkit[k8s]",
+        ),
+    ],  # fmt: skip
 )
 def test_a_missing_package_is_one_line_naming_the_extra(cluster, blocked, extra, monkeypatch):
     for name in blocked:

@@ -43,7 +43,7 @@ def test_package_data_names_every_shipped_gin_file_and_the_zoo():
 def test_gin_folder_is_found_as_the_package_epgkit_gin_and_names_resolve_from_anywhere(
     tmp_path, monkeypatch
 ):
-    assert config.GIN_DIR == (ROOT / "gin").resolve()
+    assert (ROOT / "gin").resolve() == config.GIN_DIR
     monkeypatch.chdir(tmp_path)  # a folder without gin/: names still reach the shipped files
     for name in ("quickstart", "quickstart.gin", "gin/quickstart.gin"):
         assert config.resolve(name) == config.GIN_DIR / "quickstart.gin"
@@ -96,8 +96,9 @@ def test_the_wheel_installs_into_a_fresh_venv_and_evolves_quickstart_from_an_emp
     subprocess.run(install, check=True, capture_output=True, timeout=600)
     # The dependencies (torch, mujoco, dask, ...) come from this venv rather than a download:
     # a plain path line, so this venv's editable epgkit (a .pth of its own) is not picked up.
-    purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
-                              "['purelib'])"], capture_output=True, text=True, check=True)  # fmt: skip
+    where_libs = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    purelib = subprocess.run([str(python), "-c", where_libs], capture_output=True, text=True,
+                             check=True)  # fmt: skip
     deps = sysconfig.get_paths()["purelib"]
     (Path(purelib.stdout.strip()) / "epgkit_test_deps.pth").write_text(deps + "\n")
 
@@ -121,7 +122,8 @@ def test_the_wheel_installs_into_a_fresh_venv_and_evolves_quickstart_from_an_emp
     out = epgkit("evolve", "quickstart.gin", "debug.gin", "--workers", "0", "--run-dir", "run")
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("epoch ") == 2
-    assert (empty / "run" / "metrics.jsonl").is_file() and (empty / "run" / "best_loss.pt").is_file()
+    assert (empty / "run" / "metrics.jsonl").is_file()
+    assert (empty / "run" / "best_loss.pt").is_file()
     # An experiment that includes another (pointgoal.gin includes quickstart.gin, which
     # includes base.gin) resolves its includes from the package as from a checkout.
     out = epgkit("evolve", "gin/pointgoal.gin", "debug.gin", "--workers", "0", "--run-dir", "pg")

@@ -20,7 +20,6 @@ from epgkit.method.inner_loop import InnerLoop
 from epgkit.method.policies import default_policy
 
 
-
 def _gin_dir() -> Path:
     """The gin folder, found as the package ``epgkit.gin`` (t5x computes its search paths from
     the package too): ``gin/`` of a checkout (``epgkit/__init__.py`` maps the source root into

@@ -111,9 +111,8 @@ class SlurmCluster:
         }
 
     def describe(self) -> str:
-        return (
-            f"SLURM: {self.jobs} job(s) × {self.cores} worker(s)"
-            + (f" on partition {self.queue}" if self.queue else "")
+        return f"SLURM: {self.jobs} job(s) × {self.cores} worker(s)" + (
+            f" on partition {self.queue}" if self.queue else ""
         )
 
     @contextmanager

@@ -1,8 +1,9 @@
 """Weights & Biases logging: a run's options, its gin config as wandb's config, one wandb run.
 
 wandb is optional (``pip install 'epgkit[wandb]'``) and imported only when a run is created;
-without it ``--wandb`` is refused in one line before anything is written. It runs offline unless the user set
-``WANDB_MODE``, and writes into the run directory (``<run>/wandb/offline-run-*``).
+without it ``--wandb`` is refused in one line before anything is written. It runs offline
+unless the user set ``WANDB_MODE``, and writes into the run directory
+(``<run>/wandb/offline-run-*``).
 """
 
 from __future__ import annotations
