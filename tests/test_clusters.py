@@ -113,3 +113,20 @@ def test_a_missing_package_is_one_line_naming_the_extra(cluster, blocked, extra,
     with pytest.raises(ConfigError) as err, cluster.start(worker_timeout=1.0):
         pass
     assert len(str(err.value).splitlines()) == 1 and f"pip install '{extra}'" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "w,k,workers,best",
+    [(256, 8, 256, 1), (256, 8, 64, 4), (256, 4, 64, None), (256, 1, 64, None), (32, 8, 2, None),
+     (20, 8, 4, 5)],  # fmt: skip
+)
+def test_a_note_says_when_workers_would_idle_and_which_batch_size_fits(w, k, workers, best):
+    from epgkit.run.cluster import idle_workers
+
+    note = idle_workers(w, k, workers)
+    if best is None:
+        assert note is None
+    else:
+        tasks = -(-w // k)
+        assert f"{workers - tasks} of {workers} workers idle" in note
+        assert f"Experiment.batch_size = {best} gives each worker a task" in note

@@ -153,6 +153,26 @@ def quiet_dask() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+def idle_workers(inner_loops: int, batch_size: int, workers: int) -> str | None:
+    """A note when an epoch has fewer Dask tasks than the cluster has workers, else None.
+
+    An epoch is ``ceil(W / K)`` tasks of ``K = Experiment.batch_size`` inner loops. K is not
+    chosen from the cluster's size at run time: it is part of the determinism contract (same
+    seed and K, same bits on any number of workers), so the user fixes it in the config, by
+    the rule K ≤ W / workers.
+    """
+    tasks = -(-inner_loops // batch_size)
+    if tasks >= workers:
+        return None
+    best = max(1, inner_loops // workers)
+    return (
+        f"an epoch is {tasks} tasks of Experiment.batch_size = {batch_size} inner loops, so "
+        f"{workers - tasks} of {workers} workers idle; Experiment.batch_size = {best} gives "
+        "each worker a task (the batch size is part of the run's results, so fix it when the "
+        "run starts)"
+    )
+
+
 def _handshake(address: str, timeout: float) -> None:
     """Raises ``SchedulerUnreachable`` unless a Dask scheduler answers at ``address`` within
     ``timeout`` seconds.
