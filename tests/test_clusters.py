@@ -117,8 +117,14 @@ def test_a_missing_package_is_one_line_naming_the_extra(cluster, blocked, extra,
 
 @pytest.mark.parametrize(
     "w,k,workers,best",
-    [(256, 8, 256, 1), (256, 8, 64, 4), (256, 4, 64, None), (256, 1, 64, None), (32, 8, 2, None),
-     (20, 8, 4, 5)],  # fmt: skip
+    [
+        (256, 8, 256, 1),
+        (256, 8, 64, 4),
+        (256, 4, 64, None),
+        (256, 1, 64, None),
+        (32, 8, 2, None),
+        (20, 8, 4, 5),
+    ],  # fmt: skip
 )
 def test_a_note_says_when_workers_would_idle_and_which_batch_size_fits(w, k, workers, best):
     from epgkit.run.cluster import idle_workers
