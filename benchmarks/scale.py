@@ -4,9 +4,9 @@ Each inner loop is replaced by a sleep as long as a real RandomHopper inner loop
 ``--measure`` runs real batches of K = 1, 2, 4, 8 inner loops of ``gin/randomhopper_small.gin``
 (U = 4,096, their evaluation episodes ending early when the hopper falls, as in a run) and
 writes their durations to ``benchmarks/data/randomhopper_durations.json``; the default reads
-that file. A duration is the CPU time of the batch's (single) thread, the least of two runs of
-the same batch (its work is the same each time): what it takes on a core of its own, as a
-cluster's worker has, whatever else this machine runs. Batches differ by their tasks and
+that file. A duration is the CPU time of the batch's (single) thread, the least of two rounds
+(every batch once per round; its work is the same each time): what it takes on a core of its
+own, as a cluster's worker has, whatever else this machine runs. Batches differ by their tasks and
 seeds, e.g. by how early their evaluation episodes end. Failures are added at
 ``--failure-rate`` per inner loop: a failed inner loop stops at a uniform random point of its
 run (the committed RandomHopper runs had none in 1,504, so the default 2 % is pessimistic); in
@@ -55,21 +55,20 @@ def measure(out: Path, counts: dict[int, int], repeats: int) -> None:
     exp = config.with_policies(config.build(Experiment))
     rng = np.random.default_rng(0)
     phi0 = exp.inner.init_phi(rng)
-    durations: dict[str, list[float]] = {}
-    for k, count in counts.items():
-        durations[str(k)] = []
-        for _ in range(count):
-            jobs = [Job((phi0 + 0.02 * rng.standard_normal(phi0.shape)).astype(np.float32), 0.0,
-                        int(rng.integers(2**31)), int(rng.integers(2**63)), i)
-                    for i in range(k)]  # fmt: skip
-            cpu = []
-            for _ in range(repeats):  # the same work each time: the least is the least disturbed
-                start = time.thread_time()
-                results = run_batch(exp.inner, jobs)
-                cpu.append(time.thread_time() - start)
-                assert isinstance(results, list), results
-            durations[str(k)].append(min(cpu))
-            print(f"K={k}: " + ", ".join(f"{c:.2f}" for c in cpu) + " s CPU", flush=True)
+    batches = [(k, [Job((phi0 + 0.02 * rng.standard_normal(phi0.shape)).astype(np.float32), 0.0,
+                        int(rng.integers(2**31)), int(rng.integers(2**63)), i) for i in range(k)])
+               for k, count in counts.items() for _ in range(count)]  # fmt: skip
+    cpu: list[list[float]] = [[] for _ in batches]
+    for r in range(repeats):  # round by round, so that a busier moment slows every batch alike
+        for (k, jobs), times in zip(batches, cpu, strict=True):
+            start = time.thread_time()
+            results = run_batch(exp.inner, jobs)
+            times.append(time.thread_time() - start)
+            assert isinstance(results, list), results
+            print(f"round {r + 1}, K={k}: {times[-1]:.2f} s CPU", flush=True)
+    durations: dict[str, list[float]] = {str(k): [] for k in counts}
+    for (k, _), times in zip(batches, cpu, strict=True):
+        durations[str(k)].append(min(times))  # the same work each time: the least disturbed
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "setting": f"gin/randomhopper_small.gin: {exp.inner.env_id}, U={exp.inner.steps}, "
