@@ -13,8 +13,6 @@ import epgkit.method.inner_loop  # noqa: F401
 import epgkit.method.losses  # noqa: F401
 import epgkit.method.policies  # noqa: F401
 import epgkit.method.strategies  # noqa: F401
-import epgkit.run.kube  # noqa: F401
-import epgkit.run.slurm  # noqa: F401
 from epgkit.registry import KINDS, index
 
 __all__ = ["KINDS", "lookup", "registered"]

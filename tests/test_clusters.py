@@ -136,3 +136,10 @@ def test_a_note_says_when_workers_would_idle_and_which_batch_size_fits(w, k, wor
         tasks = -(-w // k)
         assert f"{workers - tasks} of {workers} workers idle" in note
         assert f"Experiment.batch_size = {best} gives each worker a task" in note
+
+
+@pytest.mark.parametrize("name", list(registered("cluster")))
+def test_every_registered_clusters_defaults_pass_its_own_checks(name):
+    from epgkit.method import checks
+
+    assert checks.problems(registered("cluster")[name]()) == []

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import gin
 
+import epgkit.run.kube  # noqa: F401  (the clusters register themselves here, in the driver:
+import epgkit.run.slurm  # noqa: F401  epgkit.components is what workers import too)
 from epgkit.errors import ConfigError
 from epgkit.method.experiment import Experiment
 from epgkit.method.inner_loop import InnerLoop
