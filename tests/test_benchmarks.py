@@ -52,6 +52,17 @@ def test_ppo_reference_benchmark_compares_epgkit_ppo_with_sb3():
     assert re.fullmatch(rf"best_epgkit_ppo={NUMBER} sb3_ppo={NUMBER}", lines[-1])
 
 
+def test_scale_benchmark_prints_parallel_efficiency_at_64_128_and_256_workers():
+    lines = run("scale.py")
+    assert lines[0].startswith("settings: W=256, durations of gin/randomhopper_small.gin")
+    assert re.fullmatch(rf"default K=8 on 256 workers: parallel_efficiency={NUMBER}", lines[-2])
+    assert re.fullmatch(
+        rf"parallel_efficiency_64={NUMBER} parallel_efficiency_128={NUMBER} "
+        rf"parallel_efficiency_256={NUMBER}",
+        lines[-1],
+    )
+
+
 def load_tune_ppo():
     spec = importlib.util.spec_from_file_location("tune_ppo", ROOT / "benchmarks" / "tune_ppo.py")
     module = importlib.util.module_from_spec(spec)

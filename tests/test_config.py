@@ -11,6 +11,7 @@ from epgkit.method.experiment import Experiment
 from epgkit.run import config
 
 CONFIGS = config.experiments()
+# clusters/ say where to run, not what: tests/test_clusters.py and test_where.py parse them.
 FRAGMENTS = [c for c in config.available() if "/" in c and not c.startswith("clusters/")]
 CLUSTERS = [c for c in config.available() if c.startswith("clusters/")]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib.util  # noqa: F401  (gin 0.5 uses importlib.util without importing it)
+import importlib.util  # gin 0.5 uses importlib.util without importing it; so do we
 import logging
 import re
 import tokenize
@@ -14,13 +14,27 @@ from pathlib import Path
 
 import gin
 
+import epgkit.run.kube  # noqa: F401  (the clusters register themselves here, in the driver:
+import epgkit.run.slurm  # noqa: F401  epgkit.components is what workers import too)
 from epgkit.errors import ConfigError
 from epgkit.method.experiment import Experiment
 from epgkit.method.inner_loop import InnerLoop
 from epgkit.method.policies import default_policy
 from epgkit.run.renamed import upgrade
 
-GIN_DIR = Path(__file__).resolve().parents[2] / "gin"
+
+def _gin_dir() -> Path:
+    """The gin folder, found as the package ``epgkit.gin`` (t5x computes its search paths from
+    the package too): ``gin/`` of a checkout (``epgkit/__init__.py`` maps the source root into
+    the package, an editable install maps it by name) or ``epgkit/gin`` of an installed wheel."""
+    spec = importlib.util.find_spec("epgkit.gin")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        if Path(folder, "base.gin").is_file():
+            return Path(folder).resolve()
+    return Path(__file__).resolve().parents[2] / "gin"  # a checkout that is not importable
+
+
+GIN_DIR = _gin_dir()
 
 
 def available() -> list[str]:
@@ -36,8 +50,11 @@ def experiments() -> list[str]:
 
 
 def resolve(name: str) -> Path:
-    """A config path as given, or a file of the gin folder by name (``quickstart``)."""
-    for candidate in (Path(name), GIN_DIR / name, GIN_DIR / f"{name}.gin"):
+    """A config path as given, or a file of the gin folder by name (``quickstart``); a name
+    under ``gin/`` (``gin/quickstart.gin``, as a checkout spells it) is the shipped file
+    wherever the command runs."""
+    shipped = name.removeprefix("gin/")
+    for candidate in (Path(name), GIN_DIR / shipped, GIN_DIR / f"{shipped}.gin"):
         try:
             if candidate.is_file():
                 return candidate

@@ -173,7 +173,7 @@ def _handshake(address: str, timeout: float) -> None:
         )
 
 
-def _quiet_dask() -> None:
+def quiet_dask() -> None:
     # Dask's INFO chatter (scheduler addresses, nannies) would drown the epoch lines.
     for name in ("distributed", "distributed.scheduler", "distributed.nanny", "tornado"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -198,7 +198,7 @@ def remote(address: str, timeout: float, worker_timeout: float) -> Iterator[Dask
     """
     from dask.distributed import Client
 
-    _quiet_dask()
+    quiet_dask()
     _handshake(address, timeout)
     try:
         client = Client(address, timeout=timeout)
@@ -232,7 +232,7 @@ def local(workers: int, worker_timeout: float, dashboard: bool = False) -> Itera
     """
     from dask.distributed import Client, LocalCluster
 
-    _quiet_dask()
+    quiet_dask()
     # Dask's scheduler serves /health on port 8787 even without a dashboard, and warns when
     # another run holds that port; it then picks a free one, which is all we need.
     warnings.filterwarnings("ignore", message="Port 8787 is already in use")
@@ -256,3 +256,23 @@ def local(workers: int, worker_timeout: float, dashboard: bool = False) -> Itera
         # and its "still alive after 4.0 seconds, killing" warning is no news to the user.
         logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
         cluster.close()
+
+
+def idle_workers(inner_loops: int, batch_size: int, workers: int) -> str | None:
+    """A note when an epoch has fewer Dask tasks than the cluster has workers, else None.
+
+    An epoch is ``ceil(W / K)`` tasks of ``K = Experiment.batch_size`` inner loops. K is not
+    chosen from the cluster's size at run time: it is part of the determinism contract (same
+    seed and K, same bits on any number of workers), so the user fixes it in the config, by
+    the rule K ≤ W / workers.
+    """
+    tasks = -(-inner_loops // batch_size)
+    if tasks >= workers:
+        return None
+    best = max(1, inner_loops // workers)
+    return (
+        f"an epoch is {tasks} tasks of Experiment.batch_size = {batch_size} inner loops, so "
+        f"{workers - tasks} of {workers} workers idle; Experiment.batch_size = {best} gives "
+        "each worker a task (the batch size is part of the run's results, so fix it when the "
+        "run starts)"
+    )

@@ -20,6 +20,7 @@ from epgkit.method.experiment import Experiment
 from epgkit.registry import index
 from epgkit.run import config, preflight
 from epgkit.run.cluster import Executor, Launch, local_processes
+from epgkit.run.dask_cluster import idle_workers
 from epgkit.run.lock import DirLock
 from epgkit.run.paths import check_dir, exists, naming
 from epgkit.run.plotting import plot_fitness
@@ -211,7 +212,8 @@ def run_evolution(
     gets each finished (checkpointed) epoch's metrics, as ``metrics.jsonl`` records them."""
     prepared.open()
     exp, run, meta = prepared.exp, prepared.run, prepared.meta
-    where = prepared.launch.where().describe()
+    cluster = prepared.launch.where()
+    where = cluster.describe()
     if dashboard := getattr(executor, "dashboard", None):  # a Dask cluster that serves one
         echo(f"Dask dashboard: {dashboard}")
     echo(
@@ -219,6 +221,10 @@ def run_evolution(
         f"{exp.inner.env_id} with {meta['policy']}: E={exp.epochs} W={exp.inner_loops} "
         f"V={exp.strategy.population} U={exp.inner.steps} on {where} → {run.path}"
     )
+    # Local, SLURM and Kubernetes clusters say how many workers they will hold.
+    size = getattr(cluster, "n_workers", None) or getattr(cluster, "workers", None)
+    if isinstance(size, int) and (note := idle_workers(exp.inner_loops, exp.batch_size, size)):
+        echo(f"epgkit: note: {note}")
     started = time.perf_counter()
 
     def report(m: dict) -> None:

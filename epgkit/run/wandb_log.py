@@ -1,11 +1,14 @@
 """Weights & Biases logging: a run's options, its gin config as wandb's config, one wandb run.
 
-wandb is optional and imported only when a run is created. It runs offline unless the user set
-``WANDB_MODE``, and writes into the run directory (``<run>/wandb/offline-run-*``).
+wandb is optional (``pip install 'epgkit[wandb]'``) and imported only when a run is created;
+without it ``--wandb`` is refused in one line before anything is written. It runs offline
+unless the user set ``WANDB_MODE``, and writes into the run directory
+(``<run>/wandb/offline-run-*``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from epgkit.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class WandbOptions:
@@ -23,6 +28,22 @@ class WandbOptions:
 
     project: str = "epgkit"
     group: str | None = None
+
+    def __post_init__(self) -> None:
+        # Checked where the CLI reads --wandb, before a run directory exists.
+        if not wandb_installed():
+            raise ConfigError(
+                "--wandb needs the wandb package, which is not installed: "
+                "pip install 'epgkit[wandb]' (or run without --wandb)"
+            )
+
+
+def wandb_installed() -> bool:
+    """Whether ``import wandb`` can work, without paying for the import."""
+    try:
+        return importlib.util.find_spec("wandb") is not None
+    except ValueError:  # sys.modules maps it to None: its import is blocked
+        return False
 
 
 def gin_values(text: str) -> dict[str, Any]:

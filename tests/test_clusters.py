@@ -1,0 +1,145 @@
+"""Cluster back-ends as registered components: SLURM (dask-jobqueue) and Kubernetes
+(dask-kubernetes), as far as no cluster is needed; a real SLURM is in tests/test_slurm.py."""
+
+from __future__ import annotations
+
+import sys
+
+import gin
+import pytest
+
+from epgkit.components import registered
+from epgkit.errors import ConfigError
+from epgkit.run import config
+from epgkit.run.kube import KubeCluster
+from epgkit.run.slurm import SlurmCluster, seconds
+
+CLUSTERS = [c for c in config.available() if c.startswith("clusters/")]
+
+
+def test_slurm_and_kubernetes_are_registered_clusters_with_a_gin_file_each():
+    assert {"SlurmCluster", "KubeCluster"} <= set(registered("cluster"))
+    assert {"clusters/slurm.gin", "clusters/kubernetes.gin"} <= set(CLUSTERS)
+
+
+def _launch_stand_in() -> None:
+    """``Launch`` (where a run goes) is built by the run layer; until it is registered in this
+    tree, a stand-in takes its binding so that the cluster files can be parsed."""
+    try:
+        gin.get_configurable("Launch")
+    except ValueError:
+
+        @gin.configurable("Launch")
+        def launch(cluster=None):
+            return cluster
+
+
+@pytest.mark.parametrize("name", CLUSTERS)
+def test_cluster_files_parse_on_top_of_an_experiment_and_build_their_cluster(name):
+    _launch_stand_in()
+    bindings = ["KubeCluster.image = 'epgkit:test'"] if "kubernetes" in name else []
+    config.parse(["quickstart.gin", "debug.gin", name], bindings)
+    cluster = gin.query_parameter("Launch.cluster").scoped_configurable_fn()
+    assert type(cluster).__name__ in registered("cluster")
+    assert cluster.describe()
+
+
+def test_slurm_options_give_single_threaded_workers_of_this_python_that_retire_in_time():
+    slurm = SlurmCluster(jobs=4, cores=8, walltime="1-00:00:00", queue="cpu", account="lab",
+                         job_extra=("--qos=long",))  # fmt: skip
+    options = slurm.options()
+    assert slurm.workers == 32 and options["processes"] == options["cores"] == 8
+    assert options["python"] == sys.executable
+    assert options["queue"] == "cpu" and options["account"] == "lab"
+    assert options["job_extra_directives"] == ["--qos=long"]
+    lifetime = int(options["worker_extra_args"][0].removeprefix("--lifetime=").removesuffix("s"))
+    assert lifetime == seconds("1-00:00:00") - 300
+    assert SlurmCluster(walltime="00:05:00").options()["worker_extra_args"][0] == "--lifetime=270s"
+
+
+def test_slurm_job_script_says_what_the_bindings_say():
+    pytest.importorskip("dask_jobqueue")
+    from dask_jobqueue import SLURMCluster
+
+    slurm = SlurmCluster(cores=2, memory="2GB", queue="cpu", account="lab", job_extra=("--qos=x",))
+    cluster = SLURMCluster(**slurm.options())
+    try:
+        script = cluster.job_script()
+    finally:
+        cluster.close()
+    for line in ("#SBATCH -p cpu", "#SBATCH -A lab", "#SBATCH --qos=x", "#SBATCH -t 04:00:00",
+                 "--nthreads 1", "--nworkers 2", sys.executable):  # fmt: skip
+        assert line in script, script
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"jobs": 0}, "jobs must be ≥ 1"),
+        ({"walltime": "4h"}, "walltime '4h' is not"),
+        ({"cores": 1.5}, "cores"),
+    ],  # fmt: skip
+)
+def test_bad_slurm_values_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SlurmCluster(**kwargs)
+
+
+def test_kubernetes_options_request_what_they_limit_with_single_threaded_workers():
+    kube = KubeCluster(image="epgkit:test", workers=16, cpu="2", memory="8Gi", namespace="rl")
+    options = kube.options()
+    assert options["image"] == "epgkit:test" and options["n_workers"] == 16
+    assert options["resources"]["requests"] == options["resources"]["limits"] == {
+        "cpu": "2", "memory": "8Gi"}  # fmt: skip
+    assert "--nthreads 1" in options["worker_command"] and options["namespace"] == "rl"
+    with pytest.raises(ConfigError, match="KubeCluster.image is not set"):
+        KubeCluster().options()
+
+
+@pytest.mark.parametrize(
+    "cluster,blocked,extra",
+    [
+        (SlurmCluster(), ("dask_jobqueue",), "epgkit[slurm]"),
+        (
+            KubeCluster(image="epgkit:test"),
+            ("dask_kubernetes", "dask_kubernetes.operator"),
+            "epgkit[k8s]",
+        ),
+    ],  # fmt: skip
+)
+def test_a_missing_package_is_one_line_naming_the_extra(cluster, blocked, extra, monkeypatch):
+    for name in blocked:
+        monkeypatch.setitem(sys.modules, name, None)  # as if it were not installed
+    with pytest.raises(ConfigError) as err, cluster.start(worker_timeout=1.0):
+        pass
+    assert len(str(err.value).splitlines()) == 1 and f"pip install '{extra}'" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "w,k,workers,best",
+    [
+        (256, 8, 256, 1),
+        (256, 8, 64, 4),
+        (256, 4, 64, None),
+        (256, 1, 64, None),
+        (32, 8, 2, None),
+        (20, 8, 4, 5),
+    ],  # fmt: skip
+)
+def test_a_note_says_when_workers_would_idle_and_which_batch_size_fits(w, k, workers, best):
+    from epgkit.run.dask_cluster import idle_workers
+
+    note = idle_workers(w, k, workers)
+    if best is None:
+        assert note is None
+    else:
+        tasks = -(-w // k)
+        assert f"{workers - tasks} of {workers} workers idle" in note
+        assert f"Experiment.batch_size = {best} gives each worker a task" in note
+
+
+@pytest.mark.parametrize("name", list(registered("cluster")))
+def test_every_registered_clusters_defaults_pass_its_own_checks(name):
+    from epgkit.method import checks
+
+    assert checks.problems(registered("cluster")[name]()) == []
