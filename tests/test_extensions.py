@@ -89,3 +89,17 @@ def test_an_inner_loop_under_evolve_init_starts_from_the_evolved_theta0():
         [v.reshape(-1) for k, v in result.policy.items() if not k.startswith("obs_")]
     )
     assert np.abs(got - finals[0]).max() > 1e-3
+
+
+def test_baselines_start_from_a_random_theta_even_in_a_scope_the_extension_does_not_name():
+    # A tuning fragment's new scope (baselines/pointgoal.gin's ppo_gl/) inherits the unscoped
+    # InnerLoop.evolve_init = True of epg_init.gin; test-time training must still give every
+    # baseline a random start, as a PPO φ carries no θ₀ to start from.
+    from epgkit.run import train
+
+    exp = build("quickstart.gin", "extensions/epg_init.gin", "debug.gin",
+                bindings=("include 'baselines/pointgoal.gin'",))  # fmt: skip
+    assert exp.baselines["ppo_gl"].evolve_init  # what the configs alone give
+    loops = train.methods(exp, ["ppo", "ppo_gl"], None, None)
+    assert loops[train.LEARNED].evolve_init
+    assert not loops["ppo"].evolve_init and not loops["ppo_gl"].evolve_init
