@@ -117,9 +117,9 @@ def test_cluster_fragments_choose_a_cluster_and_change_no_result(fragment):
 
     config.parse(["quickstart.gin", "debug.gin"])
     before = config.build(Experiment)
-    # What a cluster requires (a scheduler's address) is given as the CLI's flag would.
-    config.parse(["quickstart.gin", "debug.gin"],
-                 [f"include '{fragment}'", "Scheduler.address = 'tcp://h:8786'"])  # fmt: skip
+    # What a cluster requires (a scheduler's address, a worker image) is given as a user would.
+    required = ["Scheduler.address = 'tcp://h:8786'", "KubeCluster.image = 'epgkit:test'"]
+    config.parse(["quickstart.gin", "debug.gin"], [f"include '{fragment}'", *required])
     cluster = config.build(Launch).where()
     assert isinstance(cluster, Cluster) and cluster.describe()
     assert config.build(Experiment) == before
