@@ -19,7 +19,6 @@ from epgkit.method.executor import InProcess
 from epgkit.method.inner_loop import InnerLoop, Job
 from epgkit.method.losses import EPGLoss, PPOLoss
 from epgkit.method.policies import CategoricalMLP, GaussianMLP
-from epgkit.registry import register
 from epgkit.run.launch import prepare as prepare_run
 from epgkit.run.launch import run_evolution
 from epgkit.run.rundir import BEST_LOSS, RunDirError, load_loss
@@ -36,7 +35,6 @@ def jobs(inner: InnerLoop, n: int, phi: np.ndarray | None = None) -> list[Job]:
     return [Job(phi, 0.0, task_seed=100 + i, seed=1000 + i, index=i) for i in range(n)]
 
 
-@register("loss")
 @dataclasses.dataclass(frozen=True)
 class IgnoresActions(EPGLoss):
     """EPGLoss that reads zeros instead of the actions (to test sensitivity)."""
@@ -46,7 +44,6 @@ class IgnoresActions(EPGLoss):
         return super().prepare(dataclasses.replace(update, hist=hist))
 
 
-@register("loss")
 @dataclasses.dataclass(frozen=True)
 class ScaledPPO(PPOLoss):
     """PPO's per-step loss times a constant (to test gradient correlations)."""

@@ -14,7 +14,6 @@ import torch
 from epgkit.method.inner_loop import InnerLoop, Job, run_batch
 from epgkit.method.losses import DPOLoss, EPGLoss, PPOLoss
 from epgkit.method.policies import CategoricalMLP, GaussianMLP
-from epgkit.registry import register
 
 
 def jobs(inner: InnerLoop, n: int, alpha: float = 0.5, seed: int = 0) -> list[Job]:
@@ -146,7 +145,6 @@ def test_categorical_policy_runs_on_a_discrete_env():
     assert result.failed is None and result.fitness >= 8  # CartPole pays 1 per step
 
 
-@register("loss")
 @dataclasses.dataclass(frozen=True)
 class NaNAfterFirstUpdate(EPGLoss):
     """A loss that turns NaN for inner loops whose task seed is odd (to test failures)."""
