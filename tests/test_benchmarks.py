@@ -37,6 +37,7 @@ def test_inner_loop_benchmark_prints_its_rates_and_ratios():
     )
 
 
+@pytest.mark.slow  # two Dask clusters and three timed epochs: tens of seconds
 @pytest.mark.filterwarnings("ignore")
 def test_es_scaling_benchmark_prints_speedup_and_memory():
     lines = run("es_scaling.py")

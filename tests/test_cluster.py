@@ -155,6 +155,7 @@ def stopped_resumable(proc: subprocess.Popen, run: Path, reason: str) -> int:
     return finished
 
 
+@pytest.mark.slow  # starts Dask clusters and kills their processes: tens of seconds
 def test_an_external_cluster_whose_workers_all_die_stops_the_run_resumable(
     tmp_path, dask_cli_cluster
 ):
@@ -174,6 +175,7 @@ def test_an_external_cluster_whose_workers_all_die_stops_the_run_resumable(
     assert [m["epoch"] for m in RunDir(run).metrics()] == list(range(finished + 1))
 
 
+@pytest.mark.slow  # starts Dask clusters and kills their processes: tens of seconds
 def test_a_scheduler_that_stops_answering_stops_the_run_resumable(tmp_path, dask_cli_cluster):
     address, scheduler, _ = dask_cli_cluster
     run = tmp_path / "run"

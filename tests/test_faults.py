@@ -97,6 +97,7 @@ def test_sigkill_at_several_moments_then_resume_gives_the_uninterrupted_metrics(
     assert metrics(run) == uninterrupted
 
 
+@pytest.mark.slow  # starts Dask clusters and kills their processes: tens of seconds
 def test_a_killed_dask_worker_mid_epoch_changes_nothing(tmp_path):
     config.parse(["quickstart.gin"], ["Experiment.epochs = 3", "InnerLoop.steps = 1024"])
     exp = config.build(Experiment)
@@ -148,6 +149,7 @@ def dask_cli_cluster():
         proc.wait()
 
 
+@pytest.mark.slow  # starts Dask clusters and kills their processes: tens of seconds
 def test_a_dask_cli_cluster_gives_the_same_metrics_and_a_lost_scheduler_is_resumable(
     tmp_path, uninterrupted, dask_cli_cluster
 ):
