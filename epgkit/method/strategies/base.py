@@ -68,6 +68,16 @@ class Strategy(Protocol[S]):
         mistyped entry raises ``ValueError`` naming it."""
 
 
+def normal_draws(
+    rng: np.random.Generator, population: int, size: int, antithetic: bool
+) -> np.ndarray:
+    """V standard-normal vectors (V, size); antithetic: V/2 of them, then their negatives."""
+    if antithetic:
+        half = rng.standard_normal((population // 2, size))
+        return np.concatenate([half, -half])
+    return rng.standard_normal((population, size))
+
+
 def own_tasks(population: int) -> tuple[int, ...]:
     """``shared_tasks`` of a strategy whose candidates each get their own tasks."""
     return tuple(range(population))

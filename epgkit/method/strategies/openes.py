@@ -18,6 +18,7 @@ from epgkit.method.strategies.base import (
     Saved,
     centered_ranks,
     mirrored_tasks,
+    normal_draws,
     own_tasks,
     require,
     uninformative,
@@ -97,10 +98,7 @@ class OpenES:
 
     def ask(self, state: ESState, rng: np.random.Generator) -> np.ndarray:
         """V standard-normal directions v, shape (V, P); the candidates are φ + σv."""
-        if self.antithetic:
-            half = rng.standard_normal((self.population // 2, state.phi.size))
-            return np.concatenate([half, -half]).reshape(self.population, -1)
-        return rng.standard_normal((self.population, state.phi.size))
+        return normal_draws(rng, self.population, state.phi.size, self.antithetic)
 
     def candidates(self, state: ESState, noise: np.ndarray) -> np.ndarray:
         """The perturbed parameters φ + σv, (V, P)."""

@@ -22,6 +22,7 @@ from epgkit.method import checks
 from epgkit.method.strategies.base import (
     Saved,
     mirrored_tasks,
+    normal_draws,
     own_tasks,
     require,
     shaped,
@@ -89,10 +90,7 @@ class SNES:
 
     def ask(self, state: SNESState, rng: np.random.Generator) -> np.ndarray:
         """V standard-normal z (V, P); the candidates are μ + σ ⊙ z."""
-        if self.antithetic:
-            half = rng.standard_normal((self.population // 2, state.mu.size))
-            return np.concatenate([half, -half])
-        return rng.standard_normal((self.population, state.mu.size))
+        return normal_draws(rng, self.population, state.mu.size, self.antithetic)
 
     def candidates(self, state: SNESState, draws: np.ndarray) -> np.ndarray:
         """μ + σ ⊙ z, (V, P)."""
