@@ -97,6 +97,10 @@ def test_version_prints_the_installed_version():
 
     out = epgkit("--version")
     assert out.returncode == 0 and out.stdout.strip() == f"epgkit {version('epgkit')}"
+    # `python -m epgkit` is the same command, for jobs that only know their interpreter
+    module = subprocess.run([sys.executable, "-m", "epgkit", "--version"], capture_output=True,
+                            text=True, cwd=ROOT, timeout=120)  # fmt: skip
+    assert module.returncode == 0 and module.stdout == out.stdout
 
 
 def test_list_shows_every_kind():
