@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from epgkit.method.executor import InProcess
+from epgkit.method.executor import Serial
 from epgkit.method.inner_loop import InnerLoop, Job
 from epgkit.method.losses import EPGLoss, PPOLoss
 from epgkit.method.policies import CategoricalMLP, GaussianMLP
@@ -187,7 +187,7 @@ def test_initial_phi_is_the_phi_evolve_starts_from(tmp_path):
     path = tmp_path / "run"
     run = prepare_run(["quickstart.gin", "debug.gin"], [f"Launch.run_dir = '{path}'",
                       "Experiment.epochs = 1", "Experiment.alpha_epochs = 0"])  # fmt: skip
-    run_evolution(run, InProcess(), echo=lambda line: None)
+    run_evolution(run, Serial(), echo=lambda line: None)
     phi, meta = load_loss(path / BEST_LOSS)
     assert meta["epoch"] == 0  # the best loss of epoch 0 is the φ it evaluated: φ₀
     phi0 = initial_phi(build(load_source(str(path))))

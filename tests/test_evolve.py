@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from epgkit.method.evolve import TASK_SEED_LIMIT, epoch_jobs, evolve
-from epgkit.method.executor import InProcess
+from epgkit.method.executor import Serial
 from epgkit.method.experiment import Experiment
 from epgkit.method.user_code import UserCodeError
 from epgkit.run import config
@@ -64,7 +64,7 @@ def test_antithetic_pairs_share_tasks_and_seeds():
 def test_run_writes_metrics_records_checkpoint_and_losses(tmp_path):
     exp = experiment("Experiment.alpha_epochs = 2")
     run = new_run(tmp_path / "run")
-    state = evolve(exp, run, InProcess(), loss_meta={"env_id": exp.inner.env_id})
+    state = evolve(exp, run, Serial(), loss_meta={"env_id": exp.inner.env_id})
     rows = run.metrics()
     assert [r["epoch"] for r in rows] == [0, 1, 2]
     for key in ("fitness_mean", "fitness_std", "fitness_max", "alpha", "env_steps", "wall_s"):
@@ -88,7 +88,7 @@ def test_run_writes_metrics_records_checkpoint_and_losses(tmp_path):
 
 def test_no_best_loss_while_every_epoch_is_guided(tmp_path):
     run = new_run(tmp_path / "run")
-    evolve(experiment("Experiment.alpha_epochs = 10"), run, InProcess())
+    evolve(experiment("Experiment.alpha_epochs = 10"), run, Serial())
     assert all(r["alpha"] > 0 for r in run.metrics())
     assert (run.path / "loss.pt").is_file() and not (run.path / "best_loss.pt").exists()
 
@@ -102,7 +102,7 @@ def test_another_batch_size_changes_results_only_by_rounding(tmp_path, batch_siz
     for k in (4, batch_size):
         run = new_run(tmp_path / f"k{k}")
         evolve(experiment("Experiment.epochs = 1", "Experiment.inner_loops = 8",
-                          f"Experiment.batch_size = {k}"), run, InProcess())  # fmt: skip
+                          f"Experiment.batch_size = {k}"), run, Serial())  # fmt: skip
         rows = [json.loads(x) for x in (run.path / "inner_loops.jsonl").read_text().splitlines()]
         records.append(sorted(rows, key=lambda r: r["index"]))
     assert len(records[0]) == len(records[1]) == 8
@@ -127,12 +127,12 @@ def test_same_seed_gives_identical_metrics_in_process_and_on_1_or_2_dask_workers
 
 def test_another_seed_gives_another_run(tmp_path):
     a, b = new_run(tmp_path / "a"), new_run(tmp_path / "b")
-    evolve(experiment(), a, InProcess())
-    evolve(experiment("Experiment.seed = 1"), b, InProcess())
+    evolve(experiment(), a, Serial())
+    evolve(experiment("Experiment.seed = 1"), b, Serial())
     assert metrics(a) != metrics(b)
 
 
-class CrashAfter(InProcess):
+class CrashAfter(Serial):
     """An executor that dies in the middle of epoch ``n`` (counting from 0)."""
 
     def __init__(self, n: int) -> None:
@@ -149,12 +149,12 @@ class CrashAfter(InProcess):
 def test_resume_after_a_crash_repeats_an_uninterrupted_run(tmp_path, crash_epoch):
     exp = experiment()
     whole = new_run(tmp_path / "whole")
-    evolve(exp, whole, InProcess())
+    evolve(exp, whole, Serial())
     crashed = new_run(tmp_path / "crashed")
     with pytest.raises(KeyboardInterrupt):
         evolve(exp, crashed, CrashAfter(crash_epoch))
     assert len(crashed.metrics()) == crash_epoch
-    evolve(exp, crashed, InProcess())
+    evolve(exp, crashed, Serial())
     assert metrics(crashed) == metrics(whole)
     assert (crashed.path / "inner_loops.jsonl").read_text().count("\n") == (
         whole.path / "inner_loops.jsonl"
@@ -164,14 +164,14 @@ def test_resume_after_a_crash_repeats_an_uninterrupted_run(tmp_path, crash_epoch
 def test_resume_completes_logs_lost_between_checkpoint_and_append(tmp_path):
     exp = experiment()
     run = new_run(tmp_path / "run")
-    evolve(exp, run, InProcess())
+    evolve(exp, run, Serial())
     expected = metrics(run)
     lines = (run.path / "metrics.jsonl").read_text().splitlines(keepends=True)
     (run.path / "metrics.jsonl").write_text("".join(lines[:-1]))
     records = (run.path / "inner_loops.jsonl").read_text().splitlines(keepends=True)
     (run.path / "inner_loops.jsonl").write_text("".join(records[: -exp.inner_loops]))
     plan_repair(run.path, run.checkpoint()).apply()  # as the driver does before evolving
-    evolve(exp, run, InProcess())
+    evolve(exp, run, Serial())
     assert metrics(run) == expected
     assert (run.path / "inner_loops.jsonl").read_text().splitlines(keepends=True) == records
 
@@ -202,7 +202,7 @@ gym.register("test/BlowsUp-v0", entry_point=BlowsUp, max_episode_steps=16)
 def test_failed_inner_loops_are_counted_and_ranked_last(tmp_path):
     exp = experiment("InnerLoop.env_id = 'test/BlowsUp-v0'", "Experiment.inner_loops = 8")
     run = new_run(tmp_path / "run")
-    evolve(exp, run, InProcess())
+    evolve(exp, run, Serial())
     rows = run.metrics()
     assert all(0 < r["failures"] < exp.inner_loops for r in rows)  # the odd tasks fail
     records = [json.loads(x) for x in (run.path / "inner_loops.jsonl").read_text().splitlines()]
@@ -219,5 +219,5 @@ def test_an_epoch_where_every_inner_loop_fails_stops_the_run_before_its_checkpoi
     run = new_run(tmp_path / "run")
     with pytest.raises(UserCodeError, match=r"every inner loop of epoch 1 failed, the first "
                        r"with non-finite observation or reward at step 5 \(task seed"):  # fmt: skip
-        evolve(exp, run, InProcess())
+        evolve(exp, run, Serial())
     assert not (run.path / "checkpoint.pt").exists() and run.metrics() == []

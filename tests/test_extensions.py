@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from epgkit.method.evolve import evolve
-from epgkit.method.executor import InProcess
+from epgkit.method.executor import Serial
 from epgkit.method.experiment import Experiment
 from epgkit.method.inner_loop import InnerLoop, Job
 from epgkit.method.losses import PPOLoss
@@ -28,7 +28,7 @@ def build(*files: str, bindings: tuple[str, ...] = ()) -> Experiment:
 def run(tmp_path, exp: Experiment) -> RunDir:
     rundir = RunDir(tmp_path / "run")
     rundir.create("# test\n", [])
-    evolve(exp, rundir, InProcess())
+    evolve(exp, rundir, Serial())
     return rundir
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from epgkit.method.evolve import evolve
-from epgkit.method.executor import InProcess
+from epgkit.method.executor import Serial
 from epgkit.method.experiment import Experiment
 from epgkit.run import config
 from epgkit.run.cluster import connect
@@ -103,7 +103,7 @@ def test_a_killed_dask_worker_mid_epoch_changes_nothing(tmp_path):
     exp = config.build(Experiment)
     reference = RunDir(tmp_path / "reference")
     reference.create("", [])
-    evolve(exp, reference, InProcess())
+    evolve(exp, reference, Serial())
 
     faulty = RunDir(tmp_path / "faulty")
     faulty.create("", [])

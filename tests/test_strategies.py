@@ -13,7 +13,7 @@ import torch
 
 from epgkit.components import registered
 from epgkit.method.evolve import load_state, save_state
-from epgkit.method.executor import InProcess
+from epgkit.method.executor import Serial
 from epgkit.method.strategies import SNES, OpenES, SepCMAES, Strategy, centered_ranks, shaped
 from epgkit.method.strategies.snes import utilities
 from epgkit.run.launch import prepare, run_evolution
@@ -332,7 +332,7 @@ def evolution(run_dir, name: str, epochs: int, resume: bool = False) -> dict:
             "Experiment.inner_loops = 4", f"Experiment.epochs = {epochs}",
             f"Experiment.run_dir = '{run_dir}'",
         ])  # fmt: skip
-    run_evolution(prepared, InProcess(), echo=lambda line: None)
+    run_evolution(prepared, Serial(), echo=lambda line: None)
     return RunDir(run_dir).load_checkpoint()
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import gin
 import pytest
 
-from epgkit.method.executor import InProcess
+from epgkit.method.executor import Serial
 from epgkit.run import config
 from epgkit.run import sweep as sw
 from epgkit.run import sweep_plan as sp
@@ -29,7 +29,7 @@ def run(tmp: Path, grids: list[str], bindings: tuple[str, ...] = (), executor=No
     plan = sp.plan(CONFIGS, grids, bindings)
     sweep = sw.open_sweep(plan, tmp, IN_PROCESS)
     with Progress(lambda line: None, live=False) as progress:
-        rows = sw.run_sweep(sweep, executor or InProcess(), progress, **kw)
+        rows = sw.run_sweep(sweep, executor or Serial(), progress, **kw)
     return sweep, rows
 
 

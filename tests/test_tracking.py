@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from epgkit.method.executor import InProcess
+from epgkit.method.executor import Serial
 from epgkit.run import progress as progress_module
 from epgkit.run.cluster import connect
 from epgkit.run.launch import prepare, run_evolution
@@ -45,7 +45,7 @@ def evolve_tracked(run_dir: Path, progress: Progress, **kw) -> list[dict]:
     seen: list[dict] = []
     prepared = prepare(CONFIGS, ["Launch.cluster = @InProcess()", f"Launch.run_dir = '{run_dir}'"])
     with track_evolution(prepared, progress, on_epoch=seen.append, **kw) as tracker:
-        run_evolution(prepared, tracker.wrap(InProcess()), tracker.echo, tracker.epoch)
+        run_evolution(prepared, tracker.wrap(Serial()), tracker.echo, tracker.epoch)
     return seen
 
 
@@ -120,7 +120,7 @@ class Opaque:
         return [fn(*item) for item in items]
 
 
-@pytest.mark.parametrize("executor", [InProcess(), Watchable(), Opaque()], ids=type)
+@pytest.mark.parametrize("executor", [Serial(), Watchable(), Opaque()], ids=type)
 def test_counting_executors_return_the_same_results_and_count_inner_loops(executor):
     progress = Progress(live=False)
     bar = progress.bar("inner loops", 0, lines=False)
@@ -190,7 +190,7 @@ def test_a_resumed_evolution_reports_only_its_new_epochs(tmp_path):
         seen: list[dict] = []
         with track_evolution(prepared, progress, on_epoch=seen.append) as tracker:
             assert tracker.epochs.done == 2
-            run_evolution(prepared, tracker.wrap(InProcess()), tracker.echo, tracker.epoch)
+            run_evolution(prepared, tracker.wrap(Serial()), tracker.echo, tracker.epoch)
     assert [m["epoch"] for m in seen] == [2]
     assert (run_dir / "log.txt").read_text().count(" INFO epoch ") == 3
 
@@ -214,7 +214,7 @@ def test_a_resumed_run_continues_the_same_wandb_run(tmp_path, offline_wandb):
         evolve_tracked(run_dir, progress, wandb=WandbOptions("epgkit-test"))
         prepared = prepare([], ["Launch.cluster = @InProcess()"], resume=str(run_dir))
         with track_evolution(prepared, progress, wandb=WandbOptions("epgkit-test")) as tracker:
-            run_evolution(prepared, tracker.wrap(InProcess()), tracker.echo, tracker.epoch)
+            run_evolution(prepared, tracker.wrap(Serial()), tracker.echo, tracker.epoch)
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     ids = {re.match(r"offline-run-\d{8}_\d{6}-([a-z0-9]+)", p.name)[1] for p in runs}
     assert len(runs) == 2 and len(ids) == 1
@@ -240,7 +240,7 @@ def test_tracked_training_counts_its_inner_loops_and_sends_its_outputs(tmp_path,
         Progress(lines.append, live=False) as progress,
         track_training(out, progress, 5, WandbOptions("epgkit-test"), "OpenES.sigma = 0.05\n") as t,
     ):
-        results = t.wrap(InProcess()).map(lambda jobs: len(jobs), [([1, 2, 3],), ([4, 5],)])
+        results = t.wrap(Serial()).map(lambda jobs: len(jobs), [([1, 2, 3],), ([4, 5],)])
         t.echo("trained")
         (out / "summary.json").write_text(json.dumps({"methods": {"epg": {"final_mean": 1.5}}}))
         t.summary({"methods": {"epg": {"final_mean": 1.5, "finals": [1.0, 2.0]}}})

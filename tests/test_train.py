@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from epgkit.method.evolve import TASK_SEED_LIMIT
-from epgkit.method.executor import InProcess
+from epgkit.method.executor import Serial
 from epgkit.method.inner_loop import Result
 from epgkit.method.losses import DPOLoss, PPOLoss
 from epgkit.method.policies import GaussianMLP
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("evolved") / "run"
     prepared = prepare(["quickstart.gin", "debug.gin"], [f"Launch.run_dir = '{path}'"])
-    run_evolution(prepared, InProcess(), echo=lambda line: None)
+    run_evolution(prepared, Serial(), echo=lambda line: None)
     return path
 
 
@@ -38,7 +38,7 @@ def test_held_out_tasks_are_disjoint_from_evolution_and_shared_by_methods(run_di
     source = tt.load_source(str(run_dir))
     exp = tt.build(source)
     loops = tt.methods(exp, ["ppo"], None, None)
-    results = tt.run_methods(loops, tt.test_jobs(source.phi, 3, seed=0), 2, InProcess())
+    results = tt.run_methods(loops, tt.test_jobs(source.phi, 3, seed=0), 2, Serial())
     seeds = {m: [(r.task_seed, r.seed) for r in rs] for m, rs in results.items()}
     assert seeds["epg"] == seeds["ppo"] and len(set(seeds["epg"])) == 3
     assert all(t >= TASK_SEED_LIMIT for t, _ in seeds["epg"])
@@ -52,7 +52,7 @@ def test_held_out_tasks_are_disjoint_from_evolution_and_shared_by_methods(run_di
 def test_summary_matches_the_curves_last_points_and_plots_are_written(run_dir, tmp_path):
     source = tt.load_source(str(run_dir))
     loops = tt.methods(tt.build(source), ["ppo", "reinforce"], None, None)
-    results = tt.run_methods(loops, tt.test_jobs(source.phi, 3, seed=1), 3, InProcess())
+    results = tt.run_methods(loops, tt.test_jobs(source.phi, 3, seed=1), 3, Serial())
     summary = tt.write_outputs(tmp_path, loops, results, {"seed": 1})
     rows = [json.loads(x) for x in (tmp_path / "curves.jsonl").read_text().splitlines()]
     for method, stats in summary["methods"].items():
@@ -139,13 +139,13 @@ def test_train_from_a_run_dir_and_from_a_loss_file_through_the_cli(run_dir, tmp_
 def test_a_loss_tested_on_another_env_with_the_same_spaces_keeps_its_inputs(tmp_path):
     path = tmp_path / "hopper"
     prepared = prepare(["randomhopper.gin", "debug.gin"], [f"Launch.run_dir = '{path}'"])
-    run_evolution(prepared, InProcess(), echo=lambda line: None)
+    run_evolution(prepared, Serial(), echo=lambda line: None)
     source = tt.load_source(str(path))
     # DirectionalHopper gives the reward to its losses; RandomHopper's loss was evolved without.
     loops = tt.methods(tt.build(source), ["ppo"], "epgkit/DirectionalHopper-v0", None)
     assert loops["epg"].loss.use_reward is False
     tt.check_fits(loops["epg"], source)
-    results = tt.run_methods(loops, tt.test_jobs(source.phi, 2, seed=0), 2, InProcess())
+    results = tt.run_methods(loops, tt.test_jobs(source.phi, 2, seed=0), 2, Serial())
     assert all(math.isfinite(r.fitness) for rs in results.values() for r in rs)
     assert results["epg"][0].task["direction"] in (-1, 1)
 
@@ -154,7 +154,7 @@ def test_another_policy_architecture_can_be_trained_with_the_loss(run_dir):
     source = tt.load_source(str(run_dir))
     loops = tt.methods(tt.build(source, ["GaussianMLP.hidden = (32, 32, 32)"]), [], None, None)
     assert loops["epg"].policy.hidden == (32, 32, 32)
-    (result,) = tt.run_methods(loops, tt.test_jobs(source.phi, 1, 0), 1, InProcess())["epg"]
+    (result,) = tt.run_methods(loops, tt.test_jobs(source.phi, 1, 0), 1, Serial())["epg"]
     assert result.failed is None
 
 

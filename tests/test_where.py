@@ -14,7 +14,7 @@ import gin
 import pytest
 
 from epgkit.errors import ConfigError
-from epgkit.method.executor import InProcess as InProcessExecutor
+from epgkit.method.executor import Serial
 from epgkit.registry import index
 from epgkit.run import config
 from epgkit.run.cluster import Cluster, InProcess, Launch, LocalCluster, Scheduler, local_processes
@@ -77,7 +77,7 @@ def test_the_clusters_are_registered_and_describe_where_they_run():
 
 def test_in_process_starts_an_executor_of_this_process():
     with Launch(InProcess()).start() as executor:
-        assert isinstance(executor, InProcessExecutor)
+        assert isinstance(executor, Serial)
         assert executor.map(divmod, [(7, 2)]) == [(3, 1)]
 
 
@@ -155,7 +155,7 @@ def test_a_copy_of_a_committed_run_resumes_with_its_old_bindings(tmp_path, old):
 def test_a_cluster_that_serves_a_dashboard_has_its_url_printed_first(tmp_path):
     from epgkit.run.launch import run_evolution
 
-    class Served(InProcessExecutor):
+    class Served(Serial):
         dashboard = "http://127.0.0.1:40123/status"
 
     lines: list[str] = []

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from epgkit.method.executor import InProcess
+from epgkit.method.executor import Serial
 from epgkit.run import train as tt
 from epgkit.run import zoo
 
@@ -26,7 +26,7 @@ def test_zoo_loss_loads_and_trains_one_inner_loop(name):
     assert source.meta["env_id"] == entry["env_id"]
     loops = tt.methods(tt.build(source), [], None, None)
     tt.check_fits(loops["epg"], source)
-    (result,) = tt.run_methods(loops, tt.test_jobs(source.phi, 1, seed=0), 1, InProcess())["epg"]
+    (result,) = tt.run_methods(loops, tt.test_jobs(source.phi, 1, seed=0), 1, Serial())["epg"]
     assert result.failed is None and math.isfinite(result.fitness)
 
 

@@ -1,5 +1,5 @@
 """Where the outer loop's inner loops run: anything with ``map`` (``epgkit.run.cluster`` gives
-the Dask one); ``InProcess`` runs them here, one after another."""
+the Dask one); ``Serial`` runs them here, one after another."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ class Executor(Protocol):
     ) -> list[Any]: ...
 
 
-class InProcess:
+class Serial:
     """Runs tasks one after another in this process."""
 
     def map(

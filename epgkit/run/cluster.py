@@ -135,7 +135,7 @@ class InProcess:
     """No cluster: every inner loop runs in this process, one batch after another."""
 
     def start(self, worker_timeout: float) -> contextlib.AbstractContextManager[Executor]:
-        return contextlib.nullcontext(_executor.InProcess())
+        return contextlib.nullcontext(_executor.Serial())
 
     def describe(self) -> str:
         return "in-process"

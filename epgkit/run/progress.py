@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from epgkit.method.executor import Executor, InProcess
+from epgkit.method.executor import Executor
 
 LOG = "log.txt"
 PLAIN_EVERY = 30.0  # seconds between two plain progress lines of a bar
@@ -196,8 +196,8 @@ class Progress:
 class CountingExecutor:
     """Runs like the executor it wraps and advances ``bar`` as each task finishes.
 
-    Tasks are watched one by one when the executor runs in this process, or when its ``map``
-    takes an ``on_done(index)`` callback; any other executor is counted when ``map`` returns.
+    Tasks are watched one by one when the executor's ``map`` takes an ``on_done(index)``
+    callback (every executor of epgkit's does); any other is counted when ``map`` returns.
 
     Args:
         executor: The executor that does the work.
@@ -224,12 +224,6 @@ class CountingExecutor:
             self.bar.update(done=0, total=sum(sizes))
         if "on_done" in inspect.signature(self.executor.map).parameters:
             return self.executor.map(fn, items, on_done=lambda i: self.bar.update(advance=sizes[i]))
-        if isinstance(self.executor, InProcess):
-            results = []
-            for item, n in zip(items, sizes, strict=True):
-                results.append(fn(*item))
-                self.bar.update(advance=n)
-            return results
         results = self.executor.map(fn, items)  # an executor we cannot watch: count at the end
         self.bar.update(advance=sum(sizes))
         return results
