@@ -81,8 +81,9 @@ def test_theta0_wins_over_the_evolved_theta0_of_epg_i(still):
     inner = dataclasses.replace(still, evolve_init=True)
     evolved = inner.init_phi(np.random.default_rng(1))
     past = np.full(inner.theta_size(), 0.25, np.float32)
-    (plain, from_past) = inner.run([Job(evolved, 0.0, 5, 9, keep_theta=True),
-                                    Job(evolved, 0.0, 5, 9, theta0=past, keep_theta=True)])  # fmt: skip
+    jobs = [Job(evolved, 0.0, 5, 9, keep_theta=True),
+            Job(evolved, 0.0, 5, 9, theta0=past, keep_theta=True)]  # fmt: skip
+    plain, from_past = inner.run(jobs)
     np.testing.assert_allclose(plain.theta, evolved, atol=1e-6)
     np.testing.assert_allclose(from_past.theta, past, atol=1e-6)
 
@@ -141,10 +142,10 @@ def test_the_pool_keeps_the_newest_policies_that_did_not_fail(still):
     np.testing.assert_array_equal(pool.theta[1], results[0].theta)
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"fraction": 0.0}, {"fraction": 1.5}, {"pool_size": 0}, {"admit": 0},
-               {"admit": 2.5}],  # fmt: skip
-)
+BAD = [{"fraction": 0.0}, {"fraction": 1.5}, {"pool_size": 0}, {"admit": 0}, {"admit": 2.5}]
+
+
+@pytest.mark.parametrize("kwargs", BAD)
 def test_invalid_settings_are_refused(kwargs):
     with pytest.raises(ValueError, match="PastInit"):
         PastInit(**kwargs)
