@@ -169,6 +169,10 @@ def test_with_the_extension_later_epochs_start_from_earlier_final_policies(tmp_p
         origin = tuple(row["theta0_from"])
         assert origin[0] < row["epoch"]
         np.testing.assert_array_equal(job.theta0, finals[origin])  # a past final θ, bit for bit
+    assert [m["past_starts"] for m in run.metrics()] == [0, 2, 2]  # ⌈0.5 · W/V⌉ of V = 2
+    fresh = [r.fitness for row, r in zip(rows, spy.results, strict=True)
+             if row["epoch"] == 2 and not row["theta0_from"]]  # fmt: skip
+    assert run.metrics()[2]["fitness_fresh_mean"] == pytest.approx(np.mean(fresh))
     ckpt = run.load_checkpoint()
     assert ckpt["pool_theta"].shape == (3 * w, exp.inner.theta_size())  # admit 8 ≥ W = 4
     assert np.array_equal(ckpt["pool_theta"][-1].numpy(), finals[(2, w - 1)])
@@ -180,6 +184,7 @@ def test_without_the_extension_no_inner_loop_starts_from_a_past_policy(tmp_path)
     assert all(j.theta0 is None and not j.keep_theta for j in spy.jobs)
     assert all(r.theta is None for r in spy.results)
     assert not any("theta0_from" in row for row in records(run))
+    assert not any("past_starts" in m for m in run.metrics())
     assert not {"pool_theta", "pool_origin"} & set(run.load_checkpoint())
 
 

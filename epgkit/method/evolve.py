@@ -183,6 +183,7 @@ def evolve(
             "alpha": exp.alpha(epoch),
             **strategy_metrics,
             "failures": sum(r.failed is not None for r in results),
+            **(past_init.metrics(plan, results) if pool is not None else {}),
             "env_steps": env_steps,
             "wall_s": time.perf_counter() - t0,
         }

@@ -130,6 +130,21 @@ def origins(plan: Plan, pool: Pool) -> list[list[int] | None]:
     return [None if s is None else pool.origin[s].tolist() for s in plan.starts]
 
 
+def metrics(plan: Plan, results: list[Result]) -> dict[str, float]:
+    """The epoch's past starts and the mean fitness of the inner loops that started fresh and
+    of those that started from the pool (NaN when there are none, or all failed): only the
+    former compares with an evolution without past policies."""
+    fresh = [r.fitness for r, s in zip(results, plan.starts, strict=True) if s is None]
+    past = [r.fitness for r, s in zip(results, plan.starts, strict=True) if s is not None]
+
+    def mean(values: list[float]) -> float:
+        ok = [v for v in values if math.isfinite(v)]
+        return float(np.mean(ok)) if ok else math.nan
+
+    return {"past_starts": len(past), "fitness_fresh_mean": mean(fresh),
+            "fitness_past_mean": mean(past)}  # fmt: skip
+
+
 def admit(cfg: PastInit, pool: Pool, epoch: int, results: list[Result]) -> Pool:
     """The pool after epoch ``epoch``: the kept final θ of its inner loops that did not fail,
     in their order, appended; the oldest dropped beyond ``pool_size``."""
