@@ -263,9 +263,9 @@ class InnerLoop:
         tasks, steps = envs.close(), t + 1
         results = [Result.of(job, returns[i], steps + eval_steps[i], tasks[i], alive.failed[i],
                              envs.episodes[i], kl[i]) for i, job in enumerate(jobs)]  # fmt: skip
-        for result, job, row in zip(results, jobs, flat_params(theta), strict=True):
-            if job.keep_theta:
-                result.theta = row.detach().numpy().copy()
+        kept = [i for i, job in enumerate(jobs) if job.keep_theta]
+        for i, row in zip(kept, flat_params(theta)[kept] if kept else [], strict=True):
+            results[i].theta = row.detach().numpy().copy()
         for i, result in enumerate(results if keep_policy else []):
             result.policy = {name: p[i].detach().numpy().copy() for name, p in theta.items()}
             result.policy["obs_mean"] = obs_norm.mean[i].copy()
