@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import gin
 
-KINDS = ("loss", "policy", "strategy", "inner_loop", "cluster")
+KINDS = ("loss", "policy", "strategy", "inner_loop", "cluster", "past_init")
 
 T = TypeVar("T")
 

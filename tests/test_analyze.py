@@ -18,6 +18,7 @@ import torch
 from epgkit.method.executor import Serial
 from epgkit.method.inner_loop import InnerLoop, Job
 from epgkit.method.losses import EPGLoss, PPOLoss
+from epgkit.method.mlp import flat_params
 from epgkit.method.policies import CategoricalMLP, GaussianMLP
 from epgkit.run.launch import prepare as prepare_run
 from epgkit.run.launch import run_evolution
@@ -192,6 +193,32 @@ def test_initial_phi_is_the_phi_evolve_starts_from(tmp_path):
     assert meta["epoch"] == 0  # the best loss of epoch 0 is the φ it evaluated: φ₀
     phi0 = initial_phi(build(load_source(str(path))))
     assert phi0.dtype == phi.dtype and np.array_equal(phi0, phi)
+
+
+def test_a_loss_evolved_with_its_theta0_is_analysed_from_that_theta0(tmp_path):
+    # EPG+I (epg_init.gin): the evolved vector is φ followed by θ₀. Every analysis must start
+    # the learned loss's inner loops from θ₀, PPO's from a random θ, and φ₀ from the θ₀ that
+    # evolve started from.
+    path = tmp_path / "run"
+    run = prepare_run(["pointgoal.gin", "extensions/epg_init.gin", "debug.gin"],
+                      [f"Launch.run_dir = '{path}'", "Experiment.epochs = 1",
+                       "Experiment.alpha_epochs = 0"])  # fmt: skip
+    run_evolution(run, InProcess(), echo=lambda line: None)
+    phi, _ = load_loss(path / BEST_LOSS)  # epoch 0's: φ₀ and θ₀ as evolve drew them
+    np.testing.assert_array_equal(initial_phi(build(load_source(str(path)))), phi)
+    study = prepare("kl", str(path), runs=1, steps=64, out=str(tmp_path / "out"))
+    assert study.learned.evolve_init and not study.ppo.evolve_init
+    p = study.learned.loss.phi_size(study.learned.context())
+    assert 0 < p < phi.size
+    starts = []
+    observe(study.learned, study.jobs, lambda seen: starts.append(
+        flat_params(seen.theta)[0].detach().numpy().copy()))  # fmt: skip
+    np.testing.assert_array_equal(starts[0], phi[p:])  # the first update reads θ₀ itself
+    for kind in analyze.ANALYSES:
+        data = analyze.run(kind, prepare(kind, str(path), runs=1, steps=64,
+                                         out=str(tmp_path / "out")))  # fmt: skip
+        assert (tmp_path / "out" / f"{kind}.png").is_file(), kind
+    assert set(data["methods"]) == {kl.LEARNED, kl.PPO, kl.INITIAL}  # φ₀ redrawn with θ₀
 
 
 def test_an_out_folder_that_holds_the_analysis_is_refused(tmp_path):

@@ -33,7 +33,8 @@ def run(tmp_path, exp: Experiment) -> RunDir:
 
 
 def test_the_extensions_are_shipped():
-    assert {"extensions/epg_init.gin", "extensions/ppo_init.gin"} <= set(EXTENSIONS)
+    shipped = {"extensions/epg_init.gin", "extensions/ppo_init.gin", "extensions/past_init.gin"}
+    assert shipped <= set(EXTENSIONS)
 
 
 @pytest.mark.parametrize("extension", EXTENSIONS)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from epgkit.method import past_init
 from epgkit.method.executor import Executor
 from epgkit.method.experiment import Experiment
 from epgkit.method.inner_loop import Job, Result, checked, run_batch
@@ -114,12 +115,13 @@ def _stats(results: list[Result]) -> dict[str, float]:
 
 def _record(epoch: int, r: Result) -> dict[str, Any]:
     row = asdict(r)
-    del row["episodes"], row["kl"]
+    del row["episodes"], row["kl"], row["theta"]
     return {"epoch": epoch, **row}
 
 
 #: Checkpoint keys the outer loop writes itself; a strategy's state takes the others.
-RUN_KEYS = ("epoch", "env_steps", "best_fitness", "best_phi", "metrics_line", "records")
+RUN_KEYS = ("epoch", "env_steps", "best_fitness", "best_phi", "metrics_line", "records",
+            *past_init.POOL_KEYS)  # fmt: skip
 
 
 def save_state(strategy: Strategy, state: Any) -> dict[str, Any]:
@@ -155,13 +157,19 @@ def evolve(
         phi0 = exp.inner.init_phi(np.random.default_rng(np.random.SeedSequence([exp.seed, 0])))
         state, start, env_steps, best = strategy.init(phi0), 0, 0, (-math.inf, phi0)
     meta = dict(loss_meta or {})
+    past = exp.past_init
+    pool = past_init.load(ckpt or {}, exp.inner.theta_size()) if past is not None else None
 
     for epoch in range(start, exp.epochs):
         t0 = time.perf_counter()
         rng = np.random.default_rng(np.random.SeedSequence([exp.seed, epoch, 0]))
         draws = strategy.ask(state, rng)
         candidates = strategy.candidates(state, draws).astype(np.float32)
-        results = run_jobs(exp, epoch_jobs(exp, candidates, epoch), executor)
+        jobs = epoch_jobs(exp, candidates, epoch)
+        if pool is not None:  # Figure 12B: some inner loops start from past policies
+            plan = past_init.plan(past, exp.seed, epoch, pool, strategy.shared_tasks(), len(jobs))
+            jobs, starts = past_init.assign(plan, pool, jobs), past_init.origins(plan, pool)
+        results = run_jobs(exp, jobs, executor)
         _refuse_all_failed(results, epoch)
         fitness = candidate_fitness(results, len(candidates))
         # The mean the candidates surround, and the step sizes this tell uses.
@@ -175,6 +183,7 @@ def evolve(
             "alpha": exp.alpha(epoch),
             **strategy_metrics,
             "failures": sum(r.failed is not None for r in results),
+            **(past_init.metrics(plan, results) if pool is not None else {}),
             "env_steps": env_steps,
             "wall_s": time.perf_counter() - t0,
         }
@@ -190,13 +199,19 @@ def evolve(
             best = (metrics["fitness_mean"], phi_evaluated)
             run.save_loss(True, best[1], {**meta, "epoch": epoch, "fitness_mean": best[0]})
         run.save_loss(False, strategy.mean(state), {**meta, "epoch": epoch + 1})
+        records = [_record(epoch, r) for r in results]
+        if pool is not None:
+            for record, origin in zip(records, starts, strict=True):
+                record["theta0_from"] = origin
+            pool = past_init.admit(past, pool, epoch, results)
         checkpoint = {
             **save_state(strategy, state),
             "epoch": epoch + 1,
             "env_steps": env_steps,
             "best_fitness": float(best[0]),
             "best_phi": torch.from_numpy(np.asarray(best[1])),
+            **(past_init.save(pool) if pool is not None else {}),
         }
-        run.save_epoch(checkpoint, [_record(epoch, r) for r in results], metrics)
+        run.save_epoch(checkpoint, records, metrics)
         on_epoch(metrics)
     return state

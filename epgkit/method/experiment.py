@@ -13,6 +13,7 @@ import gin
 
 from epgkit.method import checks
 from epgkit.method.inner_loop import InnerLoop
+from epgkit.method.past_init import PastInit
 from epgkit.method.strategies import OpenES, Strategy
 
 
@@ -38,6 +39,9 @@ class Experiment:
         baselines: Hand-designed losses that test-time training compares with, by name: inner
             loops identical to ``inner`` except for their loss and its tuning (gin scopes,
             e.g. ``ppo/InnerLoop.lr``), so comparisons are like for like.
+        past_init: Initialization from past policies (Figure 12B): some inner loops start
+            from the final θ of inner loops of earlier epochs (``@PastInit()``,
+            gin/extensions/past_init.gin); None: every inner loop starts from a fresh θ.
     """
 
     inner: InnerLoop = field(default_factory=InnerLoop)
@@ -48,6 +52,7 @@ class Experiment:
     batch_size: int = 8
     seed: int = 0
     baselines: dict[str, InnerLoop] = field(default_factory=dict)
+    past_init: PastInit | None = None
 
     def __post_init__(self) -> None:
         checks.check(self)  # first: the checks below compare numbers

@@ -167,6 +167,10 @@ class InnerLoop:
         ctx = self.context()
         return self.loss.phi_size(ctx) + (self._theta0(ctx).size if self.evolve_init else 0)
 
+    def theta_size(self) -> int:
+        """Numbers in the policy's flat θ (``mlp.flat_params``): EPG+I's θ₀, a past policy."""
+        return self._theta0(self.context()).size
+
     def init_phi(self, rng: np.random.Generator) -> np.ndarray:
         """An initial evolved vector: the loss's φ, then a fresh policy's θ under
         ``evolve_init``."""
@@ -198,7 +202,9 @@ class InnerLoop:
         dims = envs.dims
         policy, ctx = self.policy_for(dims), self.context(dims)
         seeds = Streams.of([j.seed for j in jobs])
-        theta = policy.init(dims, seeds.init)  # θ ~ random, or EPG+I's evolved θ₀ (_phi)
+        # θ ~ random (always drawn, so the streams do not depend on the start), then a job's
+        # own θ₀ or EPG+I's evolved one written over it (_phi).
+        theta = policy.init(dims, seeds.init)
         learner = Learner(
             self.loss, self.guide, ctx, policy, theta, self._phi(jobs, ctx, theta),
             np.array([j.alpha for j in jobs], np.float32), seeds.init,
@@ -257,6 +263,9 @@ class InnerLoop:
         tasks, steps = envs.close(), t + 1
         results = [Result.of(job, returns[i], steps + eval_steps[i], tasks[i], alive.failed[i],
                              envs.episodes[i], kl[i]) for i, job in enumerate(jobs)]  # fmt: skip
+        kept = [i for i, job in enumerate(jobs) if job.keep_theta]
+        for i, row in zip(kept, flat_params(theta)[kept] if kept else [], strict=True):
+            results[i].theta = row.detach().numpy().copy()
         for i, result in enumerate(results if keep_policy else []):
             result.policy = {name: p[i].detach().numpy().copy() for name, p in theta.items()}
             result.policy["obs_mean"] = obs_norm.mean[i].copy()
@@ -264,8 +273,9 @@ class InnerLoop:
         return results
 
     def _phi(self, jobs: Sequence[Job], ctx: LossContext, theta: Params) -> torch.Tensor:
-        """The loss's φ of every job, (K, P); under EPG+I the evolved vector's tail is θ₀,
-        written into ``theta``."""
+        """The loss's φ of every job, (K, P); where θ starts is written into ``theta``: a
+        job's own ``theta0`` (a past policy), else under EPG+I the evolved vector's tail θ₀,
+        else the random θ already there."""
         with blame(f"loss {type(self.loss).__name__}", "phi_size"):
             p = self.loss.phi_size(ctx)
         flat = np.stack([np.asarray(j.phi, np.float32).reshape(-1) for j in jobs])
@@ -273,6 +283,17 @@ class InnerLoop:
             load_flat(theta, torch.from_numpy(flat[:, p:]))
         elif flat.shape[1] != p:
             raise ValueError(f"φ has {flat.shape[1]} numbers, the loss {p}")
+        if any(j.theta0 is not None for j in jobs):
+            start = flat_params(theta).clone()
+            for i, j in enumerate(jobs):
+                if j.theta0 is not None:
+                    given = torch.as_tensor(np.asarray(j.theta0, np.float32).reshape(-1))
+                    if given.numel() != start.shape[1]:
+                        raise ValueError(
+                            f"Job.theta0 has {given.numel()} numbers, the policy {start.shape[1]}"
+                        )
+                    start[i] = given
+            load_flat(theta, start)
         return torch.from_numpy(np.ascontiguousarray(flat[:, :p]))
 
 

@@ -12,7 +12,15 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Job:
-    """One inner loop to run: which loss parameters, how much guidance, which task and seed."""
+    """One inner loop to run: which loss parameters, how much guidance, which task and seed.
+
+    Attributes:
+        theta0: The flat θ to start from instead of the random one drawn from ``seed`` (a past
+            policy, ``epgkit.method.past_init``), laid out as ``mlp.flat_params``; None for
+            the usual start.
+        keep_theta: Report the final θ in ``Result.theta`` (off unless asked: it is the size
+            of the policy).
+    """
 
     phi: np.ndarray
     alpha: float
@@ -20,6 +28,8 @@ class Job:
     seed: int
     index: int = 0
     candidate: int = 0
+    theta0: np.ndarray | None = None
+    keep_theta: bool = False
 
 
 @dataclass
@@ -33,6 +43,7 @@ class Result:
         kl: KL(π_before || π_after) over the update's M states, one per update.
         policy: With ``run(..., keep_policy=True)``: the trained θ and the observation
             normalizer's ``obs_mean`` and ``obs_std``, enough to act with the final policy.
+        theta: With ``Job.keep_theta``: the final θ, flat float32 (``mlp.flat_params``).
     """
 
     index: int
@@ -47,6 +58,7 @@ class Result:
     episodes: list[tuple[int, float]] = field(default_factory=list)
     kl: list[float] = field(default_factory=list)
     policy: dict[str, np.ndarray] | None = None
+    theta: np.ndarray | None = None
 
     @classmethod
     def of(

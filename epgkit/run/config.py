@@ -68,7 +68,8 @@ def resolve(name: str) -> Path:
 
 
 _PLURALS = {"loss": "losses", "policy": "policies", "strategy": "strategies",
-           "inner_loop": "inner loops", "cluster": "clusters"}  # fmt: skip
+           "inner_loop": "inner loops", "cluster": "clusters",
+           "past_init": "past-policy initializations"}  # fmt: skip
 #: The configurables that are no component: the roots a config binds.
 ROOTS = ("Experiment", "Launch", "TestTime")
 
