@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from epgkit.method.evolve import evolve
+from epgkit.method.executor import InProcess
 from epgkit.method.experiment import Experiment
 from epgkit.run import config
-from epgkit.run.cluster import InProcess
 from epgkit.run.rundir import RunDir
 from epgkit.run.slurm import SlurmCluster
 
