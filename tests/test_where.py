@@ -156,6 +156,20 @@ def test_the_dashboard_url_is_printed_once_and_serves_while_the_run_lives(tmp_pa
     assert "Dask dashboard:" not in rest  # printed once
 
 
+def test_a_dashboard_asked_of_a_config_whose_cluster_serves_none_is_refused(tmp_path):
+    from epgkit.api import evolve
+
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError) as err:
+        evolve(["quickstart.gin", "debug.gin", "clusters/inprocess.gin"], dashboard=True,
+               run_dir=run)  # fmt: skip
+    assert str(err.value) == (
+        "--dashboard shows the dashboard of a local Dask cluster, but this run's config runs on "
+        "in-process; drop the flag, or choose --workers N"
+    )
+    assert not run.exists()
+
+
 def test_a_dashboard_needs_a_local_cluster():
     from epgkit.api import where
 
