@@ -6,8 +6,8 @@ Each inner loop is replaced by a sleep as long as a real RandomHopper inner loop
 writes their durations to ``benchmarks/data/randomhopper_durations.json``; the default reads
 that file. A duration is the CPU time of the batch's (single) thread, the least of two rounds
 (every batch once per round; its work is the same each time): what it takes on a core of its
-own, as a cluster's worker has, whatever else this machine runs. Batches differ by their tasks and
-seeds, e.g. by how early their evaluation episodes end. Failures are added at
+own, as a cluster's worker has, whatever else this machine runs (only in part: see below).
+Batches differ by their tasks and seeds, and by the noise of the machine they ran on. Failures are added at
 ``--failure-rate`` per inner loop: a failed inner loop stops at a uniform random point of its
 run (the committed RandomHopper runs had none in 1,504, so the default 2 % is pessimistic); in
 a batch of K > 1 the others go on, so the batch lasts as long.
@@ -31,12 +31,12 @@ inner loops several times over, to tell how much of the measured spread is the i
 work and how much the machine. The last line is ``parallel_efficiency_64=E
 parallel_efficiency_128=E parallel_efficiency_256=E``.
 
-Why 256 workers do not reach 0.9 (2026-11-30, `python benchmarks/scale.py`): an epoch of a
+Why 256 workers do not reach 0.9 (2026-11-30, ``python benchmarks/scale.py``): an epoch of a
 synchronous ES ends with its slowest task, and with K = W / workers every worker runs exactly
 one task, so the efficiency is at most mean/max of W / K task durations; no order or
 placement of tasks changes it. Drawn with replacement from n measured durations, the max of
 256 draws is the largest measurement, so the bound is the pool's mean/max: 0.899 for the 12
-K = 1 batches (0.890 with 2 % failures), 0.850 for the 4 K = 2 batches, one of which (3.57 s
+K = 1 batches (about 0.89 with 2 % failures), 0.850 for the 4 K = 2 batches, one of which (3.57 s
 against 2.82–2.92 s) alone makes 128 workers look worse than 256. The simulation costs a
 further 0.01–0.03. The spread itself is mostly this busy machine: ``--noise`` found the same
 inner loop varying by up to 34 % between rounds while the least times of 6 different ones
