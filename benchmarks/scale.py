@@ -7,10 +7,10 @@ writes their durations to ``benchmarks/data/randomhopper_durations.json``; the d
 that file. A duration is the CPU time of the batch's (single) thread, the least of two rounds
 (every batch once per round; its work is the same each time): what it takes on a core of its
 own, as a cluster's worker has, whatever else this machine runs (only in part: see below).
-Batches differ by their tasks and seeds, and by the noise of the machine they ran on. Failures are added at
-``--failure-rate`` per inner loop: a failed inner loop stops at a uniform random point of its
-run (the committed RandomHopper runs had none in 1,504, so the default 2 % is pessimistic); in
-a batch of K > 1 the others go on, so the batch lasts as long.
+Batches differ by their tasks and seeds, and by the noise of the machine they ran on. Failures
+are added at ``--failure-rate`` per inner loop: a failed inner loop stops at a uniform random
+point of its run (the committed RandomHopper runs had none in 1,504, so the default 2 % is
+pessimistic); in a batch of K > 1 the others go on, so the batch lasts as long.
 
 The epoch's inner loops are grouped as ``run_jobs`` groups them, K = Experiment.batch_size per
 Dask task, with the rule of gin/clusters/slurm.gin: K = W / workers (tasks = workers), so no
