@@ -126,6 +126,16 @@ def where(
     return out
 
 
+def _check_dashboard(cluster: Any) -> None:
+    """Refuses ``--dashboard`` when the config's cluster serves none (a gin file chose SLURM,
+    say), which would otherwise be ignored in silence."""
+    if not getattr(cluster, "dashboard", False):
+        raise ConfigError(
+            f"--dashboard shows the dashboard of a local Dask cluster, but this run's config "
+            f"runs on {cluster.describe()}; drop the flag, or choose --workers N"
+        )
+
+
 def _wandb(project: str | None) -> Any:
     from epgkit.run.wandb_log import WandbOptions
 
@@ -174,23 +184,25 @@ def evolve(
         flags.append(f"Experiment.seed = {seed!r}")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     resumed = None if resume is None else str(resume)
-    with (
-        prepare([str(c) for c in configs], [*bindings, *flags], resumed) as prepared,  # locked
-        prepared.launch.start() as executor,
-        Progress(echo) as progress,
-        track_evolution(prepared, progress, _wandb(wandb)) as tracker,
-    ):
-        again = f"`epgkit evolve --resume {prepared.run.path}`"
-        try:
-            run_evolution(prepared, tracker.wrap(executor), tracker.echo, tracker.epoch)
-        except (SchedulerLost, OSError) as err:
-            if not (prepared.run.path / "config.gin").is_file():
-                raise  # stopped while making the run directory: there is nothing to resume
-            raise _stopped(err, f"Every finished epoch is checkpointed: continue with {again}"
-                           ) from None  # fmt: skip
-        except UserCodeError as err:
-            raise UserCodeError(f"{err}. Every finished epoch is checkpointed: once it is "
-                                f"fixed, continue with {again}") from err  # fmt: skip
+    with prepare([str(c) for c in configs], [*bindings, *flags], resumed) as prepared:  # locked
+        if dashboard:
+            _check_dashboard(prepared.launch.where())
+        with (
+            prepared.launch.start() as executor,
+            Progress(echo) as progress,
+            track_evolution(prepared, progress, _wandb(wandb)) as tracker,
+        ):
+            again = f"`epgkit evolve --resume {prepared.run.path}`"
+            try:
+                run_evolution(prepared, tracker.wrap(executor), tracker.echo, tracker.epoch)
+            except (SchedulerLost, OSError) as err:
+                if not (prepared.run.path / "config.gin").is_file():
+                    raise  # stopped while making the run directory: there is nothing to resume
+                raise _stopped(err, f"Every finished epoch is checkpointed: continue with "
+                               f"{again}") from None  # fmt: skip
+            except UserCodeError as err:
+                raise UserCodeError(f"{err}. Every finished epoch is checkpointed: once it is "
+                                    f"fixed, continue with {again}") from err  # fmt: skip
     return Run(prepared.run.path)
 
 

@@ -1,5 +1,6 @@
 """A real SLURM: an evolution whose Dask workers are SLURM jobs gets the metrics of an in-process
-run (same seed and batch size → same bits), also when SLURM cancels one of its jobs mid-run.
+run (same seed and batch size → same bits), also when SLURM cancels one of its jobs mid-run, and
+so does ``epgkit evolve ... gin/clusters/slurm.gin`` from the command line, resumed on SLURM.
 
 Uses the SLURM that ``sinfo`` reaches, or else starts a one-node one with
 ``scripts/slurm-local.sh`` (as root) and stops it afterwards; skipped when neither can be had.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from epgkit.method.evolve import evolve
+from epgkit.method.executor import InProcess
 from epgkit.method.experiment import Experiment
 from epgkit.run import config
-from epgkit.run.cluster import InProcess
 from epgkit.run.rundir import RunDir
 from epgkit.run.slurm import SlurmCluster
 
@@ -109,3 +111,42 @@ def test_workers_as_slurm_jobs_give_the_in_process_metrics_even_when_a_job_is_ca
     while _our_jobs() and time.time() < deadline:  # leaving the cluster cancels its jobs
         time.sleep(1)
     assert not _our_jobs()
+
+
+def epgkit(*args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """``epgkit ARGS`` in a subprocess, and its wall time. PYTHONPATH names this checkout so that
+    the SLURM jobs' workers (whose environment sbatch copies) import the driver's epgkit."""
+    path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "epgkit.cli", *args], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=900)  # fmt: skip
+    return out, time.perf_counter() - start
+
+
+def test_the_cli_on_slurm_gets_the_in_process_metrics_and_resumes_on_slurm(tmp_path, slurm):
+    on_slurm, in_process = tmp_path / "slurm", tmp_path / "inprocess"
+    size = ["-b", "SlurmCluster.jobs = 2", "-b", "SlurmCluster.memory = '1GB'",
+            "-b", "SlurmCluster.walltime = '00:30:00'",
+            "-b", f"SlurmCluster.log_directory = '{tmp_path / 'slurm-logs'}'"]  # fmt: skip
+    out, slurm_s = epgkit("evolve", "gin/quickstart.gin", "gin/debug.gin",
+                          "gin/clusters/slurm.gin", *size, "--run-dir", str(on_slurm))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "on SLURM: 2 job(s) × 1 worker(s)" in out.stdout
+    assert len(metrics(on_slurm)) == 2  # debug.gin's epochs
+
+    # The recorded run resumes on SLURM (its config.gin chooses the cluster) for one more epoch.
+    out, resume_s = epgkit("evolve", "--resume", str(on_slurm), "-b", "Experiment.epochs = 3")
+    assert out.returncode == 0, out.stderr
+    assert "on SLURM" in out.stdout and "epoch    3/3" in out.stdout
+
+    out, reference_s = epgkit("evolve", "gin/quickstart.gin", "gin/debug.gin", "--workers",
+                              "0", "-b", "Experiment.epochs = 3", "--run-dir",
+                              str(in_process))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert metrics(on_slurm) == metrics(in_process)  # same seed and K: the same bits
+    print(
+        f"wall time: SLURM {slurm_s:.0f} s (2 epochs), resumed on SLURM {resume_s:.0f} s "
+        f"(1 epoch), in-process {reference_s:.0f} s (3 epochs)"
+    )
+    assert not _our_jobs()  # the CLI's exit cancelled its jobs

@@ -4,6 +4,7 @@ recorded runs, and the committed runs and zoo losses that must keep working."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -109,11 +110,11 @@ def test_where_bindings_are_launch_and_the_clusters_but_not_the_results():
 
 def test_the_dashboard_without_bokeh_is_one_line_and_writes_nothing(tmp_path):
     pytest.importorskip("distributed")
-    if __import__("importlib").util.find_spec("bokeh") is not None:
-        pytest.skip("bokeh is installed here")
+    without_bokeh = ("import sys; sys.modules['bokeh'] = None; from epgkit.cli import main; "
+                     "sys.argv[0] = 'epgkit'; main()")  # as if it were not installed  # fmt: skip
     run = tmp_path / "run"
     out = subprocess.run(
-        [sys.executable, "-m", "epgkit.cli", "evolve", "gin/quickstart.gin", "gin/debug.gin",
+        [sys.executable, "-c", without_bokeh, "evolve", "gin/quickstart.gin", "gin/debug.gin",
          "--workers", "1", "--dashboard", "--run-dir", str(run)],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -121,6 +122,50 @@ def test_the_dashboard_without_bokeh_is_one_line_and_writes_nothing(tmp_path):
     assert out.stderr.strip() == (
         "epgkit: error: --dashboard (LocalCluster.dashboard) needs the bokeh package: "
         "pip install 'epgkit[dashboard]'"
+    )
+    assert not run.exists()
+
+
+def test_the_dashboard_url_is_printed_once_and_serves_while_the_run_lives(tmp_path):
+    pytest.importorskip("bokeh")  # the dashboard extra
+    import urllib.request
+
+    run = tmp_path / "run"
+    path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]  # the workers' epgkit too
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "epgkit.cli", "evolve", "gin/quickstart.gin", "gin/debug.gin",
+         "--workers", "1", "--dashboard", "-b", "Experiment.epochs = 1000", "--run-dir", str(run)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        lines = []
+        for line in cli.stdout:  # up to the first epoch, so the run is surely alive
+            lines.append(line.rstrip("\n"))
+            if line.startswith("epoch "):
+                break
+        urls = [line.removeprefix("Dask dashboard: ") for line in lines
+                if line.startswith("Dask dashboard: ")]  # fmt: skip
+        assert len(urls) == 1, lines
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/status", urls[0]), urls
+        with urllib.request.urlopen(urls[0], timeout=60) as page:
+            assert page.status == 200 and b"Dask" in page.read()
+    finally:
+        cli.terminate()  # SIGTERM stops the run as Ctrl-C does: the cluster is closed
+        rest, _ = cli.communicate(timeout=120)
+    assert "Dask dashboard:" not in rest  # printed once
+
+
+def test_a_dashboard_asked_of_a_config_whose_cluster_serves_none_is_refused(tmp_path):
+    from epgkit.api import evolve
+
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError) as err:
+        evolve(["quickstart.gin", "debug.gin", "clusters/inprocess.gin"], dashboard=True,
+               run_dir=run)  # fmt: skip
+    assert str(err.value) == (
+        "--dashboard shows the dashboard of a local Dask cluster, but this run's config runs on "
+        "in-process; drop the flag, or choose --workers N"
     )
     assert not run.exists()
 

@@ -218,6 +218,11 @@ class CountingExecutor:
         self.executor, self.bar, self.per_call = executor, bar, per_call
         self.size = size or (lambda item: len(item[-1]))
 
+    @property
+    def dashboard(self) -> str | None:
+        """The URL of the wrapped cluster's dashboard, when it serves one (printed by the run)."""
+        return getattr(self.executor, "dashboard", None)
+
     def map(self, fn: Callable[..., Any], items: Sequence[Any]) -> list[Any]:
         sizes = [self.size(item) for item in items]
         if self.per_call:
