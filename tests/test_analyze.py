@@ -203,7 +203,7 @@ def test_a_loss_evolved_with_its_theta0_is_analysed_from_that_theta0(tmp_path):
     run = prepare_run(["pointgoal.gin", "extensions/epg_init.gin", "debug.gin"],
                       [f"Launch.run_dir = '{path}'", "Experiment.epochs = 1",
                        "Experiment.alpha_epochs = 0"])  # fmt: skip
-    run_evolution(run, InProcess(), echo=lambda line: None)
+    run_evolution(run, Serial(), echo=lambda line: None)
     phi, _ = load_loss(path / BEST_LOSS)  # epoch 0's: φ₀ and θ₀ as evolve drew them
     np.testing.assert_array_equal(initial_phi(build(load_source(str(path)))), phi)
     study = prepare("kl", str(path), runs=1, steps=64, out=str(tmp_path / "out"))

@@ -13,7 +13,7 @@ import torch
 
 from epgkit.method import past_init
 from epgkit.method.evolve import evolve
-from epgkit.method.executor import InProcess
+from epgkit.method.executor import Serial
 from epgkit.method.experiment import Experiment
 from epgkit.method.inner_loop import InnerLoop, Job
 from epgkit.method.losses import PPOLoss
@@ -41,7 +41,7 @@ def records(run: RunDir) -> list[dict]:
     return [json.loads(x) for x in (run.path / "inner_loops.jsonl").read_text().splitlines()]
 
 
-class Spy(InProcess):
+class Spy(Serial):
     """Runs in process and keeps every job it ran and every result, in order."""
 
     def __init__(self) -> None:
@@ -190,11 +190,11 @@ def test_without_the_extension_no_inner_loop_starts_from_a_past_policy(tmp_path)
 
 def test_a_checkpoint_without_a_pool_still_loads_and_continues_with_an_empty_one(tmp_path):
     run = new_run(tmp_path / "run")
-    evolve(experiment("Experiment.epochs = 1"), run, InProcess())
+    evolve(experiment("Experiment.epochs = 1"), run, Serial())
     ckpt = run.load_checkpoint()
     del ckpt["pool_theta"], ckpt["pool_origin"]  # as a run started before past policies
     run.save_checkpoint(ckpt)
-    evolve(experiment("Experiment.epochs = 2"), run, InProcess())
+    evolve(experiment("Experiment.epochs = 2"), run, Serial())
     rows = [row for row in records(run) if row["epoch"] == 1]
     assert len(rows) == 4 and not any(row["theta0_from"] for row in rows)
     assert run.load_checkpoint()["pool_origin"][:, 0].tolist() == [1] * 4
@@ -214,7 +214,7 @@ def evolution(run_dir, epochs: int, resume: bool = False) -> dict:
     else:
         prepared = prepare(FILES, [f"Experiment.epochs = {epochs}",
                                    f"Experiment.run_dir = '{run_dir}'"])  # fmt: skip
-    run_evolution(prepared, InProcess(), echo=lambda line: None)
+    run_evolution(prepared, Serial(), echo=lambda line: None)
     return RunDir(run_dir).load_checkpoint()
 
 
@@ -254,6 +254,6 @@ def test_every_experiment_runs_with_the_extension_and_starts_from_past_policies(
     exp = experiment("Experiment.epochs = 2",
                      files=[experiment_file, "extensions/past_init.gin", "debug.gin"])  # fmt: skip
     run = new_run(tmp_path / "run")
-    evolve(exp, run, InProcess())
+    evolve(exp, run, Serial())
     assert [m["failures"] for m in run.metrics()] == [0, 0]
     assert any(row["theta0_from"] for row in records(run) if row["epoch"] == 1)

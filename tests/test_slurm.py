@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from epgkit.method.evolve import evolve
-from epgkit.method.executor import InProcess
+from epgkit.method.executor import Serial
 from epgkit.method.experiment import Experiment
 from epgkit.run import config
 from epgkit.run.rundir import RunDir
@@ -81,7 +81,7 @@ def test_workers_as_slurm_jobs_give_the_in_process_metrics_even_when_a_job_is_ca
     exp = config.build(Experiment)
     reference = RunDir(tmp_path / "reference")
     reference.create("", [])
-    evolve(exp, reference, InProcess())
+    evolve(exp, reference, Serial())
 
     on_slurm = RunDir(tmp_path / "slurm")
     on_slurm.create("", [])
