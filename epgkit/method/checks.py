@@ -112,6 +112,14 @@ def check(obj: Any) -> None:
         raise ValueError("; ".join(found))
 
 
+def refuse(owner: str, found: list[str]) -> None:
+    """Raises ``ValueError("<owner>: a; b")`` for the non-empty sentences of ``found``, if any:
+    the one message a component's ``__post_init__`` gives for all its bad values at once."""
+    found = [p for p in found if p]
+    if found:
+        raise ValueError(f"{owner}: " + "; ".join(found))
+
+
 def components(root: Any) -> Iterator[Any]:
     """``root`` and every dataclass instance reachable through its fields, once each."""
     seen: set[int] = set()

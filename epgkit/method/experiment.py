@@ -66,9 +66,7 @@ class Experiment:
             f"batch_size must be ≥ 1, got {self.batch_size}" if self.batch_size < 1 else "",
             f"alpha_epochs must be ≥ 0, got {self.alpha_epochs}" if self.alpha_epochs < 0 else "",
         ]
-        problems = [p for p in problems if p]
-        if problems:
-            raise ValueError("Experiment: " + "; ".join(problems))
+        checks.refuse("Experiment", problems)
 
     def alpha(self, epoch: int) -> float:
         """Guidance weight α at ``epoch`` (0-based)."""

@@ -119,9 +119,7 @@ class InnerLoop:
             if self.eval_max_steps < 1
             else "",
         ]
-        problems = [p for p in problems if p]
-        if problems:
-            raise ValueError("InnerLoop: " + "; ".join(problems))
+        checks.refuse("InnerLoop", problems)
 
     def make_env(self, task_seed: int) -> gym.Env:
         """The env of one task; envs that are not task families ignore the task seed."""

@@ -59,9 +59,7 @@ class PastInit:
             f"pool_size must be ≥ 1, got {self.pool_size}" if self.pool_size < 1 else "",
             f"admit must be ≥ 1, got {self.admit}" if self.admit < 1 else "",
         ]
-        problems = [p for p in problems if p]
-        if problems:
-            raise ValueError("PastInit: " + "; ".join(problems))
+        checks.refuse("PastInit", problems)
 
 
 @dataclass(frozen=True)

@@ -80,9 +80,7 @@ class SlurmCluster:
             seconds(self.walltime)
         except ValueError as err:
             problems.append(str(err))
-        problems = [p for p in problems if p]
-        if problems:
-            raise ValueError("SlurmCluster: " + "; ".join(problems))
+        checks.refuse("SlurmCluster", problems)
 
     @property
     def workers(self) -> int:
