@@ -4,9 +4,10 @@ Each inner loop is replaced by a sleep as long as a real RandomHopper inner loop
 ``--measure`` runs real batches of K = 1, 2, 4, 8 inner loops of ``gin/randomhopper_small.gin``
 (U = 4,096, their evaluation episodes ending early when the hopper falls, as in a run) and
 writes their durations to ``benchmarks/data/randomhopper_durations.json``; the default reads
-that file. A duration is the CPU time of the batch's (single) thread, the least of two rounds
-(every batch once per round; its work is the same each time): what it takes on a core of its
-own, as a cluster's worker has, whatever else this machine runs (only in part: see below).
+that file. A duration is the CPU time of the batch's (single) thread, the least of
+``--repeats`` rounds (every batch once per round; its work is the same each time): what it
+takes on a core of its own, as a cluster's worker has, whatever else this machine runs (only in
+part: see below).
 Batches differ by their tasks and seeds, and by the noise of the machine they ran on. Failures
 are added at ``--failure-rate`` per inner loop: a failed inner loop stops at a uniform random
 point of its run (the committed RandomHopper runs had none in 1,504, so the default 2 % is
@@ -31,18 +32,19 @@ inner loops several times over, to tell how much of the measured spread is the i
 work and how much the machine. The last line is ``parallel_efficiency_64=E
 parallel_efficiency_128=E parallel_efficiency_256=E``.
 
-Why 256 workers do not reach 0.9 (2026-11-30, ``python benchmarks/scale.py``): an epoch of a
-synchronous ES ends with its slowest task, and with K = W / workers every worker runs exactly
-one task, so the efficiency is at most mean/max of W / K task durations; no order or
-placement of tasks changes it. Drawn with replacement from n measured durations, the max of
-256 draws is the largest measurement, so the bound is the pool's mean/max: 0.899 for the 12
-K = 1 batches (about 0.89 with 2 % failures), 0.850 for the 4 K = 2 batches, one of which (3.57 s
-against 2.82–2.92 s) alone makes 128 workers look worse than 256. The simulation costs a
-further 0.01–0.03. The spread itself is mostly this busy machine: ``--noise`` found the same
-inner loop varying by up to 34 % between rounds while the least times of 6 different ones
-spanned 1.52–1.68 s (mean/max 0.94). Smaller tasks cannot help: an inner loop is sequential,
-its evaluation episodes take under 1 % of it, and K = 1 on 128 workers (two tasks each) has
-the bound 0.89 while losing lockstep's throughput (1.89 s per inner loop alone, 1.52 in pairs).
+Why 256 workers do not reach 0.9 (2026-12-01, durations re-measured with ``--measure`` while
+the machine was otherwise nearly idle): an epoch of a synchronous ES ends with its slowest
+task, and with K = W / workers every worker runs exactly one task, so the efficiency is at
+most mean/max of W / K task durations; no order or placement of tasks changes it. Drawn with
+replacement from n measured durations, the max of 256 draws is the largest measurement, so the
+bound is the pool's mean/max: 0.899 for the 16 K = 1 inner loops (1.41–1.71 s; 0.888 with 2 %
+failures), against 0.96 for K = 2 and K = 4, whose lockstep batches average two or four inner
+loops each. The simulation costs a further 0.01–0.03 (its threads and round trips weigh more
+at 1 s sleeps than at real durations). The K = 1 spread is the inner loops' own: they take the
+same env steps (4,096 and about 20 evaluation steps), resets cost 0.16 ms, and the physics of
+each task (contacts, masses, gravity) costs what it costs. Smaller tasks cannot help either: an
+inner loop is sequential, its evaluation episodes take under 1 % of it, and K = 1 on 128
+workers (two tasks each) loses lockstep's throughput (1.54 s per inner loop alone, 1.10 in pairs).
 """
 
 from __future__ import annotations
@@ -185,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="time 6 inner loops 4 times: the machine's noise vs their work",
     )
+    parser.add_argument("--repeats", type=int, default=4,
+                        help="--measure: rounds per batch, the least kept")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=4, help="simulated epochs per size")
     parser.add_argument("--mean-s", type=float, default=1.0,
                         help="mean sleep of one inner loop (K = 1), seconds")  # fmt: skip
@@ -197,7 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         noise(6, 4)
         return
     if args.measure:
-        measure(DATA, {1: 12, 2: 4, 4: 3, 8: 2}, repeats=2)
+        measure(DATA, {1: 16, 2: 6, 4: 4, 8: 2}, repeats=args.repeats)
     data = json.loads(DATA.read_text())
     measured = {int(k): v for k, v in data["durations_s"].items()}
     scale = (0.1 if args.quick else args.mean_s) / statistics.mean(measured[1])

@@ -4,6 +4,7 @@ byte for byte as it was; what a crash left half-written is completed from the ch
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import shutil
@@ -141,6 +142,30 @@ def test_a_kill_between_checkpoint_and_logs_is_completed_without_removing_a_line
         assert lines(run / name)[: len(complete)] == complete  # no complete line removed
     assert untimed(run) == untimed(runs["four"])
     assert lines(run / "inner_loops.jsonl") == lines(runs["four"] / "inner_loops.jsonl")
+
+
+def test_a_run_kept_with_its_records_gzipped_resumes_as_if_they_were_there(run, runs):
+    # How a run is committed: its large inner_loops.jsonl as inner_loops.jsonl.gz.
+    packed = run / "inner_loops.jsonl.gz"
+    packed.write_bytes(gzip.compress((run / "inner_loops.jsonl").read_bytes()))
+    (run / "inner_loops.jsonl").unlink()
+    kept = packed.read_bytes()
+    out = resume(run, "-b", "Experiment.epochs = 4")
+    assert out.returncode == 0, out.stderr
+    assert untimed(run) == untimed(runs["four"])
+    assert lines(run / "inner_loops.jsonl") == lines(runs["four"] / "inner_loops.jsonl")
+    assert packed.read_bytes() == kept
+    assert not list(run.glob("*.unpacking"))
+
+
+def test_gzipped_records_that_lack_epochs_or_do_not_unpack_are_refused_untouched(run):
+    text = lines(run / "inner_loops.jsonl")
+    (run / "inner_loops.jsonl").unlink()
+    packed = run / "inner_loops.jsonl.gz"
+    packed.write_bytes(gzip.compress("".join(text[: 2 * W - 1]).encode()))
+    refused(run, "inner_loops.jsonl", "lacks epoch 1 of the 3")
+    packed.write_bytes(b"not gzip")
+    refused(run, "inner_loops.jsonl.gz cannot be unpacked")
 
 
 # An edit of config.gin (a binding the run set, or one it took from its default), and what

@@ -12,6 +12,9 @@ lines. A kill at any moment therefore leaves one of:
 3. the checkpoint and the records at e + 1, the metrics at e, maybe with a torn last line.
 
 So the logs may lack lines of the last checkpointed epoch only, and may end in a torn line.
+A run kept in version control may hold its (large) ``inner_loops.jsonl`` gzipped, as
+``inner_loops.jsonl.gz``: where the log itself is missing, resuming unpacks that beside it (the
+``.gz`` is left as it is) and checks it like the log.
 Resuming cuts the torn line and appends the missing lines from the checkpoint; it never removes
 a complete line. Anything else (a log missing earlier epochs or ahead of the checkpoint, lines
 that differ from what the checkpoint holds, logs without a checkpoint) is not a crash's doing
@@ -23,7 +26,10 @@ every default): editing ``config.gin`` is refused like a ``-b`` change, binding 
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,13 +55,18 @@ from epgkit.run.rundir import (
 
 @dataclass(frozen=True)
 class LogRepair:
-    """What makes the logs agree with the checkpoint: torn last lines cut, then lines appended
-    (records before metrics, as an epoch commits them)."""
+    """What makes the logs agree with the checkpoint: logs kept gzipped unpacked, torn last
+    lines cut, then lines appended (records before metrics, as an epoch commits them)."""
 
     cuts: tuple[tuple[Path, int], ...] = ()  # (file, size of its complete lines)
     appends: tuple[tuple[Path, tuple[str, ...]], ...] = ()  # (file, lines without newline)
+    unpack: tuple[Path, ...] = ()  # logs to restore from their .gz first
 
     def apply(self) -> None:
+        for path in self.unpack:
+            partial = path.with_name(path.name + ".unpacking")
+            partial.write_bytes(_unpacked(path))
+            os.replace(partial, path)  # a kill mid-way leaves no half log under the log's name
         for path, size in self.cuts:
             with open(path, "r+b") as f:
                 f.truncate(size)
@@ -83,15 +94,29 @@ def plan_repair(run_path: Path, ckpt: dict[str, Any] | None) -> LogRepair:
     last_records = [_line(r) for r in json.loads(ckpt["records"])]
     w = len(last_records)
     last_metrics = [_line(json.loads(ckpt["metrics_line"]))]
-    cuts, appends = [], []
+    cuts, appends, unpack = [], [], []
     for path, per_epoch, last in ((records, w, last_records), (metrics, 1, last_metrics)):
+        if not path.exists() and _packed(path).is_file():
+            unpack.append(path)
         rows, size = _complete(path)
         if size is not None:
             cuts.append((path, size))
         kept = _check(path, rows, per_epoch, done, last)
         if kept < len(last):
             appends.append((path, tuple(last[kept:])))
-    return LogRepair(tuple(cuts), tuple(appends))
+    return LogRepair(tuple(cuts), tuple(appends), tuple(unpack))
+
+
+def _packed(path: Path) -> Path:
+    return path.with_name(path.name + ".gz")
+
+
+def _unpacked(path: Path) -> bytes:
+    """The content of a log's ``.gz``."""
+    try:
+        return gzip.decompress(_packed(path).read_bytes())
+    except (OSError, EOFError, zlib.error) as err:
+        raise RunDirError(f"{_packed(path)} cannot be unpacked ({err}); cannot resume") from None
 
 
 def _line(row: dict[str, Any]) -> str:
@@ -100,12 +125,20 @@ def _line(row: dict[str, Any]) -> str:
 
 
 def _complete(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], int | None]:
-    """The complete lines of a log, and the size to cut it to if its last line is torn."""
-    if not path.exists():
+    """The complete lines of a log (or of its ``.gz`` where it is missing), and the size to
+    cut it to if its last line is torn."""
+    if path.exists():
+        data = path.read_bytes()
+    elif _packed(path).is_file():
+        data = _unpacked(path)
+    else:
         return [], None
-    data = path.read_bytes()
     end = data.rfind(b"\n") + 1
-    return jsonl_rows(path), (end if end != len(data) else None)
+    try:
+        rows = jsonl_rows(path, data.decode())
+    except UnicodeDecodeError as err:
+        raise RunDirError(f"{path}: not text ({err.reason})") from None
+    return rows, (end if end != len(data) else None)
 
 
 def _check(path: Path, rows: list, per_epoch: int, done: int, last: list[str]) -> int:
@@ -136,7 +169,7 @@ def _check(path: Path, rows: list, per_epoch: int, done: int, last: list[str]) -
         span = f"epoch {lost}" if lost >= done - 2 else f"epochs {lost} to {done - 2}"
         raise RunDirError(
             f"{path} lacks {span} of the {done} epochs {CHECKPOINT} has done (only the last "
-            "can be restored from it); restore the log or start a new run"
+            "can be restored from it); restore the log (or its .gz) or start a new run"
         )
     return len(rows) - max(first_of_last, 0)
 

@@ -139,18 +139,19 @@ def _git(where: Path, *args: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-def jsonl_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+def jsonl_rows(path: Path, text: str | None = None) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) of every complete line of a JSON-lines file; blank lines skipped.
 
     A last line without its newline is an append that a crash cut short: it is left out (the
-    file is only read; ``epgkit evolve --resume`` cuts it).
+    file is only read; ``epgkit evolve --resume`` cuts it). ``text``, if given, is the file's
+    content read by the caller (from its ``.gz``, say); ``path`` then only names it.
 
     Raises:
         RunDirError: The file is not text, or a complete line is not a JSON object (naming the
             file and the line).
     """
     try:
-        text = path.read_text()
+        text = path.read_text() if text is None else text
     except UnicodeDecodeError as err:
         raise RunDirError(f"{path}: not text ({err.reason})") from None
     rows = []
