@@ -12,13 +12,14 @@ lines. A kill at any moment therefore leaves one of:
 3. the checkpoint and the records at e + 1, the metrics at e, maybe with a torn last line.
 
 So the logs may lack lines of the last checkpointed epoch only, and may end in a torn line.
-A run kept in version control may hold its (large) ``inner_loops.jsonl`` gzipped, as
-``inner_loops.jsonl.gz``: where the log itself is missing, resuming unpacks that beside it (the
-``.gz`` is left as it is) and checks it like the log.
 Resuming cuts the torn line and appends the missing lines from the checkpoint; it never removes
 a complete line. Anything else (a log missing earlier epochs or ahead of the checkpoint, lines
 that differ from what the checkpoint holds, logs without a checkpoint) is not a crash's doing
 and is refused, naming what disagrees, with the run directory untouched.
+
+A run kept in version control may hold its (large) ``inner_loops.jsonl`` gzipped, as
+``inner_loops.jsonl.gz``: where the log itself is missing, resuming unpacks that beside it (the
+``.gz`` is left as it is) and checks it like the log.
 
 The config a resume rebuilds is compared with ``operative_config.gin`` (what the run used, with
 every default): editing ``config.gin`` is refused like a ``-b`` change, binding by binding.
