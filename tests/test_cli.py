@@ -103,6 +103,13 @@ def test_version_prints_the_installed_version():
     assert module.returncode == 0 and module.stdout == out.stdout
 
 
+def test_help_names_the_extra_to_install_in_full():
+    # Rich reads "[dashboard]" as markup unless it is escaped, and prints "epgkit".
+    out = epgkit("evolve", "--help", env={"COLUMNS": "300"})
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'epgkit[dashboard]'" in out.stdout
+
+
 def test_list_shows_every_kind():
     out = epgkit("list")
     assert out.returncode == 0

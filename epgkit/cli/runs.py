@@ -45,7 +45,7 @@ def evolve(
         typer.Option(
             "--dashboard",
             help="Serve the local Dask cluster's dashboard (LocalCluster.dashboard; needs "
-            "pip install 'epgkit[dashboard]').",
+            "pip install 'epgkit\\[dashboard]').",
         ),
     ] = False,
     seed: Annotated[
