@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from epgkit.method.evolve import evolve
+from epgkit.method.experiment import Experiment
 from epgkit.method.inner_loop import InnerLoop
+from epgkit.run.cluster import connect
+from epgkit.run.rundir import RunDir
 
 torch.set_num_threads(1)
 
@@ -30,3 +34,21 @@ def tiny_inner() -> InnerLoop:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def evolve_on_0_1_2_workers(tmp_path):
+    """Evolves an experiment in process, then on local Dask clusters of 1 and 2 workers, each
+    into its own run directory under ``tmp_path``: what the determinism contract compares."""
+
+    def evolved(exp: Experiment) -> list[RunDir]:
+        runs = []
+        for workers in (0, 1, 2):
+            run = RunDir(tmp_path / f"w{workers}")
+            run.create("# test\n", [])
+            with connect(workers) as executor:
+                evolve(exp, run, executor)
+            runs.append(run)
+        return runs
+
+    return evolved

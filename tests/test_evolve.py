@@ -15,7 +15,6 @@ from epgkit.method.executor import Serial
 from epgkit.method.experiment import Experiment
 from epgkit.method.user_code import UserCodeError
 from epgkit.run import config
-from epgkit.run.cluster import connect
 from epgkit.run.resume import plan_repair
 from epgkit.run.rundir import RunDir, load_loss
 
@@ -112,14 +111,11 @@ def test_another_batch_size_changes_results_only_by_rounding(tmp_path, batch_siz
         assert b["fitness"] == pytest.approx(a["fitness"], rel=1e-4, abs=1e-6)
 
 
-def test_same_seed_gives_identical_metrics_in_process_and_on_1_or_2_dask_workers(tmp_path):
-    exp = experiment()
-    results = []
-    for workers in (0, 1, 2):
-        run = new_run(tmp_path / f"w{workers}")
-        with connect(workers) as executor:
-            evolve(exp, run, executor)
-        results.append((metrics(run), run.load_checkpoint()["phi"].numpy()))
+def test_same_seed_gives_identical_metrics_in_process_and_on_1_or_2_dask_workers(
+    evolve_on_0_1_2_workers,
+):
+    runs = evolve_on_0_1_2_workers(experiment())
+    results = [(metrics(run), run.load_checkpoint()["phi"].numpy()) for run in runs]
     for other in results[1:]:
         assert other[0] == results[0][0]
         np.testing.assert_array_equal(other[1], results[0][1])

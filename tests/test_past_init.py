@@ -19,7 +19,6 @@ from epgkit.method.inner_loop import InnerLoop, Job
 from epgkit.method.losses import PPOLoss
 from epgkit.method.past_init import PastInit, Pool
 from epgkit.run import config
-from epgkit.run.cluster import connect
 from epgkit.run.launch import prepare, run_evolution
 from epgkit.run.rundir import RunDir
 
@@ -232,13 +231,9 @@ def test_a_resumed_evolution_keeps_its_pool_and_repeats_an_uninterrupted_one(tmp
 
 
 @pytest.mark.slow
-def test_the_pool_is_the_same_in_process_and_on_1_or_2_dask_workers(tmp_path):
-    exp = experiment()
+def test_the_pool_is_the_same_in_process_and_on_1_or_2_dask_workers(evolve_on_0_1_2_workers):
     pools = []
-    for workers in (0, 1, 2):
-        run = new_run(tmp_path / f"w{workers}")
-        with connect(workers) as executor:
-            evolve(exp, run, executor)
+    for run in evolve_on_0_1_2_workers(experiment()):
         ckpt = run.load_checkpoint()
         pools.append((ckpt["pool_theta"].numpy(), ckpt["pool_origin"].numpy(), records(run)))
     for other in pools[1:]:
