@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gin
 import numpy as np
 import pytest
 import torch
 
-from epgkit.method.evolve import evolve
-from epgkit.method.experiment import Experiment
 from epgkit.method.inner_loop import InnerLoop
-from epgkit.run.cluster import connect
-from epgkit.run.rundir import RunDir
+
+if TYPE_CHECKING:
+    from epgkit.method.experiment import Experiment
+    from epgkit.run.rundir import RunDir
 
 torch.set_num_threads(1)
 
@@ -40,6 +42,11 @@ def rng() -> np.random.Generator:
 def evolve_on_0_1_2_workers(tmp_path):
     """Evolves an experiment in process, then on local Dask clusters of 1 and 2 workers, each
     into its own run directory under ``tmp_path``: what the determinism contract compares."""
+
+    # Imported here, so that no other test runs with the run machinery already imported.
+    from epgkit.method.evolve import evolve
+    from epgkit.run.cluster import connect
+    from epgkit.run.rundir import RunDir
 
     def evolved(exp: Experiment) -> list[RunDir]:
         runs = []
