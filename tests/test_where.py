@@ -23,7 +23,12 @@ from epgkit.run.launch import is_where, prepare
 from epgkit.run.renamed import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
-OLD_RUNS = sorted((ROOT / "docs" / "results").glob("*/run"))
+# Committed runs that can resume: a run committed without its records (plain or .gz) cannot.
+OLD_RUNS = sorted(
+    run
+    for run in (ROOT / "docs" / "results").glob("*/run")
+    if any((run / name).is_file() for name in ("inner_loops.jsonl", "inner_loops.jsonl.gz"))
+)
 
 
 def snapshot(path: Path) -> dict[str, str]:
