@@ -371,6 +371,37 @@ def test_epg_loss_matches_figure_2_for_every_row_layout(switches):
         assert_matches_reference(loss, phi, x, rows, out)
 
 
+def test_learned_advantage_is_a_policy_gradient_with_a_weight_from_the_data_alone():
+    """Each step's loss is −Â·log π(a|s), Â being Figure 2's network on rows without π(·|s);
+    θ gets −Â·∇ log π and the memory, which Â reads, gets no gradient."""
+    loss = EPGLoss(strides=(4, 2), learned_advantage=True, use_progress=True)
+    phi, policy, theta, state = learned(loss)
+    for p in [*theta.values(), *state.values()]:
+        p.requires_grad_(True)
+    hist, rows = history(7), last_m_rows()
+    out = evaluate(loss, phi, policy, theta, state, hist, rows)
+    pi = policy.dist(theta, hist.obs)
+    logp = policy.log_prob(pi, hist.act_raw).gather(1, rows)
+    with torch.no_grad():
+        mem = torch.tanh(state["mem_w"] + state["mem_b"]).expand(K, hist.obs.shape[1], -1)
+        x = torch.cat([hist.obs, hist.act, hist.done.unsqueeze(-1), mem,
+                       hist.reward.unsqueeze(-1), hist.signal, hist.progress.unsqueeze(-1)],
+                      -1)  # fmt: skip
+        assert x.shape[-1] == loss.row_size(CTX) == EPGLoss(strides=(4, 2)).row_size(CTX) - 4 + 1
+        weight = torch.stack([torch.stack([reference_epg_loss(
+            loss, phi[k], x[k, j - N + 1 : j + 1], x[k, j]) for j in rows[k].tolist()])
+            for k in range(K)])  # fmt: skip
+    torch.testing.assert_close(out, -weight * logp, rtol=1e-4, atol=1e-5)
+    assert weight.std() > 0  # Â differs across steps: the data reach it
+    params = [theta["pi_w0"], state["mem_w"], state["mem_b"]]
+    grads = torch.autograd.grad(out.sum(), params, allow_unused=True)
+    (expected,) = torch.autograd.grad((-weight * logp).sum(), theta["pi_w0"])
+    torch.testing.assert_close(grads[0], expected, rtol=1e-4, atol=1e-6)
+    assert grads[1] is None and grads[2] is None
+    with pytest.raises(ValueError, match="use_logprob"):
+        EPGLoss(learned_advantage=True, use_logprob=True)
+
+
 def test_epg_loss_reuses_its_per_update_part_and_still_differentiates_phi():
     loss, phi, policy, theta, state = setup("EPGLoss")
     hist = history()

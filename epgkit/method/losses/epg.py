@@ -60,6 +60,11 @@ class EPGLoss:
         use_progress: Add t / U, how far the inner loop's lifetime has gone, to each row (an
             extension after Jackson et al. 2024's temporally-aware LPO: a loss that knows the
             time left can anneal its steps, which the memory unit alone can only infer).
+        learned_advantage: Make the step's loss −Â·log π(a|s), where Â is the network's output
+            from rows without π(·|s) and with the memory held at φ's value: a learned
+            advantage (an extension). Every φ is then a policy gradient and the ES searches
+            only for what to reinforce, a smaller search than Figure 2's free form, which
+            must also discover how to move π.
     """
 
     channels: tuple[int, int] = (10, 10)
@@ -72,6 +77,7 @@ class EPGLoss:
     use_task_signal: bool | None = None
     use_logprob: bool = False
     use_progress: bool = False
+    learned_advantage: bool = False
 
     needs_history = True
 
@@ -83,13 +89,18 @@ class EPGLoss:
                     for name, values in sizes.items() if min(values) < 1]  # fmt: skip
         if self.memory_dim < 0:
             problems.append(f"EPGLoss.memory_dim must be ≥ 0, got {self.memory_dim}")
+        if self.learned_advantage and self.use_logprob:
+            problems.append(
+                "EPGLoss.learned_advantage computes Â without π, so it cannot take "
+                "use_logprob = True (log π as an input of Â)"
+            )
         if problems:
             raise ValueError("; ".join(problems))
 
     @property
     def needs_logp(self) -> bool:
-        """log π(a|s) is a row feature only with ``use_logprob``."""
-        return self.use_logprob
+        """log π(a|s) is read with ``use_logprob`` (a row feature) or ``learned_advantage``."""
+        return self.use_logprob or self.learned_advantage
 
     def resolve(self, dims: Dims) -> EPGLoss:
         """This loss with ``use_reward`` and ``use_task_signal`` fixed where they are None: the
@@ -113,8 +124,8 @@ class EPGLoss:
         return reward, signal
 
     def row_size(self, ctx: LossContext) -> int:
-        """Features per buffer row: s, a, d, mem, π(·|s) [, r] [, task signal] [, t/U]
-        [, log π]."""
+        """Features per buffer row: s, a, d, mem, π(·|s) (not with ``learned_advantage``)
+        [, r] [, task signal] [, t/U] [, log π]."""
         reward, signal = self._inputs(ctx)
         d = ctx.dims
         return (
@@ -122,7 +133,7 @@ class EPGLoss:
             + d.act_dim
             + 1
             + self.memory_dim
-            + ctx.dist_dim
+            + self._policy_columns(ctx)
             + int(reward)
             + (d.signal_dim if signal else 0)
             + int(self.use_progress)
@@ -173,6 +184,9 @@ class EPGLoss:
         parts = _split(phi, self.shapes(ctx))
         return {"mem_w": parts["mem_w"].clone(), "mem_b": parts["mem_b"].clone()}
 
+    def _policy_columns(self, ctx: LossContext) -> int:
+        return 0 if self.learned_advantage else ctx.dist_dim
+
     def _layout(self, ctx: LossContext) -> tuple[list[int], list[int], list[int]]:
         """Feature indices of a row that are data (fixed during an update), memory, and
         policy-dependent (π(·|s) [, log π]), in the order of ``row_size``'s layout.
@@ -182,8 +196,8 @@ class EPGLoss:
         data = list(range(d.obs_dim + d.act_dim + 1))  # s, a, d
         mem = list(range(len(data), len(data) + self.memory_dim))
         start = mem[-1] + 1 if mem else len(data)
-        policy = list(range(start, start + ctx.dist_dim))
-        rest = start + ctx.dist_dim
+        policy = list(range(start, start + self._policy_columns(ctx)))
+        rest = start + len(policy)
         extra = int(reward) + (d.signal_dim if signal else 0) + int(self.use_progress)
         data += list(range(rest, rest + extra))  # r, task signal, t/U
         if self.use_logprob:
@@ -250,11 +264,21 @@ class EPGLoss:
         (s1, s2), (c1, c2) = self.strides, self.channels
         _, n2 = self.conv_lengths(ctx)
         mem = torch.tanh(state["mem_w"] + state["mem_b"])  # (K, 1, memory_dim)
-        dyn = torch.cat([pi, batch.logp.unsqueeze(-1)], -1) if self.use_logprob else pi
+        if self.learned_advantage:
+            dyn = pi[:, :, :0]  # Â reads no π
+            # Nor what the inner loop trains: a step must move π, not Â, so the memory
+            # stays at φ's value (Adam leaves a parameter with zero gradient unchanged).
+            mem = mem.detach()
+        elif self.use_logprob:
+            dyn = torch.cat([pi, batch.logp.unsqueeze(-1)], -1)
+        else:
+            dyn = pi
 
         # Conv 1 at every row offset: the data share + π's share + the memory's constant share.
-        dyn_cf = dyn.transpose(1, 2).reshape(1, -1, dyn.shape[1])
-        h1 = F.conv1d(dyn_cf, p.conv1_policy_w, groups=k) + p.conv1
+        h1 = p.conv1
+        if dyn.shape[-1]:
+            dyn_cf = dyn.transpose(1, 2).reshape(1, -1, dyn.shape[1])
+            h1 = F.conv1d(dyn_cf, p.conv1_policy_w, groups=k) + h1
         h1 = F.leaky_relu(h1 + torch.bmm(mem, p.conv1_mem_w).reshape(1, k * c1, 1))
         # Conv 2 at every offset of h1, dilated by s1: the window of a step starting at row
         # `start` reads it at start + s1·s2·i, i < n2 — exactly the two strided convolutions
@@ -271,4 +295,7 @@ class EPGLoss:
         dyn_rows = batch.at_rows(dyn)
         head_in = torch.cat([dyn_rows, mem.expand(k, b, -1), context], -1)
         h = F.leaky_relu(torch.baddbmm(batch.at_rows(p.head1), head_in, p.head1_rest_w))
-        return linear(h, p.head2_w, p.head2_b).squeeze(-1)
+        out = linear(h, p.head2_w, p.head2_b).squeeze(-1)
+        if self.learned_advantage:
+            return -out * batch.at_rows(batch.logp)
+        return out
