@@ -265,7 +265,7 @@ class EPGLoss:
         _, n2 = self.conv_lengths(ctx)
         mem = torch.tanh(state["mem_w"] + state["mem_b"])  # (K, 1, memory_dim)
         if self.learned_advantage:
-            dyn = pi[:, :, :0]  # Â reads no π
+            dyn = pi.new_zeros((*pi.shape[:2], 0))  # Â reads no π, not even a slice of it
             # Nor what the inner loop trains: a step must move π, not Â, so the memory
             # stays at φ's value (Adam leaves a parameter with zero gradient unchanged).
             mem = mem.detach()
