@@ -1,11 +1,7 @@
 """A hand-written policy gradient for docs/results.md §3.4: Â_t = r_t − r_{t−1}, the one-step
-change of PointGoal's reward (−distance to the goal), as a registered loss without φ.
-
-    PYTHONPATH=docs/results/pointgoal_reward_only/advantage/one_step_oracle \
-    epgkit train zoo:pointgoal-reward-only --runs 20 --seed 0 -b "import delta_reward" \
-        -b "Experiment.baselines = {'delta': @delta/InnerLoop(), 'ppo': @ppo/InnerLoop(), 'ppo_gl': @ppo_gl/InnerLoop()}" \
-        -b "delta/InnerLoop.loss = @DeltaReward()" -b "delta/InnerLoop.guide = None" \
-        --baseline delta --baseline ppo --baseline ppo_gl --workers 0
+change of PointGoal's reward (−distance to the goal), as a registered loss without φ. The
+command that runs it beside the evolved loss and the tuned PPOs is in §3.4 (`-b "import
+delta_reward"` with this folder on PYTHONPATH, and a `delta` baseline using `DeltaReward()`).
 """
 
 from dataclasses import dataclass
