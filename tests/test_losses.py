@@ -387,7 +387,8 @@ def test_learned_advantage_is_a_policy_gradient_with_a_weight_from_the_data_alon
         x = torch.cat([hist.obs, hist.act, hist.done.unsqueeze(-1), mem,
                        hist.reward.unsqueeze(-1), hist.signal, hist.progress.unsqueeze(-1)],
                       -1)  # fmt: skip
-        assert x.shape[-1] == loss.row_size(CTX) == EPGLoss(strides=(4, 2)).row_size(CTX) - 4 + 1
+        free_form = EPGLoss(strides=(4, 2)).row_size(CTX)  # with π(·|s), without t/U
+        assert x.shape[-1] == loss.row_size(CTX) == free_form - CTX.dist_dim + 1
         weight = torch.stack([torch.stack([reference_epg_loss(
             loss, phi[k], x[k, j - N + 1 : j + 1], x[k, j]) for j in rows[k].tolist()])
             for k in range(K)])  # fmt: skip
