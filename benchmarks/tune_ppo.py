@@ -18,6 +18,14 @@ inner loop on that env), or an evolved loss (run directory, loss file or zoo:NAM
 recorded config); -b adds gin bindings on top, --steps sets the budget U:
 
     python benchmarks/tune_ppo.py epgkit/RandomWalker-v0 --steps 32768 --out walker.md
+
+The best mean of many settings on a few noisy tasks is partly luck (the winner's curse): the
+chosen setting scores lower on new tasks than in its tuning table. --confirm K runs the K best
+settings again on --confirm-runs other tasks (--confirm-seed, 3 by convention, disjoint from
+the tuning and the test tasks) and picks the best of those by its confirmation mean:
+
+    python benchmarks/tune_ppo.py gin/randomwalker_velocity_small.gin --lrs 1e-3 --rollouts 128 \
+        --minibatches 64 --passes 10 --gamma-lambda --confirm 5 --out walker_gl.md
     python benchmarks/tune_ppo.py zoo:pointgoal --gamma-lambda --rollouts 32 128 --passes 4 10 \
         --full-batch-only --out docs/ppo_tuning_pointgoal_gl.md
 """
@@ -81,6 +89,16 @@ def tuning_jobs(runs: int, seed: int, test_seed: int) -> list[Job]:
     return jobs
 
 
+def confirmation_jobs(runs: int, seed: int, tuning: list[Job], test_seed: int) -> list[Job]:
+    """``runs`` tasks from ``seed`` to re-run the best settings on, sharing no task with the
+    tuning tasks nor with the final test."""
+    jobs = tuning_jobs(runs, seed, test_seed)
+    if {j.task_seed for j in jobs} & {j.task_seed for j in tuning}:
+        raise SystemExit(f"--confirm-seed {seed} draws tuning tasks; confirm on other tasks "
+                         "(--confirm-seed 3 by convention).")  # fmt: skip
+    return jobs
+
+
 @dataclasses.dataclass(frozen=True)
 class Grid:
     """The PPO settings to try; a rollout M that does not divide U is skipped."""
@@ -108,21 +126,41 @@ class Grid:
                        "passes": p}, loop  # fmt: skip
 
 
+def summary(finals: np.ndarray, prefix: str = "") -> dict[str, float]:
+    """Mean and median of a setting's final returns."""
+    return {f"{prefix}mean": float(finals.mean()), f"{prefix}median": float(np.median(finals))}
+
+
+def ranked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Confirmed settings first, by confirmation mean; then the rest by tuning mean."""
+    return sorted(rows, key=lambda r: (-r.get("confirm_mean", -np.inf), -r["mean"]))
+
+
 def table(rows: list[dict[str, Any]], title: str, about: str) -> str:
-    """The markdown report, best setting first."""
+    """The markdown report, best setting first; confirmation columns when there are any."""
+    confirmed = any("confirm_mean" in r for r in rows)
+    extra = " confirmation mean | confirmation median |" if confirmed else ""
     lines = [f"# {title}", "", about, "",
-             "| γ | λ | lr | rollout M | minibatch | passes | mean | median |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    lines += [f"| {r['gamma']} | {r['lam']} | {r['lr']:g} | {r['rollout']} | {r['minibatch']} | "
-              f"{r['passes']} | {r['mean']:.2f} | {r['median']:.2f} |" for r in rows]  # fmt: skip
+             f"| γ | λ | lr | rollout M | minibatch | passes | mean | median |{extra}",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (2 * confirmed)]  # fmt: skip
+    for r in rows:
+        line = (f"| {r['gamma']} | {r['lam']} | {r['lr']:g} | {r['rollout']} | {r['minibatch']} "
+                f"| {r['passes']} | {r['mean']:.2f} | {r['median']:.2f} |")  # fmt: skip
+        if confirmed:
+            line += (f" {r['confirm_mean']:.2f} | {r['confirm_median']:.2f} |"
+                     if "confirm_mean" in r else " | |")  # fmt: skip
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
 def fragment(best: dict[str, Any], about: str, command: str, name: str) -> str:
     """The best setting as scoped ``ppo/`` bindings, included on top of an experiment."""
     m = best["rollout"]
+    confirmed = (f"; on the confirmation tasks mean {best['confirm_mean']:.2f}, median "
+                 f"{best['confirm_median']:.2f}" if "confirm_mean" in best else "")  # fmt: skip
     head = (f"{name} — the `ppo` baseline tuned by benchmarks/tune_ppo.py for {about}; best "
-            f"setting: tuning-task mean {best['mean']:.2f}, median {best['median']:.2f}. "
+            f"setting: tuning-task mean {best['mean']:.2f}, median {best['median']:.2f}"
+            f"{confirmed}. "
             "Include it on top of a config whose inner loop is the one tuned (its env, reward "
             "and U). It makes this `ppo` the only baseline, so that it also applies to a "
             f"recorded config without base.gin's baselines. The table and the command: "
@@ -163,12 +201,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--lams", type=float, nargs="+", default=[0.95])
     parser.add_argument("--gamma-lambda", action="store_true",
                         help=f"γ in {GAMMA_LAMBDA[0]} × λ in {GAMMA_LAMBDA[1]}")  # fmt: skip
+    parser.add_argument("--confirm", type=int, default=0, metavar="K",
+                        help="re-run the K best on other tasks and pick by those")  # fmt: skip
+    parser.add_argument("--confirm-seed", type=int, default=3, help="seed of those tasks")
+    parser.add_argument("--confirm-runs", type=int, default=20, help="how many of them")
     parser.add_argument("--workers", type=int, default=2, help="local Dask workers; 0 in-process")
     parser.add_argument("--scheduler", help="address of a running Dask scheduler")
     parser.add_argument("--batch-size", type=int, default=10, help="inner loops per Dask task")
     parser.add_argument("--out", required=True, help="markdown table to write")
     parser.add_argument("--gin-out", help="gin fragment to write, e.g. gin/baselines/NAME.gin")
     args = parser.parse_args(argv)
+    if args.confirm < 0:
+        parser.error("--confirm takes a count of settings, 0 for none")
     if args.gamma_lambda:
         args.gammas, args.lams = GAMMA_LAMBDA
 
@@ -179,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (config.ConfigError, ValueError) as err:
         raise SystemExit(f"tune_ppo: {err}") from None
     jobs = tuning_jobs(args.runs, args.seed, args.test_seed)
+    confirm_jobs = (confirmation_jobs(args.confirm_runs, args.confirm_seed, jobs, args.test_seed)
+                    if args.confirm else [])  # fmt: skip
     grid = Grid(args.lrs, args.rollouts, args.minibatches, args.passes, args.gammas, args.lams,
                 args.full_batch_only)  # fmt: skip
     points = list(grid.points(inner))
@@ -189,16 +235,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     with connect(args.workers, args.scheduler) as executor:
         loops = {str(i): loop for i, (_, loop) in enumerate(points)}
         results = tt.run_methods(loops, jobs, args.batch_size, executor)
-    rows = []
-    for i, (point, _) in enumerate(points):
-        finals = np.array([r.fitness for r in results[str(i)]])
-        rows.append({**point, "mean": float(finals.mean()), "median": float(np.median(finals))})
-    rows.sort(key=lambda r: -r["mean"])
+        rows = [{**point, **summary(np.array([r.fitness for r in results[str(i)]])), "i": i}
+                for i, (point, _) in enumerate(points)]  # fmt: skip
+        rows.sort(key=lambda r: -r["mean"])
+        if args.confirm:
+            best = {str(r["i"]): loops[str(r["i"])] for r in rows[: args.confirm]}
+            confirmed = tt.run_methods(best, confirm_jobs, args.batch_size, executor)
+            for r in rows[: args.confirm]:
+                r.update(summary(np.array([x.fitness for x in confirmed[str(r["i"])]]), "confirm_"))
+    rows = ranked(rows)
 
     on = inner.env_id if args.target == inner.env_id else f"`{args.target}` on {inner.env_id}"
     reward = f" with env_kwargs {dict(inner.env_kwargs)}" if inner.env_kwargs else ""
     about = (f"{on}{reward}, U = {inner.steps:,} env steps, {args.runs} tuning tasks "
              f"(`--seed {args.seed}`)")  # fmt: skip
+    if args.confirm:
+        about += (f", the {args.confirm} best re-run on {args.confirm_runs} confirmation tasks "
+                  f"(`--confirm-seed {args.confirm_seed}`) and ranked by those")  # fmt: skip
     command = " ".join(["python benchmarks/tune_ppo.py", *(sys.argv[1:] if argv is None else argv)])
     report = table(
         rows,
@@ -209,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     Path(args.out).write_text(report)
     print("\n".join(report.splitlines()[:12]))
-    print("best: " + " ".join(f"{k}={v}" for k, v in rows[0].items()))
+    print("best: " + " ".join(f"{k}={v}" for k, v in rows[0].items() if k != "i"))
     if args.gin_out:
         out = Path(args.gin_out).resolve()
         # Inside the gin folder, `include` finds it by its relative name (baselines/NAME.gin).

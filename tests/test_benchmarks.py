@@ -92,6 +92,41 @@ def test_tune_ppo_refuses_tuning_on_the_test_tasks():
         tune_ppo.tuning_jobs(20, seed=0, test_seed=0)
 
 
+def test_tune_ppo_confirms_on_tasks_of_its_own():
+    tune_ppo = load_tune_ppo()
+    tuning = tune_ppo.tuning_jobs(20, seed=1, test_seed=0)
+    confirm = tune_ppo.confirmation_jobs(20, 3, tuning, test_seed=0)
+    assert not {j.task_seed for j in confirm} & {j.task_seed for j in tuning}
+    with pytest.raises(SystemExit, match="--confirm-seed 1 draws tuning tasks"):
+        tune_ppo.confirmation_jobs(20, 1, tuning, test_seed=0)
+
+
+def test_tune_ppo_picks_the_best_confirmed_setting(tmp_path):
+    table, fragment = tmp_path / "tuning.md", tmp_path / "baselines.gin"
+    grid = ["--lrs", "0.001", "0.01", "--rollouts", "32", "--passes", "1", "2", "--confirm", "2",
+            "--confirm-runs", "2", "--full-batch-only"]  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "tune_ppo.py"), "epgkit/PointGoal-v0",
+         "--steps", "64", "--runs", "2", *grid, "--workers", "0", "--out", str(table),
+         "--gin-out", str(fragment)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in table.read_text().splitlines() if re.match(r"\| [\d.]+ \|", line)]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    assert len(rows) == 2 * 2 and all(len(r) == 10 for r in rows)  # lr × passes, 2 more columns
+    confirmed, rest = rows[:2], rows[2:]
+    assert all(r[8] for r in confirmed) and not any(r[8] for r in rest)
+    assert float(confirmed[0][8]) >= float(confirmed[1][8])  # ranked by confirmation
+    # The two confirmed were the two best on the tuning tasks.
+    assert min(float(r[6]) for r in confirmed) >= max(float(r[6]) for r in rest)
+    lr, passes = float(confirmed[0][2]), int(confirmed[0][5])
+    assert f"ppo/InnerLoop.lr = {lr!r}" in fragment.read_text()
+    assert re.search(rf"ppo/InnerLoop.passes = {passes}\b", fragment.read_text())
+    header = " ".join(line.lstrip("# ") for line in fragment.read_text().splitlines())
+    assert "on the confirmation tasks mean" in header
+
+
 def test_tune_ppo_writes_a_table_and_a_fragment_that_train_uses(tmp_path):
     table, fragment = tmp_path / "tuning.md", tmp_path / "baselines.gin"
     grid = ["--lrs", "0.001", "0.01", "--rollouts", "32", "--minibatches", "16", "--passes",
