@@ -30,6 +30,18 @@ def test_zoo_loss_loads_and_trains_one_inner_loop(name):
     assert result.failed is None and math.isfinite(result.fitness)
 
 
+@pytest.mark.parametrize("name", [n for n in ENTRIES if "baselines_gin" in zoo.entries()[n]])
+def test_a_zoo_loss_carries_the_baselines_of_the_gin_file_it_names(name):
+    # Re-tuning a baseline means re-testing the losses that carry it: the shipped config and
+    # the gin file must not drift apart.
+    source = tt.load_source(f"zoo:{name}")
+    carried = tt.build(source)
+    included = tt.build(source, [f"include '{zoo.entries()[name]['baselines_gin']}'"])
+    assert set(carried.baselines) == set(included.baselines) and carried.baselines
+    names = list(included.baselines)
+    assert tt.methods(carried, names, None, None) == tt.methods(included, names, None, None)
+
+
 def test_an_unknown_zoo_name_lists_the_known_ones():
     with pytest.raises(KeyError, match="Known: "):
         zoo.path("zoo:no-such-loss")
