@@ -101,10 +101,8 @@ def test_tune_ppo_confirms_on_tasks_of_its_own():
         tune_ppo.confirmation_jobs(20, 1, tuning, test_seed=0)
 
 
-def test_tune_ppo_picks_the_best_confirmed_setting(tmp_path):
-    table, fragment = tmp_path / "tuning.md", tmp_path / "baselines.gin"
-    grid = ["--lrs", "0.001", "0.01", "--rollouts", "32", "--passes", "1", "2", "--confirm", "2",
-            "--confirm-runs", "2", "--full-batch-only"]  # fmt: skip
+def run_tune_ppo(grid: list[str], table, fragment) -> None:
+    """tune_ppo.py on PointGoal at a tiny budget, as a user runs it."""
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "tune_ppo.py"), "epgkit/PointGoal-v0",
          "--steps", "64", "--runs", "2", *grid, "--workers", "0", "--out", str(table),
@@ -112,6 +110,13 @@ def test_tune_ppo_picks_the_best_confirmed_setting(tmp_path):
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
+
+
+def test_tune_ppo_picks_the_best_confirmed_setting(tmp_path):
+    table, fragment = tmp_path / "tuning.md", tmp_path / "baselines.gin"
+    grid = ["--lrs", "0.001", "0.01", "--rollouts", "32", "--passes", "1", "2", "--confirm", "2",
+            "--confirm-runs", "2", "--full-batch-only"]  # fmt: skip
+    run_tune_ppo(grid, table, fragment)
     lines = [line for line in table.read_text().splitlines() if re.match(r"\| [\d.]+ \|", line)]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
     assert len(rows) == 2 * 2 and all(len(r) == 10 for r in rows)  # lr × passes, 2 more columns
@@ -131,13 +136,7 @@ def test_tune_ppo_writes_a_table_and_a_fragment_that_train_uses(tmp_path):
     table, fragment = tmp_path / "tuning.md", tmp_path / "baselines.gin"
     grid = ["--lrs", "0.001", "0.01", "--rollouts", "32", "--minibatches", "16", "--passes",
             "1", "2", "--gammas", "0.9", "0.99", "--lams", "0.95"]  # fmt: skip
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "tune_ppo.py"), "epgkit/PointGoal-v0",
-         "--steps", "64", "--runs", "2", *grid, "--workers", "0", "--out", str(table),
-         "--gin-out", str(fragment)],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr
+    run_tune_ppo(grid, table, fragment)
     rows = [line for line in table.read_text().splitlines() if re.match(r"\| [\d.]+ \|", line)]
     assert len(rows) == 2 * 2 * 2 * 2  # γ × lr × passes × minibatch {16, the full 32}
     gamma, lam, lr, rollout, minibatch, passes, mean, _ = (
