@@ -18,6 +18,8 @@ inner loop on that env), or an evolved loss (run directory, loss file or zoo:NAM
 recorded config); -b adds gin bindings on top, --steps sets the budget U:
 
     python benchmarks/tune_ppo.py epgkit/RandomWalker-v0 --steps 32768 --out walker.md
+    python benchmarks/tune_ppo.py zoo:pointgoal --gamma-lambda --rollouts 32 128 --passes 4 10 \
+        --full-batch-only --out docs/ppo_tuning_pointgoal_gl.md
 
 The best mean of many settings on a few noisy tasks is partly luck (the winner's curse): the
 chosen setting scores lower on new tasks than in its tuning table. --confirm K runs the K best
@@ -26,8 +28,6 @@ the tuning and the test tasks) and picks the best of those by its confirmation m
 
     python benchmarks/tune_ppo.py gin/randomwalker_velocity_small.gin --lrs 1e-3 --rollouts 128 \
         --minibatches 64 --passes 10 --gamma-lambda --confirm 5 --out walker_gl.md
-    python benchmarks/tune_ppo.py zoo:pointgoal --gamma-lambda --rollouts 32 128 --passes 4 10 \
-        --full-batch-only --out docs/ppo_tuning_pointgoal_gl.md
 """
 
 from __future__ import annotations
