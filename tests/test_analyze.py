@@ -152,6 +152,20 @@ def test_an_input_the_loss_never_reads_is_reported_as_not_read(tiny_inner):
     assert out["window_total"]["mem"] > 0 and out["window_total"]["s"] > 0
 
 
+def test_a_lookahead_loss_is_sensitive_to_the_rows_after_its_step(tiny_inner):
+    """Its window starts at the step: the rewards after it are read, up to the buffer's last
+    row, past which the loss reads only zeros."""
+    loss = EPGLoss(learned_advantage=True, lookahead=True, memory_dim=0)
+    inner = dataclasses.replace(tiny_inner, loss=loss)
+    observer = sensitivity.Sensitivity(per_update=4)
+    observe(inner, jobs(inner, 1), observer)
+    out = observer.summary(inner.buffer_size)
+    assert out["positions"] == list(range(inner.buffer_size))
+    reward = np.array(out["matrix"])[out["features"].index("r")]
+    m = inner.update_every
+    assert reward[0] > 0 and reward[1:m].sum() > 0 and (reward[m:] == 0).all()
+
+
 # --- kl ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("policy,dim", [(GaussianMLP(), 4), (CategoricalMLP(), 3)])
 def test_kl_of_a_policy_with_itself_is_zero(policy, dim):

@@ -403,6 +403,43 @@ def test_learned_advantage_is_a_policy_gradient_with_a_weight_from_the_data_alon
         EPGLoss(learned_advantage=True, use_logprob=True)
 
 
+def test_lookahead_advantage_reads_the_rows_after_its_step():
+    """With ``lookahead`` Â of step j is Figure 2's network on rows j … j + N − 1, zeros past
+    the buffer's last row: the rewards after an action reach its weight, those before do not."""
+    loss = EPGLoss(strides=(4, 2), learned_advantage=True, use_progress=True, lookahead=True)
+    phi, policy, theta, state = learned(loss)
+    hist, rows = history(7), last_m_rows()
+    out = evaluate(loss, phi, policy, theta, state, hist, rows)
+    logp = policy.log_prob(policy.dist(theta, hist.obs), hist.act_raw).gather(1, rows)
+    t = hist.obs.shape[1]
+    mem = torch.tanh(state["mem_w"] + state["mem_b"]).expand(K, t + N - 1, -1).detach()
+
+    def rows_of(pad: int) -> torch.Tensor:  # the memory is a constant, in the padding too
+        data = [hist.obs, hist.act, hist.done.unsqueeze(-1)]
+        rest = [hist.reward.unsqueeze(-1), hist.signal, hist.progress.unsqueeze(-1)]
+        data, rest = ([F.pad(c, (0, 0, 0, pad)) for c in cols] for cols in (data, rest))
+        return torch.cat([*data, mem[:, : t + pad], *rest], -1)
+
+    x, padded = rows_of(0), rows_of(N - 1)
+    weight = torch.stack([torch.stack([reference_epg_loss(
+        loss, phi[k], padded[k, j : j + N], x[k, j]) for j in rows[k].tolist()])
+        for k in range(K)])  # fmt: skip
+    torch.testing.assert_close(out, -weight * logp, rtol=1e-4, atol=1e-5)
+
+    def weights_with_reward(reward: torch.Tensor) -> torch.Tensor:
+        changed = dataclasses.replace(hist, reward=reward)
+        return -evaluate(loss, phi, policy, theta, state, changed, rows) / logp
+
+    first = int(rows.min())
+    earlier, later = hist.reward.clone(), hist.reward.clone()
+    earlier[:, :first] += 1.0  # rows before every step of the minibatch
+    later[:, first + 1 :] += 1.0  # rows after the earliest step
+    torch.testing.assert_close(weights_with_reward(earlier), weight, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(weights_with_reward(later)[rows == first], weight[rows == first])
+    with pytest.raises(ValueError, match="lookahead needs learned_advantage"):
+        EPGLoss(lookahead=True)
+
+
 def test_epg_loss_reuses_its_per_update_part_and_still_differentiates_phi():
     loss, phi, policy, theta, state = setup("EPGLoss")
     hist = history()

@@ -65,6 +65,11 @@ class EPGLoss:
             advantage (an extension). Every φ is then a policy gradient and the ES searches
             only for what to reinforce, a smaller search than Figure 2's free form, which
             must also discover how to move π.
+        lookahead: With ``learned_advantage``, Â of a step reads the N rows from that step
+            on (the rest of the update's M steps, zeros past the last) instead of the N
+            rows up to it: the rewards that follow an action, as a return or GAE does. Â
+            from the rows up to a step sees no reward its action led to but the immediate
+            one (an extension; docs/results.md §3.8).
     """
 
     channels: tuple[int, int] = (10, 10)
@@ -78,6 +83,7 @@ class EPGLoss:
     use_logprob: bool = False
     use_progress: bool = False
     learned_advantage: bool = False
+    lookahead: bool = False
 
     needs_history = True
 
@@ -93,6 +99,11 @@ class EPGLoss:
             problems.append(
                 "EPGLoss.learned_advantage computes Â without π, so it cannot take "
                 "use_logprob = True (log π as an input of Â)"
+            )
+        if self.lookahead and not self.learned_advantage:
+            problems.append(
+                "EPGLoss.lookahead needs learned_advantage = True (in the free form a step's "
+                "loss already reaches the π of the steps before it)"
             )
         if problems:
             raise ValueError("; ".join(problems))
@@ -237,9 +248,11 @@ class EPGLoss:
         # φ's conv 1 weight is (tap·F + feature, channel); conv1d wants (channel, feature, tap).
         w1 = p["conv1_w"].reshape(k, k1, f, c1).permute(0, 3, 2, 1)  # (K, c1, F, k1)
         x = self._data_columns(ctx, hist)  # (K, T, F_data)
+        # Lookahead windows start at their step and run N rows on, past the buffer's end.
+        x_conv = F.pad(x, (0, 0, 0, ctx.buffer_size - 1)) if self.lookahead else x
         # The data share as one matrix product over every window (taps·features by rows):
         # faster here than a grouped conv1d with 15 input channels, and no JIT on first use.
-        windows = x.unfold(1, k1, 1).permute(0, 3, 2, 1).reshape(k, k1 * len(data), -1)
+        windows = x_conv.unfold(1, k1, 1).permute(0, 3, 2, 1).reshape(k, k1 * len(data), -1)
         w1_data = w1[:, :, data].permute(0, 1, 3, 2).reshape(k, c1, k1 * len(data))
         head = p["head1_w"]  # (K, F + context, hidden)
         context = list(range(f, f + self.context_dim))
@@ -285,7 +298,7 @@ class EPGLoss:
         # over the N rows ending at that step, computed once for all steps of the minibatch.
         h2 = F.conv1d(h1, p.conv2_w, p.conv2_b, dilation=s1, groups=k)
         h2 = F.leaky_relu(h2).reshape(k, c2, -1)
-        starts = rows - ctx.buffer_size + 1  # first row of each step's window
+        starts = rows if self.lookahead else rows - ctx.buffer_size + 1  # each window's first row
         pos = starts.unsqueeze(-1) + (s1 * s2) * torch.arange(n2)  # (K, B, n2)
         g2 = h2.gather(2, pos.reshape(k, 1, b * n2).expand(-1, c2, -1))  # (K, c2, B·n2)
         g2 = g2.reshape(k, c2, b, n2).permute(0, 2, 3, 1).reshape(k, b, n2 * c2)

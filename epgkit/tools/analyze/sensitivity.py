@@ -1,5 +1,6 @@
 """Loss-input sensitivity (Appendix B, Figure 21): ‖∂L_t/∂x‖₂ of the learned loss of step t
-with respect to each kind of input x at each row of the N-row window ending at t.
+with respect to each kind of input x at each row of the N-row window ending at t (starting at
+t for a loss that reads ahead, ``EPGLoss.lookahead``).
 
 During a test-time run (α = 0), at every update a few of the M steps being updated on are
 picked (evenly spaced, no random draw), the loss is evaluated on them with every input a leaf
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from epgkit.method.inner_loop import UpdateView
 from epgkit.method.losses.base import needs_logp, prepare
@@ -53,6 +55,7 @@ class Sensitivity:
         self.counts = np.zeros(0)  # (K,): samples per inner loop
         self.widths: dict[str, int] = {}  # input → its number of features
         self.updates = 0
+        self.ahead = False  # whether the windows start at their step instead of ending there
 
     def _leaves(self, seen: UpdateView) -> dict[str, torch.Tensor]:
         """Every per-row input the loss may read, as a fresh leaf (K, T, ...)."""
@@ -72,6 +75,7 @@ class Sensitivity:
         ctx, hist = seen.update.ctx, seen.update.hist
         k, t_rows = hist.done.shape
         n, m = ctx.buffer_size, ctx.update_every
+        self.ahead = bool(getattr(seen.loss, "lookahead", False))
         leaves = self._leaves(seen)
         view = dataclasses.replace(
             hist, **{f: leaves[x] for x, f in ROW_INPUTS if f is not None and x in leaves}
@@ -105,7 +109,11 @@ class Sensitivity:
             for name, grad in zip(names, grads[: len(names)], strict=True):
                 if grad is None:
                     continue  # the loss does not read this input
-                window = grad[:, row - n + 1 : row + 1].reshape(k, n, -1)
+                grad = grad.reshape(k, t_rows, -1)
+                if self.ahead:  # the rows past the buffer's last are the loss's zeros
+                    window = F.pad(grad[:, row : row + n], (0, 0, 0, max(0, row + n - t_rows)))
+                else:
+                    window = grad[:, row - n + 1 : row + 1]
                 norms = np.where(alive[:, None], window.norm(dim=-1).double().numpy(), 0.0)
                 self.sums[name] = self.sums.get(name, 0) + norms
                 self.totals[name] = self.totals.get(name, 0) + np.sqrt((norms**2).sum(1))
@@ -127,7 +135,7 @@ class Sensitivity:
         return {
             "features": read,
             "feature_widths": self.widths,
-            "positions": list(range(-(buffer_size - 1), 1)),
+            "positions": list(range(buffer_size) if self.ahead else range(1 - buffer_size, 1)),
             "matrix": matrix.tolist(),
             "per_run": per_run.tolist() if read else [],
             "window_total": {x: float((t / counts)[used].mean()) for x, t in self.totals.items()},
@@ -172,14 +180,14 @@ def plot(data: dict[str, Any], path: Path) -> Path:
         norm = LogNorm(max(positive.min(), top * 1e-4), top)
         cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
         shown = np.ma.masked_less_equal(matrix, 0)
-        first = data["positions"][0]
+        first, last = data["positions"][0], data["positions"][-1]
         image = ax.imshow(
             shown,
             aspect="auto",
             cmap=cmap,
             norm=norm,
             interpolation="nearest",
-            extent=(first - 0.5, 0.5, len(matrix) - 0.5, -0.5),
+            extent=(first - 0.5, last + 0.5, len(matrix) - 0.5, -0.5),
         )
         bar = fig.colorbar(image, ax=ax, pad=0.01)
         bar.set_label("‖∂L_t / ∂x‖₂", fontsize=8)
