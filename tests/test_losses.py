@@ -440,6 +440,23 @@ def test_lookahead_advantage_reads_the_rows_after_its_step():
         EPGLoss(lookahead=True)
 
 
+def test_zero_head_starts_the_loss_at_zero_and_keeps_the_rest_of_phi():
+    """The initial φ's loss is 0 at every step; φ's other parts are the usual draw."""
+    plain = EPGLoss(strides=(4, 2), learned_advantage=True)
+    zero = dataclasses.replace(plain, zero_head=True)
+    a, b = (
+        plain.init_phi(CTX, np.random.default_rng(3)),
+        zero.init_phi(CTX, np.random.default_rng(3)),
+    )
+    sizes = {name: math.prod(shape) for name, shape in zero.shapes(CTX).items()}
+    start = sum(list(sizes.values())[: list(sizes).index("head2_w")])
+    head = b[start : start + sizes["head2_w"]]
+    assert (head == 0).all() and (a != b).sum() == head.size > 0
+    phi, policy, theta, state = learned(zero)
+    out = evaluate(zero, phi, policy, theta, state, history(7), last_m_rows())
+    assert (out == 0).all()
+
+
 def test_epg_loss_reuses_its_per_update_part_and_still_differentiates_phi():
     loss, phi, policy, theta, state = setup("EPGLoss")
     hist = history()

@@ -70,6 +70,9 @@ class EPGLoss:
             rows up to it: the rewards that follow an action, as a return or GAE does. Â
             from the rows up to a step sees no reward its action led to but the immediate
             one (an extension; docs/results.md §3.8).
+        zero_head: Start the head's last layer at zero, so that the initial φ's loss (Â with
+            ``learned_advantage``) is 0 and each antithetic pair of perturbations starts as a
+            pair of opposite gradients, instead of a random loss's own drift (an extension).
     """
 
     channels: tuple[int, int] = (10, 10)
@@ -84,6 +87,7 @@ class EPGLoss:
     use_progress: bool = False
     learned_advantage: bool = False
     lookahead: bool = False
+    zero_head: bool = False
 
     needs_history = True
 
@@ -185,7 +189,9 @@ class EPGLoss:
         for name, shape in self.shapes(ctx).items():
             fan_in = shape[0] if name.endswith("_w") else 1
             bound = 1.0 / math.sqrt(fan_in) if name.endswith("_w") else 0.0
-            parts.append(rng.uniform(-bound, bound, math.prod(shape)))
+            part = rng.uniform(-bound, bound, math.prod(shape))
+            # Drawn and then zeroed, so that zero_head leaves the other parts as they were.
+            parts.append(0.0 * part if self.zero_head and name == "head2_w" else part)
         return np.concatenate(parts).astype(np.float32)
 
     def init_state(
