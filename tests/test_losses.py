@@ -426,16 +426,16 @@ def test_lookahead_advantage_reads_the_rows_after_its_step():
         for k in range(K)])  # fmt: skip
     torch.testing.assert_close(out, -weight * logp, rtol=1e-4, atol=1e-5)
 
-    def weights_with_reward(reward: torch.Tensor) -> torch.Tensor:
+    def with_reward(reward: torch.Tensor) -> torch.Tensor:
         changed = dataclasses.replace(hist, reward=reward)
-        return -evaluate(loss, phi, policy, theta, state, changed, rows) / logp
+        return evaluate(loss, phi, policy, theta, state, changed, rows)
 
     first = int(rows.min())
     earlier, later = hist.reward.clone(), hist.reward.clone()
     earlier[:, :first] += 1.0  # rows before every step of the minibatch
     later[:, first + 1 :] += 1.0  # rows after the earliest step
-    torch.testing.assert_close(weights_with_reward(earlier), weight, rtol=1e-4, atol=1e-5)
-    assert not torch.allclose(weights_with_reward(later)[rows == first], weight[rows == first])
+    torch.testing.assert_close(with_reward(earlier), out, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(with_reward(later)[rows == first], out[rows == first])
     with pytest.raises(ValueError, match="lookahead needs learned_advantage"):
         EPGLoss(lookahead=True)
 

@@ -301,7 +301,7 @@ class EPGLoss:
         h1 = F.leaky_relu(h1 + torch.bmm(mem, p.conv1_mem_w).reshape(1, k * c1, 1))
         # Conv 2 at every offset of h1, dilated by s1: the window of a step starting at row
         # `start` reads it at start + s1·s2·i, i < n2 — exactly the two strided convolutions
-        # over the N rows ending at that step, computed once for all steps of the minibatch.
+        # over the N rows of that step's window, computed once for all steps of the minibatch.
         h2 = F.conv1d(h1, p.conv2_w, p.conv2_b, dilation=s1, groups=k)
         h2 = F.leaky_relu(h2).reshape(k, c2, -1)
         starts = rows if self.lookahead else rows - ctx.buffer_size + 1  # each window's first row
