@@ -34,6 +34,28 @@ with contextlib.redirect_stderr(io.StringIO()):
     from gymnasium_robotics.envs.fetch.reach import MujocoFetchReachEnv
 
 
+class _LeanFetchReach(MujocoFetchReachEnv):
+    """FetchReach whose observation reads the two finger joints by address.
+
+    The stock ``generate_mujoco_observations`` looks up all 15 robot joints by name every step
+    (a quarter of a step's time) and keeps only the fingers'; the observation is the same.
+    """
+
+    def generate_mujoco_observations(self) -> tuple[np.ndarray, ...]:
+        if not hasattr(self, "_finger_addresses"):
+            # The last two robot joints are the fingers, as in the stock observation.
+            names = [n for n in self._model_names.joint_names if n.startswith("robot")][-2:]
+            ids = [mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, n) for n in names]
+            self._finger_addresses = (self.model.jnt_qposadr[ids], self.model.jnt_dofadr[ids])
+        qpos_at, dof_at = self._finger_addresses
+        dt = self.n_substeps * self.model.opt.timestep
+        grip_pos = self._utils.get_site_xpos(self.model, self.data, "robot0:grip")
+        grip_velp = self._utils.get_site_xvelp(self.model, self.data, "robot0:grip") * dt
+        fingers, finger_vel = self.data.qpos[qpos_at], self.data.qvel[dof_at] * dt
+        none = np.zeros(0)  # FetchReach has no object
+        return grip_pos, none, none, fingers, none, none, none, grip_velp, finger_vel
+
+
 class FetchReach(TaskFamily, gym.Env, EzPickle):
     """FetchReachDense with a per-task target that the policy does not observe.
 
@@ -56,7 +78,7 @@ class FetchReach(TaskFamily, gym.Env, EzPickle):
         )
         offset = np.random.default_rng(task_seed).uniform(-target_range, target_range, size=3)
         try:
-            self._robot = MujocoFetchReachEnv(reward_type="dense", render_mode=render_mode)
+            self._robot = _LeanFetchReach(reward_type="dense", render_mode=render_mode)
         except AssertionError as error:
             raise RuntimeError(
                 f"gymnasium-robotics' Fetch does not work with mujoco {mujoco.__version__}; "

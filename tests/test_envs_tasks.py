@@ -268,3 +268,20 @@ def test_fetch_reaches_the_target_by_moving_toward_it() -> None:
     assert distances[0] > 0.05
     assert distances[5] < distances[0]
     assert distances[-1] < 0.02 and info["is_success"]
+
+
+def test_fetch_observation_is_the_stock_one() -> None:
+    # The lean observation reads the finger joints by address instead of by name: same arrays.
+    from epgkit.envs.fetch import MujocoFetchReachEnv, _LeanFetchReach
+
+    stock, lean = (cls(reward_type="dense") for cls in (MujocoFetchReachEnv, _LeanFetchReach))
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(120, 4))
+    for start in (0, 60):
+        a, _ = stock.reset(seed=start)
+        b, _ = lean.reset(seed=start)
+        for action in actions[start : start + 60]:
+            np.testing.assert_array_equal(a["observation"], b["observation"])
+            a, ra, *_ = stock.step(action)
+            b, rb, *_ = lean.step(action)
+            assert ra == rb
+        assert np.abs(a["observation"][-2:]).max() > 0  # the fingers moved: non-zeros compared
