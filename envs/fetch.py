@@ -7,8 +7,11 @@ the whole task: every reset puts the same target back instead of FetchReach's fr
 What each side sees (Table 1): the policy gets FetchReach's 10-d robot observation (gripper xyz,
 which is also the achieved goal, finger positions, gripper and finger velocities) without the
 desired goal; the reward is FetchReachDense's ``-||gripper - target||`` but is not a loss input;
-the loss gets ``task_signal()``, the target's absolute xyz in the world frame (the frame of
-``obs[:3]``).
+the loss gets ``task_signal()``: by default (``signal="relative"``) the target's offset from the
+gripper at the current step, in units of ``target_range``. The loss sees the state only after the
+inner loop's running normalization, whose moments it does not see, so an absolute target could
+not be compared with where the gripper is; ``signal="absolute"`` gives the target's absolute xyz
+in the world frame (the frame of ``obs[:3]``), as epgkit did before.
 
 MuJoCo compatibility is a deliberate choice: gymnasium-robotics 1.4.2's joint helpers fail an
 assertion with mujoco >= 3.12 (``mjtJoint`` no longer compares equal to NumPy ints), so the
@@ -63,6 +66,9 @@ class FetchReach(TaskFamily, gym.Env, EzPickle):
         task_seed: Seed of the task (the target); the same seed gives the same target.
         target_range: Half-width, in metres, of the box around the gripper's start from which
             the target is drawn.
+        signal: What ``task_signal()`` gives the loss: ``"relative"``, the target minus the
+            gripper's position at the current step divided by ``target_range``; ``"absolute"``,
+            the target's world xyz.
         render_mode: Gymnasium render mode (``"human"`` or ``"rgb_array"``).
     """
 
@@ -71,11 +77,18 @@ class FetchReach(TaskFamily, gym.Env, EzPickle):
     task_signal_dim = 3
 
     def __init__(
-        self, task_seed: int = 0, target_range: float = 0.15, render_mode: str | None = None
+        self,
+        task_seed: int = 0,
+        target_range: float = 0.15,
+        signal: str = "relative",
+        render_mode: str | None = None,
     ) -> None:
+        if signal not in ("relative", "absolute"):
+            raise ValueError(f"Fetch signal must be 'relative' or 'absolute', not {signal!r}")
         EzPickle.__init__(
-            self, task_seed=task_seed, target_range=target_range, render_mode=render_mode
-        )
+            self, task_seed=task_seed, target_range=target_range, signal=signal,
+            render_mode=render_mode,
+        )  # fmt: skip
         offset = np.random.default_rng(task_seed).uniform(-target_range, target_range, size=3)
         try:
             self._robot = _LeanFetchReach(reward_type="dense", render_mode=render_mode)
@@ -92,14 +105,18 @@ class FetchReach(TaskFamily, gym.Env, EzPickle):
             "target_offset": offset.tolist(),
             "target": self.target.tolist(),
         }
-        self._signal = self.target.astype(np.float32)
+        self.signal, self._scale = signal, target_range
+        self._gripper = self._robot.initial_gripper_xpos[:3].copy()
         self.render_mode = render_mode
         self.observation_space = self._robot.observation_space["observation"]
         self.action_space = self._robot.action_space
 
     def task_signal(self) -> np.ndarray:
-        """The target's absolute xyz position in the world frame, shape ``(3,)``."""
-        return self._signal.copy()
+        """The target relative to the gripper now, in units of ``target_range``, or the
+        target's absolute world xyz (``signal="absolute"``); shape ``(3,)``."""
+        if self.signal == "absolute":
+            return self.target.astype(np.float32)
+        return ((self.target - self._gripper) / self._scale).astype(np.float32)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -108,10 +125,12 @@ class FetchReach(TaskFamily, gym.Env, EzPickle):
         obs, info = self._robot.reset(seed=seed)
         # FetchReach's reset has just drawn a random goal; the task's target replaces it.
         self._robot.goal = self.target.copy()
+        self._gripper = obs["observation"][:3].copy()
         return obs["observation"], info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self._robot.step(action)
+        self._gripper = obs["observation"][:3].copy()
         return obs["observation"], float(reward), terminated, truncated, info
 
     def render(self) -> np.ndarray | None:

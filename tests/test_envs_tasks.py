@@ -239,7 +239,7 @@ def test_mujoco_is_pinned_below_3_12() -> None:
 
 
 def test_fetch_target_is_fixed_per_task_and_hidden() -> None:
-    env = gym.make("epgkit/Fetch-v0", task_seed=2)
+    env = gym.make("epgkit/Fetch-v0", task_seed=2, signal="absolute")
     base = env.unwrapped
     target = base.target.copy()
     np.testing.assert_allclose(base.task_signal(), target, rtol=1e-6)
@@ -285,3 +285,18 @@ def test_fetch_observation_is_the_stock_one() -> None:
             b, rb, *_ = lean.step(action)
             assert ra == rb
         assert np.abs(a["observation"][-2:]).max() > 0  # the fingers moved: non-zeros compared
+
+
+def test_fetch_relative_signal_is_the_target_seen_from_the_gripper_now() -> None:
+    env = gym.make("epgkit/Fetch-v0", task_seed=4)
+    base = env.unwrapped
+    obs, _ = env.reset(seed=0)
+    signals = []
+    for _ in range(3):
+        signal = base.task_signal()
+        np.testing.assert_allclose(signal * 0.15, base.target - obs[:3], rtol=1e-5, atol=1e-6)
+        signals.append(signal)
+        obs, *_ = env.step(np.array([1.0, 0.0, 0.0, 0.0]))
+    assert signals[2][0] < signals[1][0] < signals[0][0]  # the gripper moved +x toward it
+    with pytest.raises(ValueError, match="relative"):
+        gym.make("epgkit/Fetch-v0", signal="goal")
