@@ -172,6 +172,16 @@ def test_dpo_is_ppos_inner_loop_with_dpos_loss_in_base_gin_and_in_older_loss_fil
         tt.methods(old, ["dpo2"], None, None)
 
 
+def test_a_baseline_with_parameters_of_its_own_is_refused_in_one_line(run_dir):
+    # A baseline trains with no φ; a learned loss named as one would fail mid-run.
+    exp = tt.build(tt.load_source(str(run_dir)), [
+        "Experiment.baselines = {'mine': @mine/InnerLoop()}", "mine/InnerLoop.loss = @EPGLoss()",
+    ])  # fmt: skip
+    with pytest.raises(tt.config.ConfigError, match=r"baseline 'mine': EPGLoss has [\d,]+ param"):
+        tt.methods(exp, ["mine"], None, None)
+    assert set(tt.methods(exp, [], None, None)) == {"epg"}
+
+
 def test_figure_17_architectures_reach_every_method_through_the_cli(tmp_path):
     """The README's Figure 17 example, tiny: the loss trains a 2 × 128 ReLU policy and so do
     the baselines, although the loss file records theirs as ``ppo/GaussianMLP``."""

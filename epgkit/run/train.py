@@ -108,9 +108,17 @@ def methods(
     if steps is not None:
         changes["steps"] = steps
     try:
-        return {name: dataclasses.replace(loop, **changes) for name, loop in loops.items()}
+        loops = {name: dataclasses.replace(loop, **changes) for name, loop in loops.items()}
+        learns = {b: loops[b].phi_size() for b in baselines}
     except ValueError as err:
         raise config.ConfigError(str(err)) from None
+    for name, size in learns.items():
+        if size:  # it would be handed the evolved loss's φ, or fail on its size mid-run
+            raise config.ConfigError(
+                f"baseline {name!r}: {type(loops[name].loss).__name__} has {size:,} parameters "
+                "of its own (φ), but a baseline is a hand-designed loss with none (phi_size 0)"
+            )
+    return loops
 
 
 def dpo_like(ppo: InnerLoop) -> InnerLoop:
