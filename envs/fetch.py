@@ -106,7 +106,8 @@ class FetchReach(TaskFamily, gym.Env, EzPickle):
             "target": self.target.tolist(),
         }
         self.signal, self._scale = signal, target_range
-        self._gripper = self._robot.initial_gripper_xpos[:3].copy()
+        # The site whose position is obs[:3]; the simulation holds it between steps.
+        self._grip = mujoco.mj_name2id(self._robot.model, mujoco.mjtObj.mjOBJ_SITE, "robot0:grip")
         self.render_mode = render_mode
         self.observation_space = self._robot.observation_space["observation"]
         self.action_space = self._robot.action_space
@@ -116,7 +117,8 @@ class FetchReach(TaskFamily, gym.Env, EzPickle):
         target's absolute world xyz (``signal="absolute"``); shape ``(3,)``."""
         if self.signal == "absolute":
             return self.target.astype(np.float32)
-        return ((self.target - self._gripper) / self._scale).astype(np.float32)
+        gripper = self._robot.data.site_xpos[self._grip]
+        return ((self.target - gripper) / self._scale).astype(np.float32)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -125,12 +127,10 @@ class FetchReach(TaskFamily, gym.Env, EzPickle):
         obs, info = self._robot.reset(seed=seed)
         # FetchReach's reset has just drawn a random goal; the task's target replaces it.
         self._robot.goal = self.target.copy()
-        self._gripper = obs["observation"][:3].copy()
         return obs["observation"], info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self._robot.step(action)
-        self._gripper = obs["observation"][:3].copy()
         return obs["observation"], float(reward), terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
