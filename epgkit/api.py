@@ -159,6 +159,7 @@ def evolve(
     dashboard: bool = False,
     seed: int | None = None,
     resume: str | Path | None = None,
+    init_loss: str | Path | None = None,
     wandb: str | None = None,
     echo: Echo = print,
 ) -> Run:
@@ -170,6 +171,8 @@ def evolve(
         run_dir, workers, scheduler, dashboard: Where the run happens and is written
             (``where``); ``seed``: ``Experiment.seed``.
         resume: A run directory to continue from its last complete epoch.
+        init_loss: ``Experiment.init_loss``: a run directory, loss file or ``zoo:NAME``
+            whose φ (of this run's loss architecture) starts the ES.
         wandb: Also log to this Weights & Biases project (offline unless ``WANDB_MODE``).
         echo: Where the run's lines go.
     """
@@ -182,6 +185,8 @@ def evolve(
     flags = where(workers, scheduler, dashboard, run_dir)
     if seed is not None:
         flags.append(f"Experiment.seed = {seed!r}")
+    if init_loss is not None:
+        flags.append(f"Experiment.init_loss = {str(init_loss)!r}")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     resumed = None if resume is None else str(resume)
     with prepare([str(c) for c in configs], [*bindings, *flags], resumed) as prepared:  # locked

@@ -5,13 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from epgkit.run import config
+from epgkit.run.rundir import load_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENTS = [c for c in config.experiments() if c != "base.gin"]
@@ -92,6 +95,27 @@ def test_resume_continues_a_run_from_its_directory(tmp_path):
         == [0, 1]  # fmt: skip
 
 
+def test_init_loss_starts_the_es_at_that_phi_and_a_resume_no_longer_needs_it(tmp_path):
+    first, second = tmp_path / "a", tmp_path / "b"
+    args = ("gin/quickstart.gin", "gin/debug.gin", "--workers", "0")
+    out = epgkit("evolve", *args, "--run-dir", str(first), "--seed", "7")
+    assert out.returncode == 0, out.stderr
+    out = epgkit("evolve", *args, "--run-dir", str(second), "--init-loss", str(first),
+                 "-b", "Experiment.epochs = 1", "-b", "Experiment.alpha_epochs = 0")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "Experiment.init_loss = " in (second / "config.gin").read_text()
+    start, _ = load_loss(first / "best_loss.pt")
+    # Unguided, epoch 0's mean φ is where the ES started: the best loss after one epoch.
+    phi, meta = load_loss(second / "best_loss.pt")
+    np.testing.assert_array_equal(phi, start)
+    assert meta["epoch"] == 0 and meta["init_loss"]["path"] == str(first / "best_loss.pt")
+    shutil.rmtree(first)  # read once, at the start: the checkpoint carries the run on
+    again = epgkit("evolve", "--resume", str(second), "-b", "Experiment.epochs = 2")
+    assert again.returncode == 0, again.stderr
+    refused = epgkit("evolve", "--resume", str(second), "--init-loss", "zoo:pointgoal")
+    assert refused.returncode == 2 and "cannot change Experiment.init_loss" in refused.stderr
+
+
 def test_version_prints_the_installed_version():
     from importlib.metadata import version
 
@@ -157,6 +181,10 @@ def test_list_imports_a_users_module_to_show_what_it_registers(tmp_path):
         (["evolve", "quickstart", "-b", "InnerLoop.minibatch = 64"], "minibatch"),
         (["evolve", "quickstart", "-b", "OpenES.sigma = 0.0"], "sigma"),
         (["evolve", "--resume", "/nonexistent/run"], "not an epgkit run directory"),
+        (["evolve", "quickstart", "--init-loss", "zoo:randomhopper-velocity-small"],
+         "(EPGLoss, 17,349 parameters) does not fit this run's loss"),  # fmt: skip
+        (["evolve", "quickstart", "--init-loss", "/nonexistent/loss.pt"], "no such run directory"),
+        (["evolve", "quickstart", "--init-loss", "zoo:pointgol"], "Did you mean pointgoal"),
         (["evolve"], "at least one config"),
         (["list", "gizmos"], "cannot list"),
         (

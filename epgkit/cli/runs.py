@@ -55,6 +55,13 @@ def evolve(
         str | None,
         typer.Option(help="Continue the run in this directory from its last complete epoch."),
     ] = None,
+    init_loss: Annotated[
+        str | None,
+        typer.Option(
+            help="Start the ES from this loss's φ (a run directory, loss file or zoo:NAME of "
+            "the same architecture) instead of a random one (Experiment.init_loss)."
+        ),
+    ] = None,
     use_wandb: Wandb = False,
     wandb_project: WandbProject = "epgkit",
     debug: Debug = False,
@@ -66,7 +73,8 @@ def evolve(
         physics_only()
         api.evolve(configs or [], binding or [], run_dir=run_dir, workers=workers,
                    scheduler=scheduler, dashboard=dashboard, seed=seed, resume=resume,
-                   wandb=wandb_project if use_wandb else None, echo=typer.echo)  # fmt: skip
+                   init_loss=init_loss, wandb=wandb_project if use_wandb else None,
+                   echo=typer.echo)  # fmt: skip
 
 
 @app.command()

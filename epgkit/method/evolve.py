@@ -144,9 +144,13 @@ def evolve(
     executor: Executor,
     on_epoch: Callable[[dict[str, Any]], None] = lambda m: None,
     loss_meta: dict[str, Any] | None = None,
+    phi0: np.ndarray | None = None,
 ) -> Any:
     """Runs (or continues) the evolution described by ``exp`` in ``run``; returns the
-    strategy's last state (``exp.strategy.mean(state)`` is the last φ)."""
+    strategy's last state (``exp.strategy.mean(state)`` is the last φ).
+
+    A new run starts the strategy at ``phi0`` (``Experiment.init_loss``'s φ, read by the
+    caller) or, without it, at the loss's own random φ; a resumed one at its checkpoint."""
     strategy = exp.strategy
     ckpt = run.checkpoint()
     if ckpt is not None:
@@ -154,7 +158,11 @@ def evolve(
         start, env_steps = ckpt["epoch"], ckpt["env_steps"]
         best = (ckpt["best_fitness"], ckpt["best_phi"].numpy())
     else:
-        phi0 = exp.inner.init_phi(np.random.default_rng(np.random.SeedSequence([exp.seed, 0])))
+        if phi0 is None:
+            phi0 = exp.inner.init_phi(np.random.default_rng(np.random.SeedSequence([exp.seed, 0])))
+        elif len(phi0) != exp.inner.phi_size():
+            raise ValueError(f"phi0 has {len(phi0)} parameters, the loss {exp.inner.phi_size()}")
+        phi0 = np.asarray(phi0, np.float32)
         state, start, env_steps, best = strategy.init(phi0), 0, 0, (-math.inf, phi0)
     meta = dict(loss_meta or {})
     past = exp.past_init

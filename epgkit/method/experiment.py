@@ -42,6 +42,11 @@ class Experiment:
         past_init: Initialization from past policies (Figure 12B): some inner loops start
             from the final θ of inner loops of earlier epochs (``@PastInit()``,
             gin/extensions/past_init.gin); None: every inner loop starts from a fresh θ.
+        init_loss: A loss whose φ starts the ES instead of the loss's own random φ: a run
+            directory (its best loss), a loss file or ``zoo:NAME``, evolved with the same loss
+            architecture (same |φ|). For carrying a loss on in another setting (another δ_in,
+            U or task family) rather than starting over. Read once, when the run starts;
+            a resumed run continues from its checkpoint.
     """
 
     inner: InnerLoop = field(default_factory=InnerLoop)
@@ -53,6 +58,7 @@ class Experiment:
     seed: int = 0
     baselines: dict[str, InnerLoop] = field(default_factory=dict)
     past_init: PastInit | None = None
+    init_loss: str | None = None
 
     def __post_init__(self) -> None:
         checks.check(self)  # first: the checks below compare numbers

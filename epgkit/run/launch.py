@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import gin
+import numpy as np
 from gin.config import ParserDelegate
 from gin.config_parser import BindingStatement, ConfigParser
 
@@ -27,6 +28,7 @@ from epgkit.run.plotting import plot_fitness
 from epgkit.run.renamed import upgrade
 from epgkit.run.resume import check_config, plan_repair
 from epgkit.run.rundir import BEST_LOSS, CHECKPOINT, LAST_LOSS, RunDir, RunDirError
+from epgkit.run.sources import load_source
 
 #: What ``--resume`` may change: where the run goes on (``Launch`` and the clusters' bindings,
 #: but not its directory), and (recorded in its config.gin) how many epochs it runs. Anything
@@ -60,6 +62,7 @@ class Prepared:
     resume: bool
     extend: tuple[str, ...] = ()  # bindings a resume adds to the run's config.gin
     done: int = 0  # epochs the run has done already (its checkpoint's)
+    phi0: np.ndarray | None = None  # Experiment.init_loss's φ, for a run without a checkpoint
     lock: DirLock | None = None
 
     def close(self) -> None:
@@ -192,6 +195,9 @@ def _prepare(configs: Sequence[str], bindings: Sequence[str], resume: str | None
         "act_dim": checked.dims.act_dim,
         "operative_config": gin.operative_config_str(),
     }
+    phi0 = None
+    if exp.init_loss is not None and ckpt is None:
+        phi0, meta["init_loss"] = _init_loss(exp.init_loss, meta)
     run = RunDir(launch.run_dir)
     if resume is not None:  # an edited config.gin is refused as a -b change would be
         check_config(
@@ -199,7 +205,29 @@ def _prepare(configs: Sequence[str], bindings: Sequence[str], resume: str | None
         )
     files = [str(p) for p in paths]
     return Prepared(exp, launch, run, meta, gin.config_str(), files, resume is not None, extend,
-                    done)  # fmt: skip
+                    done, phi0)  # fmt: skip
+
+
+def _init_loss(name: str, meta: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+    """``Experiment.init_loss``'s φ, refused unless it fits this run's loss; and where it
+    came from, for the run's provenance."""
+    try:
+        source = load_source(name)
+    except RunDirError as err:
+        raise config.ConfigError(f"Experiment.init_loss: {err}") from None
+    theirs = (source.meta.get("loss"), len(source.phi))
+    if theirs != (meta["loss"], meta["phi_size"]):
+        raise config.ConfigError(
+            f"Experiment.init_loss = {name!r}: its φ ({theirs[0]}, {theirs[1]:,} parameters) "
+            f"does not fit this run's loss ({meta['loss']}, {meta['phi_size']:,} parameters); "
+            "a loss starts only from a φ of its own architecture (the same loss bindings)"
+        )
+    return source.phi, {
+        "source": name,
+        "path": str(source.path.resolve()),
+        "epoch": source.meta.get("epoch"),
+        "fitness_mean": source.meta.get("fitness_mean"),
+    }
 
 
 def run_evolution(
@@ -241,7 +269,7 @@ def run_evolution(
     # Logs that disagree with the checkpoint are refused; those a crash cut short are completed
     # from it (see epgkit.run.resume for every moment a kill can leave).
     plan_repair(run.path, run.checkpoint()).apply()
-    state = evolve(exp, run, executor, report, meta)
+    state = evolve(exp, run, executor, report, meta, prepared.phi0)
     took = f"done in {time.perf_counter() - started:.0f} s"
     if (run.path / BEST_LOSS).exists():
         echo(f"{took}; best loss: {run.path / BEST_LOSS}")

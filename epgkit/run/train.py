@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,9 +19,10 @@ from epgkit.method.evolve import TASK_SEED_LIMIT
 from epgkit.method.experiment import Experiment
 from epgkit.method.inner_loop import InnerLoop, Job, Result, checked, run_batch
 from epgkit.method.losses import DPOLoss, PPOLoss
-from epgkit.run import config, zoo
+from epgkit.run import config
 from epgkit.run.cluster import Executor
-from epgkit.run.rundir import BEST_LOSS, LAST_LOSS, RunDirError, load_loss
+from epgkit.run.rundir import RunDirError
+from epgkit.run.sources import Source, load_source  # noqa: F401  (where a loss is read from)
 from epgkit.run.testtime import TestTime  # noqa: F401  (train's configurable)
 from epgkit.run.train_summary import (  # noqa: F401  (train's reports, under their old names)
     LEARNED,
@@ -37,33 +37,6 @@ from epgkit.run.train_summary import (  # noqa: F401  (train's reports, under th
 
 #: Baselines offered when a loss's config declares none (parsed before that config).
 DEFAULT_BASELINES = config.GIN_DIR / "baselines" / "defaults.gin"
-
-
-@dataclasses.dataclass(frozen=True)
-class Source:
-    """An evolved loss and the config it was evolved with."""
-
-    phi: np.ndarray
-    meta: dict[str, Any]
-    path: Path
-
-
-def load_source(source: str) -> Source:
-    """A loss from a run directory (its best loss), a loss file, or the zoo (``zoo:NAME``)."""
-    path = zoo.path(source) if source.startswith(zoo.PREFIX) else Path(source)
-    if path.is_dir():
-        for name in (BEST_LOSS, LAST_LOSS):
-            if (path / name).is_file():
-                path = path / name
-                break
-        else:
-            raise RunDirError(f"{source} holds no {BEST_LOSS} or {LAST_LOSS}: not an epgkit run")
-    elif not path.is_file():
-        raise RunDirError(f"{source}: no such run directory or loss file")
-    phi, meta = load_loss(path)
-    if not isinstance(meta.get("operative_config"), str):
-        raise RunDirError(f"{path} records no operative config; cannot rebuild its loss")
-    return Source(phi, meta, path)
 
 
 def build(source: Source, bindings: Sequence[str] = ()) -> Experiment:
