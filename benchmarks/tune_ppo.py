@@ -51,6 +51,7 @@ from epgkit.method.losses import PPOLoss
 from epgkit.run import config, zoo
 from epgkit.run import train as tt
 from epgkit.run.cluster import connect
+from epgkit.run.sources import load_source
 
 #: --gamma-lambda: the (γ, λ) grid of docs/results.md's `ppo_gl` baseline.
 GAMMA_LAMBDA = ((0.7, 0.9, 0.99), (0.8, 0.95))
@@ -62,7 +63,7 @@ def setting(target: str, bindings: Sequence[str] = ()) -> InnerLoop:
     """The inner loop PPO is tuned in: an evolved loss's, a gin experiment's, or base.gin's
     on an env id."""
     if target.startswith(zoo.PREFIX) or (Path(target).exists() and not target.endswith(".gin")):
-        return tt.build(tt.load_source(target), bindings).inner
+        return tt.build(load_source(target), bindings).inner
     try:
         config.resolve(target)
     except config.ConfigError:

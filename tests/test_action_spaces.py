@@ -22,6 +22,7 @@ from epgkit.cli import app
 from epgkit.method.policies import CategoricalMLP
 from epgkit.run import train as tt
 from epgkit.run.rundir import RunDir, load_loss
+from epgkit.run.sources import load_source
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["quickstart", "debug", "--workers", "0"]  # two epochs of 4 inner loops of 128 steps
@@ -68,7 +69,7 @@ def test_the_chosen_policy_is_recorded_and_rebuilt_by_train(tmp_path):
     done = epgkit("evolve", *TINY, *env("CartPole-v1"), *sized, "--run-dir", str(run))
     assert done.exit_code == 0, done.output
     assert "CategoricalMLP.hidden = (16,)" in (run / "operative_config.gin").read_text()
-    exp = tt.build(tt.load_source(str(run)))
+    exp = tt.build(load_source(str(run)))
     assert exp.inner.policy == CategoricalMLP(hidden=(16,))
     assert exp.baselines["ppo"].policy == exp.inner.policy  # like for like
     other = epgkit("train", str(run), "--env", "Pendulum-v1", "--workers", "0",

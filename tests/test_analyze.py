@@ -23,7 +23,8 @@ from epgkit.method.policies import CategoricalMLP, GaussianMLP
 from epgkit.run.launch import prepare as prepare_run
 from epgkit.run.launch import run_evolution
 from epgkit.run.rundir import BEST_LOSS, RunDirError, load_loss
-from epgkit.run.train import build, load_source
+from epgkit.run.sources import load_source
+from epgkit.run.train import build
 from epgkit.tools import analyze
 from epgkit.tools.analyze import gradients, kl, sensitivity
 from epgkit.tools.analyze.study import initial_phi, observe, prepare

@@ -13,6 +13,7 @@ import pytest
 from epgkit.errors import ConfigError
 from epgkit.method.evolve import TASK_SEED_LIMIT
 from epgkit.run import train as tt
+from epgkit.run.sources import load_source
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBER = r"(\d+\.\d+|nan)"
@@ -144,7 +145,7 @@ def test_tune_ppo_writes_a_table_and_a_fragment_that_train_uses(tmp_path):
     assert mean == max(float(r.strip("|").split("|")[6]) for r in rows)
 
     # `epgkit train LOSS -b "include '...'" --baseline ppo` trains PPO with the best setting.
-    source = tt.load_source("zoo:pointgoal-quickstart")
+    source = load_source("zoo:pointgoal-quickstart")
     exp = tt.build(source, [f"include '{fragment}'"])
     ppo = tt.methods(exp, ["ppo"], None, 64)["ppo"]
     assert (ppo.lr, ppo.update_every, ppo.minibatch, ppo.passes) == (

@@ -181,8 +181,10 @@ def test_list_imports_a_users_module_to_show_what_it_registers(tmp_path):
         (["evolve", "quickstart", "-b", "InnerLoop.minibatch = 64"], "minibatch"),
         (["evolve", "quickstart", "-b", "OpenES.sigma = 0.0"], "sigma"),
         (["evolve", "--resume", "/nonexistent/run"], "not an epgkit run directory"),
-        (["evolve", "quickstart", "--init-loss", "zoo:randomhopper-velocity-small"],
-         "(EPGLoss, 17,349 parameters) does not fit this run's loss"),  # fmt: skip
+        (
+            ["evolve", "quickstart", "--init-loss", "zoo:randomhopper-velocity-small"],
+            "(EPGLoss, 17,349 parameters) does not fit this run's loss",
+        ),
         (["evolve", "quickstart", "--init-loss", "/nonexistent/loss.pt"], "no such run directory"),
         (["evolve", "quickstart", "--init-loss", "zoo:pointgol"], "Did you mean pointgoal"),
         (["evolve"], "at least one config"),

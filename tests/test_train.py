@@ -22,6 +22,7 @@ from epgkit.method.policies import GaussianMLP
 from epgkit.run import train as tt
 from epgkit.run.launch import prepare, run_evolution
 from epgkit.run.rundir import RunDirError, json_safe
+from epgkit.run.sources import load_source
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +36,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def test_held_out_tasks_are_disjoint_from_evolution_and_shared_by_methods(run_dir):
-    source = tt.load_source(str(run_dir))
+    source = load_source(str(run_dir))
     exp = tt.build(source)
     loops = tt.methods(exp, ["ppo"], None, None)
     results = tt.run_methods(loops, tt.test_jobs(source.phi, 3, seed=0), 2, Serial())
@@ -50,7 +51,7 @@ def test_held_out_tasks_are_disjoint_from_evolution_and_shared_by_methods(run_di
 
 
 def test_summary_matches_the_curves_last_points_and_plots_are_written(run_dir, tmp_path):
-    source = tt.load_source(str(run_dir))
+    source = load_source(str(run_dir))
     loops = tt.methods(tt.build(source), ["ppo", "reinforce"], None, None)
     results = tt.run_methods(loops, tt.test_jobs(source.phi, 3, seed=1), 3, Serial())
     summary = tt.write_outputs(tmp_path, loops, results, {"seed": 1})
@@ -140,7 +141,7 @@ def test_a_loss_tested_on_another_env_with_the_same_spaces_keeps_its_inputs(tmp_
     path = tmp_path / "hopper"
     prepared = prepare(["randomhopper.gin", "debug.gin"], [f"Launch.run_dir = '{path}'"])
     run_evolution(prepared, Serial(), echo=lambda line: None)
-    source = tt.load_source(str(path))
+    source = load_source(str(path))
     # DirectionalHopper gives the reward to its losses; RandomHopper's loss was evolved without.
     loops = tt.methods(tt.build(source), ["ppo"], "epgkit/DirectionalHopper-v0", None)
     assert loops["epg"].loss.use_reward is False
@@ -151,7 +152,7 @@ def test_a_loss_tested_on_another_env_with_the_same_spaces_keeps_its_inputs(tmp_
 
 
 def test_another_policy_architecture_can_be_trained_with_the_loss(run_dir):
-    source = tt.load_source(str(run_dir))
+    source = load_source(str(run_dir))
     loops = tt.methods(tt.build(source, ["GaussianMLP.hidden = (32, 32, 32)"]), [], None, None)
     assert loops["epg"].policy.hidden == (32, 32, 32)
     (result,) = tt.run_methods(loops, tt.test_jobs(source.phi, 1, 0), 1, Serial())["epg"]
@@ -159,11 +160,11 @@ def test_another_policy_architecture_can_be_trained_with_the_loss(run_dir):
 
 
 def test_dpo_is_ppos_inner_loop_with_dpos_loss_in_base_gin_and_in_older_loss_files(run_dir):
-    loops = tt.methods(tt.build(tt.load_source(str(run_dir))), ["ppo", "dpo"], None, None)
+    loops = tt.methods(tt.build(load_source(str(run_dir))), ["ppo", "dpo"], None, None)
     assert loops["dpo"].loss == DPOLoss() and loops["dpo"].guide is None
     assert dataclasses.replace(loops["dpo"], loss=loops["ppo"].loss) == loops["ppo"]
     # zoo:pointgoal was recorded before DPO: its dpo is DPO in its (tuned) PPO baseline's loop.
-    old = tt.build(tt.load_source("zoo:pointgoal"), ["ppo/PPOLoss.gamma = 0.9"])
+    old = tt.build(load_source("zoo:pointgoal"), ["ppo/PPOLoss.gamma = 0.9"])
     assert "dpo" not in old.baselines
     loops = tt.methods(old, ["ppo", "dpo"], None, None)
     assert dataclasses.replace(loops["dpo"], loss=loops["ppo"].loss) == loops["ppo"]
@@ -174,7 +175,7 @@ def test_dpo_is_ppos_inner_loop_with_dpos_loss_in_base_gin_and_in_older_loss_fil
 
 def test_a_baseline_with_parameters_of_its_own_is_refused_in_one_line(run_dir):
     # A baseline trains with no φ; a learned loss named as one would fail mid-run.
-    exp = tt.build(tt.load_source(str(run_dir)), [
+    exp = tt.build(load_source(str(run_dir)), [
         "Experiment.baselines = {'mine': @mine/InnerLoop()}", "mine/InnerLoop.loss = @EPGLoss()",
     ])  # fmt: skip
     with pytest.raises(tt.config.ConfigError, match=r"baseline 'mine': EPGLoss has [\d,]+ param"):
@@ -186,7 +187,7 @@ def test_figure_17_architectures_reach_every_method_through_the_cli(tmp_path):
     """The README's Figure 17 example, tiny: the loss trains a 2 × 128 ReLU policy and so do
     the baselines, although the loss file records theirs as ``ppo/GaussianMLP``."""
     figure_17 = ["GaussianMLP.hidden = (128, 128)", "GaussianMLP.activation = 'relu'"]
-    exp = tt.build(tt.load_source("zoo:pointgoal"), figure_17)
+    exp = tt.build(load_source("zoo:pointgoal"), figure_17)
     loops = tt.methods(exp, ["ppo", "dpo"], None, None)
     policies = {loop.policy for loop in loops.values()}
     assert policies == {GaussianMLP(hidden=(128, 128), activation="relu")}
@@ -206,7 +207,7 @@ def test_figure_17_architectures_reach_every_method_through_the_cli(tmp_path):
 
 
 def test_a_loss_that_does_not_fit_or_a_corrupt_file_is_refused(run_dir, tmp_path):
-    source = tt.load_source(str(run_dir))
+    source = load_source(str(run_dir))
     loops = tt.methods(tt.build(source), [], "epgkit/RandomHopper-v0", None)
     with pytest.raises(RunDirError, match="cannot run on epgkit/RandomHopper-v0"):
         tt.check_fits(loops["epg"], source)  # its loss reads a goal that Hopper lacks
@@ -217,12 +218,12 @@ def test_a_loss_that_does_not_fit_or_a_corrupt_file_is_refused(run_dir, tmp_path
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a torch file")
     with pytest.raises(RunDirError, match="bad.pt"):
-        tt.load_source(str(bad))
+        load_source(str(bad))
     torch.save({"phi": torch.zeros(3)}, tmp_path / "nometa.pt")
     with pytest.raises(RunDirError, match="meta"):
-        tt.load_source(str(tmp_path / "nometa.pt"))
+        load_source(str(tmp_path / "nometa.pt"))
     with pytest.raises(RunDirError, match="no such"):
-        tt.load_source(str(tmp_path / "missing"))
+        load_source(str(tmp_path / "missing"))
 
 
 def test_steps_to_reach_finds_the_first_step_where_the_mean_curve_gets_there():

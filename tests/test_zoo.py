@@ -10,6 +10,7 @@ import pytest
 from epgkit.method.executor import Serial
 from epgkit.run import train as tt
 from epgkit.run import zoo
+from epgkit.run.sources import load_source
 
 ENTRIES = list(zoo.entries())
 
@@ -22,7 +23,7 @@ def test_the_zoo_is_not_empty():
 def test_zoo_loss_loads_and_trains_one_inner_loop(name):
     entry = zoo.entries()[name]
     assert {"env_id", "summary", "command", "git_sha", "test"} <= set(entry)
-    source = tt.load_source(f"zoo:{name}")
+    source = load_source(f"zoo:{name}")
     assert source.meta["env_id"] == entry["env_id"]
     loops = tt.methods(tt.build(source), [], None, None)
     tt.check_fits(loops["epg"], source)
@@ -34,7 +35,7 @@ def test_zoo_loss_loads_and_trains_one_inner_loop(name):
 def test_a_zoo_loss_carries_the_baselines_of_the_gin_file_it_names(name):
     # Re-tuning a baseline means re-testing the losses that carry it: the shipped config and
     # the gin file must not drift apart.
-    source = tt.load_source(f"zoo:{name}")
+    source = load_source(f"zoo:{name}")
     carried = tt.build(source)
     included = tt.build(source, [f"include '{zoo.entries()[name]['baselines_gin']}'"])
     assert set(carried.baselines) == set(included.baselines) and carried.baselines
@@ -50,7 +51,7 @@ def test_an_unknown_zoo_name_lists_the_known_ones():
 def test_randomhopper_small_keeps_the_stock_reward_it_was_evolved_and_tested_with():
     # docs/results.md §2 evolved and tested it with +1 per healthy step (then the default); its
     # recorded config binds that reward, for the loss and for every baseline alike.
-    loops = tt.methods(tt.build(tt.load_source("zoo:randomhopper-small")), ["ppo", "reinforce"],
+    loops = tt.methods(tt.build(load_source("zoo:randomhopper-small")), ["ppo", "reinforce"],
                        None, None)  # fmt: skip
     assert set(loops) == {"epg", "ppo", "reinforce"}
     for name, loop in loops.items():

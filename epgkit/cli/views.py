@@ -25,13 +25,14 @@ def render(
     """Train a fresh policy with the loss on a held-out task, then render an episode of it."""
     from epgkit.run import train as tt
     from epgkit.run.paths import check_file
+    from epgkit.run.sources import load_source
     from epgkit.tools.envshow import mujoco_gl_problem
     from epgkit.tools.render import render_episode, render_problem
 
     with user_errors(debug):
         check_file(out, "--out")
         mujoco_gl_problem()  # before the env is built: a broken GL backend breaks `import mujoco`
-        source_ = tt.load_source(source)
+        source_ = load_source(source)
         loops = tt.methods(tt.build(source_, binding or []), [], env, steps)
         tt.check_fits(loops[tt.LEARNED], source_)
         inner = loops[tt.LEARNED]

@@ -22,7 +22,7 @@ from epgkit.method.losses import DPOLoss, PPOLoss
 from epgkit.run import config
 from epgkit.run.cluster import Executor
 from epgkit.run.rundir import RunDirError
-from epgkit.run.sources import Source, load_source  # noqa: F401  (where a loss is read from)
+from epgkit.run.sources import Source
 from epgkit.run.testtime import TestTime  # noqa: F401  (train's configurable)
 from epgkit.run.train_summary import (  # noqa: F401  (train's reports, under their old names)
     LEARNED,

@@ -22,13 +22,12 @@ from epgkit.run import config, preflight
 from epgkit.run.cluster import Executor, Launch, local_processes
 from epgkit.run.paths import check_dir
 from epgkit.run.rundir import RunDirError, atomic_write_text
+from epgkit.run.sources import Source, load_source
 from epgkit.run.train import (
     LEARNED,
-    Source,
     TestTime,
     build,
     check_fits,
-    load_source,
     methods,
     run_methods,
     table,

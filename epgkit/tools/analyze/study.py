@@ -26,6 +26,7 @@ from epgkit.method.inner_loop import InnerLoop, Job, Result, UpdateView
 from epgkit.run import train as tt
 from epgkit.run.paths import check_dir, naming
 from epgkit.run.rundir import RunDirError, json_safe
+from epgkit.run.sources import load_source
 
 matplotlib.use("Agg")
 
@@ -72,7 +73,7 @@ def prepare(
     """
     if runs < 1:
         raise ConfigError(f"--runs must be ≥ 1, got {runs}")
-    source = tt.load_source(source_arg)
+    source = load_source(source_arg)
     exp = tt.build(source, bindings)
     loops = tt.methods(exp, ["ppo"], env, steps)
     tt.check_fits(loops[tt.LEARNED], source)
