@@ -80,8 +80,17 @@ def test_summary_matches_the_curves_last_points_and_plots_are_written(run_dir, t
     assert summary["bootstrap"]["paired_by_task"] is True
     for png in ("returns.png", "kl.png"):
         assert (tmp_path / png).stat().st_size > 5_000
-    assert "epg" in tt.table(summary) and "reinforce" in tt.table(summary)
-    assert "P(epg > reinforce) = " in tt.table(summary)
+    won = sum(x > y for x, y in zip(finals["epg"], finals["ppo"], strict=True))
+    assert poi["epg"]["ppo"]["tasks_won"] == won and poi["epg"]["ppo"]["tasks"] == 3
+    text = tt.table(summary)
+    assert "epg" in text and "reinforce" in text
+    assert f"P(epg > reinforce) = {poi['epg']['reinforce']['p']:.2f}" in text
+    assert f"ahead on {won} of 3 tasks" in text
+    for b in ("ppo", "reinforce"):
+        reach = summary["methods"]["epg"]["steps_to_reach"][b]
+        at = "never" if reach is None else f"at step {reach:,}"
+        target = summary["methods"][b]["final_mean"]
+        assert f"epg reaches {b}'s final mean ({target:.2f}) {at}" in text
 
 
 def test_failed_runs_are_left_out_of_the_statistics_and_counted():
@@ -98,7 +107,8 @@ def test_failed_runs_are_left_out_of_the_statistics_and_counted():
     assert epg["final_iqm_ci"][0] < 4.5 < epg["final_iqm_ci"][1]
     assert epg["final_mean"] == 4.5 and summary["runs"] == 9  # what was there is kept
     improvement = epg["probability_of_improvement"]
-    assert improvement == {"ppo": {"p": 1.0, "ci": [1.0, 1.0]}}  # a failure does not lose
+    # A failure does not lose: both runs of a task must finish for it to count as won.
+    assert improvement == {"ppo": {"p": 1.0, "ci": [1.0, 1.0], "tasks_won": 7, "tasks": 7}}
     assert ppo["probability_of_improvement"] == {}  # no other baseline
     assert tt.improvement(ppo, epg)["p"] == 0.0
     # A summary.json read back (failures as null) gives the same statistics.
@@ -236,3 +246,14 @@ def test_steps_to_reach_finds_the_first_step_where_the_mean_curve_gets_there():
     assert tt.steps_to_reach(runs, -2.5) == 20  # the nan run is left out: -2
     assert tt.steps_to_reach(runs, 1.0) == 40
     assert tt.steps_to_reach(runs, 5.0) is None
+
+
+def test_tasks_won_count_strict_wins_on_tasks_where_both_runs_finished():
+    def summary(finals):
+        return {"finals": finals, "task_seeds": list(range(len(finals)))}
+
+    x = summary([3.0, 1.0, 2.0, None, -math.inf, 5.0])
+    y = summary([1.0, 1.0, 4.0, 0.0, -math.inf, None])  # a tie, a loss, three without a pair
+    improvement = tt.improvement(x, y)
+    assert (improvement["tasks_won"], improvement["tasks"]) == (1, 3)
+    assert (tt.improvement(y, x)["tasks_won"], tt.improvement(y, x)["tasks"]) == (1, 3)

@@ -87,12 +87,19 @@ def with_statistics(summary: dict[str, Any]) -> dict[str, Any]:
 
 def improvement(x: dict[str, Any], y: dict[str, Any]) -> dict[str, Any]:
     """P(X > Y) + ½ P(X = Y) between the final returns of two methods' summaries, with its
-    bootstrap CI over tasks: the runs are paired by task, and a resample keeps the pairs."""
+    bootstrap CI over tasks: the runs are paired by task, and a resample keeps the pairs.
+
+    Beside it, the tasks on which X ends strictly above Y (same task, same initial policy)
+    among those on which neither failed: P(X > Y) also compares runs on different tasks.
+    """
     if x["task_seeds"] != y["task_seeds"]:
         raise ValueError("the two methods were not trained on the same tasks in the same order")
     finals_x, finals_y = np.array(x["finals"], float), np.array(y["finals"], float)
     ci = bootstrap_ci(probability_of_improvement, finals_x, finals_y, paired=True)
-    return {"p": float(probability_of_improvement(finals_x, finals_y)), "ci": list(ci)}
+    both = np.isfinite(finals_x) & np.isfinite(finals_y)
+    return {"p": float(probability_of_improvement(finals_x, finals_y)), "ci": list(ci),
+            "tasks_won": int((finals_x[both] > finals_y[both]).sum()),
+            "tasks": int(both.sum())}  # fmt: skip
 
 
 def steps_to_reach(runs: list[list[dict[str, Any]]], target: float) -> int | None:
@@ -153,8 +160,18 @@ def table(summary: dict[str, Any]) -> str:
         iqm_ci = f"{s['final_iqm']:.2f} [{lo:.2f}, {hi:.2f}]"
         rows.append(f"{m:<12}{s['final_mean']:>10.2f}{s['final_median']:>10.2f}{iqr:>22}"
                     f"{iqm_ci:>28}{s['failures']:>8}")  # fmt: skip
-    for m, s in summary["methods"].items():
+    methods = summary["methods"]
+    for m, s in methods.items():
         for b, poi in s["probability_of_improvement"].items():
             lo, hi = poi["ci"]
-            rows.append(f"P({m} > {b}) = {poi['p']:.2f}, {CI_LEVEL:.0%} CI [{lo:.2f}, {hi:.2f}]")
+            won = f"; ahead on {poi['tasks_won']} of {poi['tasks']} tasks" if "tasks" in poi else ""
+            rows.append(f"P({m} > {b}) = {poi['p']:.2f}, {CI_LEVEL:.0%} CI [{lo:.2f}, {hi:.2f}]"
+                        f"{won}")  # fmt: skip
+    # How fast the learned loss gets where each baseline ends: the third of the comparisons
+    # (mean, median, steps) a reader of EPG's Figure 5 makes.
+    reach = methods.get(LEARNED, {}).get("steps_to_reach", {})
+    for b in (b for b in methods if b != LEARNED and b in reach):
+        target, budget = methods[b]["final_mean"], methods[LEARNED]["env_steps"]
+        at = "never" if reach[b] is None else f"at step {reach[b]:,}"
+        rows.append(f"{LEARNED} reaches {b}'s final mean ({target:.2f}) {at} of {budget:,}")
     return "\n".join(rows)
