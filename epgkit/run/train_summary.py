@@ -167,8 +167,8 @@ def table(summary: dict[str, Any]) -> str:
             won = f"; ahead on {poi['tasks_won']} of {poi['tasks']} tasks" if "tasks" in poi else ""
             rows.append(f"P({m} > {b}) = {poi['p']:.2f}, {CI_LEVEL:.0%} CI [{lo:.2f}, {hi:.2f}]"
                         f"{won}")  # fmt: skip
-    # How fast the learned loss gets where each baseline ends: the third of the comparisons
-    # (mean, median, steps) a reader of EPG's Figure 5 makes.
+    # How soon the learned loss gets where each baseline ends: the paper's learning curves
+    # compare speed as well as final return.
     reach = methods.get(LEARNED, {}).get("steps_to_reach", {})
     for b in (b for b in methods if b != LEARNED and b in reach):
         target, budget = methods[b]["final_mean"], methods[LEARNED]["env_steps"]
