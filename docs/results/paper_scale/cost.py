@@ -1,0 +1,72 @@
+"""What the paper's scale (Table 1) would cost per task family, from a measured inner-loop rate.
+
+For each family's paper config (gin/<family>.gin), times one batch of K lockstep inner loops
+with a random loss of the paper's form, α = 0.5 (the guided phase, PPO's value net included, the
+dearer kind of epoch), on one core, over the first `--updates` updates of U (the inner loop's
+cost per step does not change with U). Prints env steps per second per core, the core-hours of
+one paper epoch (W × U training steps), and the wall time of the paper's E epochs on 2 cores
+and on a cluster of W cores at 90 % parallel efficiency (benchmarks/scale.py measures ≥ 90 %).
+
+    python docs/results/paper_scale/cost.py --out docs/results/paper_scale/cost.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from epgkit.method.experiment import Experiment
+from epgkit.method.jobs import Job
+from epgkit.run.config import build, parse, with_policies
+
+FAMILIES = ["randomhopper", "randomwalker", "randomreacher", "directionalhopper",
+            "directionalhalfcheetah", "goalant", "fetch"]  # fmt: skip
+EFFICIENCY = 0.9
+
+
+def measure(family: str, k: int, updates: int) -> dict[str, float]:
+    """One family's rate (steps per second on one core) and its Table 1 scale."""
+    parse([f"{family}.gin"])
+    exp = with_policies(build(Experiment))
+    inner = exp.inner
+    short = replace(inner, steps=updates * inner.update_every)
+    phi = short.init_phi(np.random.default_rng(0))
+    jobs = [Job(phi, 0.5, task_seed=i, seed=i, index=i) for i in range(k)]
+    short.run(jobs[:1])  # warm-up: imports, MuJoCo model compilation, torch kernels
+    start = time.perf_counter()
+    short.run(jobs)
+    rate = k * short.steps / (time.perf_counter() - start)
+    return {"rate": rate, "W": exp.inner_loops, "U": inner.steps, "E": exp.epochs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--k", type=int, default=8, help="inner loops in the timed batch")
+    parser.add_argument("--updates", type=int, default=8, help="updates timed per inner loop")
+    parser.add_argument("--out", help="also write the table to this markdown file")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = ["| family | steps/s per core | W × U (paper epoch) | core-hours per epoch "
+            "| E epochs on 2 cores | E epochs on W cores |",
+            "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for family in FAMILIES:
+        m = measure(family, args.k, args.updates)
+        steps = m["W"] * m["U"]
+        core_hours = steps / m["rate"] / 3600
+        two = m["E"] * core_hours / 2 / 24
+        cluster = m["E"] * core_hours / (m["W"] * EFFICIENCY)
+        rows.append(f"| {family} | {m['rate']:,.0f} | {m['W']} × {m['U']:,} = {steps:,} "
+                    f"| {core_hours:.2f} | {m['E']:,} epochs: {two:,.0f} days "
+                    f"| {cluster:,.1f} h on {m['W']} |")  # fmt: skip
+        print(rows[-1], flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("\n".join(rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()
