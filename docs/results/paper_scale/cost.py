@@ -1,12 +1,14 @@
 """What the paper's scale (Table 1) would cost per task family, from a measured inner-loop rate.
 
-For each family's paper config (gin/<family>.gin), times one batch of K = 8 lockstep inner
-loops with a random loss of the paper's form, unguided (α = 0, as in nine epochs of ten), on one
-core, over the first `--updates` updates of U (an inner loop's cost per step does not change
-with U). Prints env steps per second per core, the core-hours of one paper epoch (W × U
-training steps), and the wall time of the paper's E epochs on 2 cores and on W / K cores (each
-running K of the W inner loops, as measured) at 90 % parallel efficiency (benchmarks/scale.py
-measures ≥ 90 % for a paper-scale epoch).
+For each family's paper config (gin/<family>.gin), times K = 8 lockstep inner loops with a
+random loss of the paper's form, unguided (α = 0, as in nine epochs of ten), on one core. The
+rate is the difference of two runs, of `--updates` and of 3 × `--updates` updates, which
+cancels the cost of building the tasks; the final evaluation is cut to one step (its episodes'
+length depends on what the policy learned: a fall ends a Hopper's). An inner loop's cost per
+training step does not change with U. Prints env steps per second per core, the
+core-hours of one paper epoch (W × U training steps), and the wall time of the paper's E
+epochs on 2 cores and on W / K cores (each running K of the W inner loops, as measured) at
+90 % parallel efficiency (benchmarks/scale.py measures ≥ 90 % for a paper-scale epoch).
 
     python docs/results/paper_scale/cost.py --out docs/results/paper_scale/cost.md
 """
@@ -34,13 +36,16 @@ def measure(family: str, k: int, updates: int) -> dict[str, float]:
     parse([f"{family}.gin"])
     exp = with_policies(build(Experiment))
     inner = exp.inner
-    short = replace(inner, steps=updates * inner.update_every)
-    phi = short.init_phi(np.random.default_rng(0))
+    phi = inner.init_phi(np.random.default_rng(0))
     jobs = [Job(phi, 0.0, task_seed=i, seed=i, index=i) for i in range(k)]
-    short.run(jobs[:1])  # warm-up: imports, MuJoCo model compilation, torch kernels
-    start = time.perf_counter()
-    short.run(jobs)
-    rate = k * short.steps / (time.perf_counter() - start)
+    seconds = {}
+    for n in (updates, 3 * updates):
+        loop = replace(inner, steps=n * inner.update_every, eval_episodes=1, eval_max_steps=1)
+        loop.run(jobs[:1])  # warm-up: imports, torch kernels
+        start = time.perf_counter()
+        loop.run(jobs)
+        seconds[n] = time.perf_counter() - start
+    rate = k * 2 * updates * inner.update_every / (seconds[3 * updates] - seconds[updates])
     return {"rate": rate, "W": exp.inner_loops, "U": inner.steps, "E": exp.epochs}
 
 
