@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from epgkit.method.evolve import TASK_SEED_LIMIT, epoch_jobs, evolve
+from epgkit.method.evolve import TASK_SEED_LIMIT, candidate_fitness, epoch_jobs, evolve, objective
 from epgkit.method.executor import Serial
 from epgkit.method.experiment import Experiment
+from epgkit.method.jobs import Result
 from epgkit.method.user_code import UserCodeError
 from epgkit.run import config
 from epgkit.run.resume import plan_repair
@@ -83,6 +84,51 @@ def test_run_writes_metrics_records_checkpoint_and_losses(tmp_path):
     assert best.shape == phi.shape and best_meta["env_id"] == exp.inner.env_id
     # Only the unguided epoch counts: under guidance PPO shares the credit for the fitness.
     assert best_meta["epoch"] == 2 and best_meta["fitness_mean"] == rows[2]["fitness_mean"]
+
+
+def result(candidate: int, final: float, episodes: list, failed: str | None = None) -> Result:
+    return Result(0, candidate, 1, 2, final, [final], 300, {}, failed, episodes)
+
+
+def test_the_learning_curve_weights_each_training_episode_by_its_length():
+    # Episodes of 50, 50 and 150 steps: (50·−10 + 50·−20 + 150·−5) / 250 = −9.
+    assert result(0, -3.0, [(50, -10.0), (100, -20.0), (250, -5.0)]).curve() == pytest.approx(-9.0)
+    assert result(0, -3.0, []).curve() == -3.0  # no episode ended: the final return
+    assert result(0, -math.inf, [(50, -10.0)], "non-finite loss").curve() == -math.inf
+
+
+def test_the_es_objective_blends_final_return_and_curve_and_fails_at_any_weight():
+    early, late = [(100, 10.0), (200, 10.0)], [(100, 0.0), (200, 20.0)]
+    ran = [result(0, 20.0, late), result(1, 12.0, early)]
+    # The final return alone ranks the late learner first; half the curve ranks them equal...
+    np.testing.assert_allclose(candidate_fitness(ran, 2), [20.0, 12.0])
+    np.testing.assert_allclose(candidate_fitness(ran, 2, 0.5), [15.0, 11.0])
+    # ... and the curve alone prefers the early one.
+    np.testing.assert_allclose(candidate_fitness(ran, 2, 1.0), [10.0, 10.0])
+    assert objective(result(0, 5.0, [(100, 1.0)]), 0.25) == pytest.approx(0.75 * 5 + 0.25 * 1)
+    failed = result(0, -math.inf, [(100, 50.0)], "non-finite loss")
+    assert all(objective(failed, w) == -math.inf for w in (0.0, 0.5, 1.0))
+
+
+def test_a_curve_weighted_run_logs_both_and_keeps_the_best_objective(tmp_path):
+    w, setting = 0.5, ("Experiment.alpha_epochs = 0", "Experiment.inner_loops = 8",
+                       "OpenES.population = 8")  # fmt: skip
+    plain, curved = new_run(tmp_path / "plain"), new_run(tmp_path / "curved")
+    evolve(experiment(*setting), plain, Serial())
+    evolve(experiment(*setting, f"Experiment.fitness_curve = {w}"), curved, Serial())
+    rows = curved.metrics()
+    for r in rows:
+        blend = (1 - w) * r["fitness_mean"] + w * r["curve_mean"]
+        assert r["objective_mean"] == pytest.approx(blend)
+    assert all("curve_mean" not in r for r in plain.metrics())
+    # Epoch 0 evaluates the same φ on the same tasks either way; the ES then ranks otherwise.
+    assert plain.metrics()[0]["fitness_mean"] == rows[0]["fitness_mean"]
+    phis = [run.load_checkpoint()["phi"].numpy() for run in (plain, curved)]
+    assert not np.array_equal(*phis)
+    best = max(rows, key=lambda r: r["objective_mean"])
+    _, meta = load_loss(curved.path / "best_loss.pt")
+    assert meta["epoch"] == best["epoch"] and meta["objective_mean"] == best["objective_mean"]
+    assert meta["fitness_mean"] == best["fitness_mean"]
 
 
 def test_no_best_loss_while_every_epoch_is_guided(tmp_path):

@@ -173,6 +173,7 @@ def refused(out: Done, code: int, message: str, nothing: Path) -> None:
         (["-b", "EPGLoss.hidden = 0"], "EPGLoss.hidden must be ≥ 1, got 0"),
         (["-b", "EPGLoss.channels = (10, 10.5)"], "EPGLoss.channels must be a tuple of 2 items"),
         (["-b", "PPOLoss.gamma = 1.5"], "PPOLoss.gamma must be in [0, 1], got 1.5"),
+        (["-b", "Experiment.fitness_curve = -0.5"], "fitness_curve must be in [0, 1], got -0.5"),
         (["-b", "GaussianMLP.hidden = (64, 0)"], "GaussianMLP: hidden sizes must be positive"),
         # Checked once the scheduler is chosen, before it is reached.
         (

@@ -70,11 +70,23 @@ def run_jobs(exp: Experiment, jobs: list[Job], executor: Executor) -> list[Resul
     return [r for batch in checked(executor.map(run_batch, batches)) for r in batch]
 
 
-def candidate_fitness(results: list[Result], population: int) -> np.ndarray:
-    """F(φ + σv): the mean fitness of the inner loops sharing v; a failed one makes it −inf."""
+def objective(result: Result, curve_weight: float) -> float:
+    """What the ES maximizes for one inner loop (``Experiment.fitness_curve``): its final
+    return blended with its learning curve's; −inf when it failed."""
+    if result.failed is not None:
+        return -math.inf
+    if curve_weight == 0:
+        return result.fitness
+    return (1 - curve_weight) * result.fitness + curve_weight * result.curve()
+
+
+def candidate_fitness(
+    results: list[Result], population: int, curve_weight: float = 0.0
+) -> np.ndarray:
+    """F(φ + σv): the mean objective of the inner loops sharing v; a failed one makes it −inf."""
     total, count = np.zeros(population), np.zeros(population)
     for r in results:
-        total[r.candidate] += r.fitness
+        total[r.candidate] += objective(r, curve_weight)
         count[r.candidate] += 1
     return total / count
 
@@ -93,24 +105,23 @@ def _refuse_all_failed(results: list[Result], epoch: int) -> None:
     )
 
 
-def _stats(results: list[Result]) -> dict[str, float]:
-    ok = np.array([r.fitness for r in results if r.failed is None])
-    if not len(ok):
+def _stats(results: list[Result], curve_weight: float) -> dict[str, float]:
+    """The final returns of the inner loops that did not fail; under a curve weight, also
+    their learning curves' mean and the ES's objective's."""
+    done = [r for r in results if r.failed is None]
+    ok = np.array([r.fitness for r in done])
+    keys = ("mean", "std", "max", "min", "median")
+    stats = {f"fitness_{k}": math.nan for k in keys}
+    if len(ok):
+        values = (ok.mean(), ok.std(), ok.max(), ok.min(), np.median(ok))
+        stats = {f"fitness_{k}": float(v) for k, v in zip(keys, values, strict=True)}
+    if curve_weight > 0:
         nan = math.nan
-        return {
-            "fitness_mean": nan,
-            "fitness_std": nan,
-            "fitness_max": nan,
-            "fitness_min": nan,
-            "fitness_median": nan,
-        }
-    return {
-        "fitness_mean": float(ok.mean()),
-        "fitness_std": float(ok.std()),
-        "fitness_max": float(ok.max()),
-        "fitness_min": float(ok.min()),
-        "fitness_median": float(np.median(ok)),
-    }
+        stats["curve_mean"] = float(np.mean([r.curve() for r in done])) if done else nan
+        stats["objective_mean"] = (
+            float(np.mean([objective(r, curve_weight) for r in done])) if done else nan
+        )
+    return stats
 
 
 def _record(epoch: int, r: Result) -> dict[str, Any]:
@@ -179,7 +190,7 @@ def evolve(
             jobs, starts = past_init.assign(plan, pool, jobs), past_init.origins(plan, pool)
         results = run_jobs(exp, jobs, executor)
         _refuse_all_failed(results, epoch)
-        fitness = candidate_fitness(results, len(candidates))
+        fitness = candidate_fitness(results, len(candidates), exp.fitness_curve)
         # The mean the candidates surround, and the step sizes this tell uses.
         phi_evaluated, strategy_metrics = strategy.mean(state), strategy.metrics(state)
         state = strategy.tell(state, draws, fitness)
@@ -187,7 +198,7 @@ def evolve(
         env_steps += sum(r.env_steps for r in results)
         metrics = {
             "epoch": epoch,
-            **_stats(results),
+            **_stats(results, exp.fitness_curve),
             "alpha": exp.alpha(epoch),
             **strategy_metrics,
             "failures": sum(r.failed is not None for r in results),
@@ -196,16 +207,14 @@ def evolve(
             "wall_s": time.perf_counter() - t0,
         }
         guided = metrics["alpha"] > 0
-        if (
-            not guided
-            and math.isfinite(metrics["fitness_mean"])
-            and metrics["fitness_mean"] > best[0]
-        ):
+        score = metrics["objective_mean" if exp.fitness_curve > 0 else "fitness_mean"]
+        if not guided and math.isfinite(score) and score > best[0]:
             # The best loss is the mean φ whose perturbations scored best on average, among
             # epochs where it trained alone: under guidance (α > 0) PPO shares the credit,
             # and at α = 1 the fitness says nothing about φ at all.
-            best = (metrics["fitness_mean"], phi_evaluated)
-            run.save_loss(True, best[1], {**meta, "epoch": epoch, "fitness_mean": best[0]})
+            best = (score, phi_evaluated)
+            scores = {k: metrics[k] for k in ("fitness_mean", "objective_mean") if k in metrics}
+            run.save_loss(True, best[1], {**meta, "epoch": epoch, **scores})
         run.save_loss(False, strategy.mean(state), {**meta, "epoch": epoch + 1})
         records = [_record(epoch, r) for r in results]
         if pool is not None:

@@ -47,6 +47,13 @@ class Experiment:
             architecture (same |φ|). For carrying a loss on in another setting (another δ_in,
             U or task family) rather than starting over. Read once, when the run starts;
             a resumed run continues from its checkpoint.
+        fitness_curve: Weight w of the learning curve in what the ES maximizes: per inner loop
+            (1 − w)·(final evaluation return) + w·(the mean return of its training episodes,
+            each weighted by its length: the area under the learning curve per env step).
+            0, the paper's fitness, rewards only where a policy ends; w > 0 also rewards
+            getting there sooner. ``metrics.jsonl``'s ``fitness_*`` stay the final returns,
+            with ``curve_mean`` and ``objective_mean`` beside them; the best loss is the one
+            of the best ``objective_mean``.
     """
 
     inner: InnerLoop = field(default_factory=InnerLoop)
@@ -59,6 +66,7 @@ class Experiment:
     baselines: dict[str, InnerLoop] = field(default_factory=dict)
     past_init: PastInit | None = None
     init_loss: str | None = None
+    fitness_curve: float = 0.0
 
     def __post_init__(self) -> None:
         checks.check(self)  # first: the checks below compare numbers
@@ -71,6 +79,9 @@ class Experiment:
             else "",
             f"batch_size must be ≥ 1, got {self.batch_size}" if self.batch_size < 1 else "",
             f"alpha_epochs must be ≥ 0, got {self.alpha_epochs}" if self.alpha_epochs < 0 else "",
+            f"fitness_curve must be in [0, 1], got {self.fitness_curve}"
+            if not 0 <= self.fitness_curve <= 1
+            else "",
         ]
         checks.refuse("Experiment", problems)
 

@@ -78,3 +78,14 @@ class Result:
             failed = "non-finite evaluation return"
         return cls(job.index, job.candidate, job.task_seed, job.seed, fitness, returns, env_steps,
                    task, failed, episodes, kl)  # fmt: skip
+
+    def curve(self) -> float:
+        """The area under the learning curve per env step: the mean return of the training
+        episodes, each weighted by its length (an episode of 1,000 steps counts as much as
+        twenty of 50). The final evaluation return when no training episode ended; −inf when
+        the inner loop failed."""
+        if self.failed is not None or not self.episodes:
+            return self.fitness
+        ends, returns = np.array(self.episodes, dtype=np.float64).T
+        lengths = np.diff(ends, prepend=0.0)
+        return float(lengths @ returns / lengths.sum())

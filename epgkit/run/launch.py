@@ -260,7 +260,8 @@ def run_evolution(
         echo(
             f"epoch {m['epoch'] + 1:>4}/{exp.epochs}  fitness {m['fitness_mean']:9.2f}"
             f" ± {m['fitness_std']:7.2f}  max {m['fitness_max']:9.2f}  "
-            f"α {m['alpha']:.2f}  failed {m['failures']}  {m['wall_s']:5.1f} s  "
+            + (f"curve {m['curve_mean']:9.2f}  " if "curve_mean" in m else "")
+            + f"α {m['alpha']:.2f}  failed {m['failures']}  {m['wall_s']:5.1f} s  "
             f"({elapsed:5.0f} s total)"
         )
         plot_fitness([run.path], run.path / "plots" / "fitness.png")
