@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from epgkit.cli import app
+from epgkit.cli import app, main
 from epgkit.method.experiment import Experiment
 from epgkit.run import config, preflight
 
@@ -188,6 +188,34 @@ def test_bad_values_are_refused_before_the_run_directory_is_created(tmp_path, ar
     run = tmp_path / "run"
     out = epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0", *args)
     refused(out, 2, message, run)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (
+            ["evolve", *QUICK, "--run-dir", "{x}", "--bogus"],
+            "No such option: --bogus (see 'epgkit evolve --help')",
+        ),
+        (["train", "--out", "{x}"], "Missing argument 'source'. (see 'epgkit train --help')"),
+        (["train", "zoo:pointgoal", "--out", "{x}", "--runs", "0"], "Invalid value for '--runs'"),
+        (
+            ["render", "zoo:pointgoal", "--out", "{x}", "--max-steps", "0"],
+            "Invalid value for '--max-steps'",
+        ),
+        (
+            ["evolve", *QUICK, "--run-dir", "{x}", "--workers", "two"],
+            "Invalid value for '--workers'",
+        ),
+    ],
+)
+def test_what_the_command_line_parser_refuses_is_one_line_too(tmp_path, capsys, args, message):
+    # Through the console entry point: click's own refusals reach the user there.
+    x = tmp_path / "x"
+    with pytest.raises(SystemExit) as exit_:
+        main([a.format(x=x) for a in args])
+    out = capsys.readouterr()
+    refused(Done(exit_.value.code, out.out, out.err), 2, message, x)
 
 
 def test_a_users_own_component_has_its_values_checked_too(user_dir):

@@ -7,12 +7,47 @@ on it when their modules are imported here: ``runs`` (evolve, train, sweep, plot
 
 from __future__ import annotations
 
+import importlib
+import sys
+
+import typer
+
 from epgkit.cli import runs, views  # noqa: F401  (their commands register on `app`, in order)
-from epgkit.cli.app import app
+from epgkit.cli.app import USAGE_ERROR, app
 
 __all__ = ["app", "main"]
 
 
-def main() -> None:
-    """Console entry point."""
-    app()
+def _click_errors(name: str) -> tuple[type[BaseException], ...]:
+    """Click's exception ``name``, from the click typer runs on: recent typers vendor their
+    own copy (``typer._click``), older ones use ``click``."""
+    kinds = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            kinds.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(kinds)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point.
+
+    Click's own usage errors (an unknown option, a missing argument, a value outside an
+    option's range) are shown as epgkit's are, in one line with exit code 2, instead of click's
+    usage block; the bare command and command groups still show their help.
+    """
+    usage, no_args, abort = (_click_errors(n) for n in ("UsageError", "NoArgsIsHelpError", "Abort"))
+    try:
+        code = app(argv, standalone_mode=False, prog_name="epgkit")
+    except no_args:  # typer has printed the help already
+        sys.exit(USAGE_ERROR)
+    except usage as err:
+        ctx = getattr(err, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        typer.echo(f"epgkit: error: {err.format_message()}{hint}", err=True)
+        sys.exit(USAGE_ERROR)
+    except abort:  # Ctrl-C, which click turns into Abort: as click shows it
+        typer.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -18,7 +18,7 @@ def render(
     out: Annotated[str, typer.Option(help="GIF to write.")] = "policy.gif",
     seed: Annotated[int, typer.Option(help="Seed of the held-out task.")] = 0,
     steps: Annotated[int | None, typer.Option(help="Env steps U of training.")] = None,
-    max_steps: Annotated[int, typer.Option(help="Longest episode to render.")] = 300,
+    max_steps: Annotated[int, typer.Option(min=1, help="Longest episode to render.")] = 300,
     binding: Bindings = None,
     debug: Debug = False,
 ) -> None:
