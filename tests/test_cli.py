@@ -414,6 +414,11 @@ def test_render_trains_with_a_loss_and_writes_a_gif(tmp_path):
 
     with Image.open(gif) as image:
         assert image.n_frames >= 2  # identical frames merge: the point moves, then stays
+        full = image.size
+    small = tmp_path / "small.gif"
+    assert epgkit("render", "zoo:pointgoal", "--out", str(small), "--width", "100").returncode == 0
+    with Image.open(small) as image:
+        assert image.size == (100, round(full[1] * 100 / full[0])) and full[0] != 100
 
 
 @pytest.fixture(scope="module")

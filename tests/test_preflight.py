@@ -204,6 +204,10 @@ def test_bad_values_are_refused_before_the_run_directory_is_created(tmp_path, ar
             "Invalid value for '--max-steps'",
         ),
         (
+            ["render", "zoo:pointgoal", "--out", "{x}", "--width", "8"],
+            "Invalid value for '--width'",
+        ),
+        (
             ["evolve", *QUICK, "--run-dir", "{x}", "--workers", "two"],
             "Invalid value for '--workers'",
         ),

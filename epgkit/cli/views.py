@@ -19,6 +19,9 @@ def render(
     seed: Annotated[int, typer.Option(help="Seed of the held-out task.")] = 0,
     steps: Annotated[int | None, typer.Option(help="Env steps U of training.")] = None,
     max_steps: Annotated[int, typer.Option(min=1, help="Longest episode to render.")] = 300,
+    width: Annotated[
+        int | None, typer.Option(min=16, help="Width of the GIF in pixels (default: the env's).")
+    ] = None,
     binding: Bindings = None,
     debug: Debug = False,
 ) -> None:
@@ -41,7 +44,9 @@ def render(
         if problem := render_problem(inner, job.task_seed):
             cannot(problem)
         (result,) = inner.run([job], keep_policy=True)
-        total, reason = render_episode(inner, result.policy, job.task_seed, out, max_steps)
+        total, reason = render_episode(
+            inner, result.policy, job.task_seed, out, max_steps, width=width
+        )
     typer.echo(
         f"trained on task {job.task_seed} of {inner.env_id} for {inner.steps:,} steps: final "
         f"return {result.fitness:.2f}; rendered episode return {total:.2f}"

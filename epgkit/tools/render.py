@@ -63,8 +63,10 @@ def render_episode(
     out: str | Path,
     max_steps: int = 300,
     every: int = 2,
+    width: int | None = None,
 ) -> tuple[float, str | None]:
-    """Runs one episode of the trained policy (its mean action) and writes a GIF of it.
+    """Runs one episode of the trained policy (its mean action) and writes a GIF of it,
+    ``width`` pixels wide if given (the height scaled alike), else as large as the env renders.
 
     Returns:
         The episode's return, and None or why no picture could be made.
@@ -101,6 +103,9 @@ def render_episode(
         env.close()
     if reason is None and frames:
         images = [Image.fromarray(f) for f in frames]
+        if width is not None:
+            height = max(1, round(images[0].height * width / images[0].width))
+            images = [image.resize((width, height), Image.LANCZOS) for image in images]
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         with naming(out):
             images[0].save(
