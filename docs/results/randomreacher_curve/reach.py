@@ -1,0 +1,79 @@
+"""Do the trained Reacher policies reach? An episode of each trained policy's mean action.
+
+Trains the loss and its tuned PPO on the held-out tasks of ``--seed`` exactly as ``epgkit
+train`` does (same jobs, same batches of ``Experiment.batch_size``, so the same final returns),
+keeps each final policy, and runs one episode of its mean action (as ``epgkit render`` does)
+on its task; an arm that does not move (zero action) runs the same episodes. Prints, per
+method, the mean return of those episodes and the fingertip's distance to the target at the
+start and the end of the episode, and how many of the 20 end within 5 cm of it.
+
+    python docs/results/randomreacher_curve/reach.py SOURCE SEED [BINDING ...]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+import numpy as np
+import torch
+
+import epgkit.run.train as tt
+from epgkit.run.sources import load_source
+
+
+def distance(env) -> float:
+    body = env.unwrapped.get_body_com
+    return float(np.linalg.norm((body("fingertip") - body("target"))[:2]))
+
+
+def episode(loop, policy, task_seed: int) -> tuple[float, float, float]:
+    """Return, start and end distance of one episode of ``policy``'s mean action (None: zero
+    action)."""
+    env = loop.make_env(task_seed)
+    dims = loop.dims()
+    obs, _ = env.reset(seed=task_seed % 2**31)
+    start, total, done = distance(env), 0.0, False
+    pi = loop.policy_for(dims)
+    while not done:
+        if policy is None:
+            act = np.zeros(dims.act_dim)
+        else:
+            theta = {k: torch.from_numpy(v).unsqueeze(0) for k, v in policy.items()
+                     if not k.startswith("obs_")}  # fmt: skip
+            s = np.clip((obs - policy["obs_mean"]) / policy["obs_std"], -10, 10)
+            with torch.no_grad():
+                dist = pi.dist(theta, torch.tensor(s, dtype=torch.float32)[None, None])
+                act = np.clip(pi.mode(dist)[0, 0].numpy(), dims.act_low, dims.act_high)
+        obs, reward, term, trunc, _ = env.step(act)
+        total, done = total + float(reward), term or trunc
+    end = distance(env)
+    env.close()
+    return total, start, end
+
+
+def main() -> None:
+    source, seed, bindings = load_source(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+    exp = tt.build(source, ["include 'baselines/randomreacher.gin'", *bindings])
+    loops = tt.methods(exp, ["ppo"], None, None)
+    jobs = tt.test_jobs(source.phi, 20, seed)
+    k = exp.batch_size
+    rows = {}
+    for name, loop in loops.items():
+        mine = jobs if name == tt.LEARNED else [
+            dataclasses.replace(j, phi=np.zeros(0, np.float32)) for j in jobs]  # fmt: skip
+        results = [r for i in range(0, len(mine), k) for r in loop.run(mine[i : i + k], True)]
+        rows[name] = [(r.fitness, *episode(loop, r.policy, r.task_seed)) for r in results]
+    rows["still arm"] = [(np.nan, *episode(loops[tt.LEARNED], None, j.task_seed)) for j in jobs]
+    print(
+        "method       final return  mean-action return  start dist  end dist (median)  within 5 cm"
+    )
+    for name, r in rows.items():
+        a = np.array(r)
+        print(f"{name:10} {np.mean(a[:, 0]):14.2f} {np.mean(a[:, 1]):19.2f} "
+              f"{np.mean(a[:, 2]):11.3f} {np.mean(a[:, 3]):9.3f} ({np.median(a[:, 3]):.3f}) "
+              f"{int(np.sum(a[:, 3] < 0.05)):8d} of {len(a)}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
