@@ -131,6 +131,21 @@ def test_a_curve_weighted_run_logs_both_and_keeps_the_best_objective(tmp_path):
     assert meta["fitness_mean"] == best["fitness_mean"]
 
 
+def test_the_fitness_plot_adds_the_learning_curve_only_where_it_was_logged(tmp_path, monkeypatch):
+    from epgkit.run import plotting
+
+    runs = {}
+    for name, bindings in (("plain", ()), ("curved", ("Experiment.fitness_curve = 0.5",))):
+        runs[name] = new_run(tmp_path / name)
+        evolve(experiment("Experiment.alpha_epochs = 0", *bindings), runs[name], Serial())
+    labels = []
+    monkeypatch.setattr(plotting, "_save", lambda fig, out: labels.extend(
+        line.get_label() for line in fig.axes[0].get_lines()))  # fmt: skip
+    plotting.plot_fitness([runs["plain"].path, runs["curved"].path], tmp_path / "f.png")
+    assert "curved learning curve" in labels and "plain learning curve" not in labels
+    assert {"plain mean", "curved mean", "plain max", "curved max"} <= set(labels)
+
+
 def test_no_best_loss_while_every_epoch_is_guided(tmp_path):
     run = new_run(tmp_path / "run")
     evolve(experiment("Experiment.alpha_epochs = 10"), run, Serial())

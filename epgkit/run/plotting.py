@@ -42,7 +42,8 @@ def _fitness_rows(run_dir: Path) -> list[dict]:
 def plot_fitness(
     run_dirs: Sequence[str | Path], out: str | Path, labels: Sequence[str] | None = None
 ) -> Path:
-    """Mean fitness with its ±std band and the max, one colour per run; writes ``out``.
+    """Mean fitness with its ±std band and the max, one colour per run, and dashed the mean
+    of the learning curves for runs evolved with ``Experiment.fitness_curve``; writes ``out``.
 
     Raises:
         RunDirError: A ``metrics.jsonl`` has a damaged line (nothing is written then).
@@ -72,6 +73,9 @@ def plot_fitness(
             color=line.get_color(),
             label=f"{label} max",
         )
+        if all("curve_mean" in r for r in rows):  # Experiment.fitness_curve > 0
+            curve = [r["curve_mean"] for r in rows]
+            ax.plot(epochs, curve, "--", color=line.get_color(), label=f"{label} learning curve")
     ax.set_xlabel("epoch")
     ax.set_ylabel("ES fitness (final return of the inner loops)")
     ax.grid(alpha=0.3)
