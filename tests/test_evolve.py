@@ -98,13 +98,14 @@ def test_the_learning_curve_weights_each_training_episode_by_its_length():
 
 
 def test_the_es_objective_blends_final_return_and_curve_and_fails_at_any_weight():
-    early, late = [(100, 10.0), (200, 10.0)], [(100, 0.0), (200, 20.0)]
+    # Curves of 10 (0, then 20) and 11 (10, then 12): the late learner ends higher.
+    early, late = [(100, 10.0), (200, 12.0)], [(100, 0.0), (200, 20.0)]
     ran = [result(0, 20.0, late), result(1, 12.0, early)]
-    # The final return alone ranks the late learner first; half the curve ranks them equal...
+    # The final return alone, or half of it, ranks the late learner first...
     np.testing.assert_allclose(candidate_fitness(ran, 2), [20.0, 12.0])
-    np.testing.assert_allclose(candidate_fitness(ran, 2, 0.5), [15.0, 11.0])
-    # ... and the curve alone prefers the early one.
-    np.testing.assert_allclose(candidate_fitness(ran, 2, 1.0), [10.0, 10.0])
+    np.testing.assert_allclose(candidate_fitness(ran, 2, 0.5), [15.0, 11.5])
+    # ... the curve alone the early one.
+    np.testing.assert_allclose(candidate_fitness(ran, 2, 1.0), [10.0, 11.0])
     assert objective(result(0, 5.0, [(100, 1.0)]), 0.25) == pytest.approx(0.75 * 5 + 0.25 * 1)
     failed = result(0, -math.inf, [(100, 50.0)], "non-finite loss")
     assert all(objective(failed, w) == -math.inf for w in (0.0, 0.5, 1.0))

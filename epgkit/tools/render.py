@@ -12,7 +12,9 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -56,6 +58,24 @@ def render_problem(inner: InnerLoop, task_seed: int) -> str | None:
     return None
 
 
+def mean_action(inner: InnerLoop, policy: dict[str, np.ndarray]) -> Callable[[np.ndarray], Any]:
+    """The trained policy's mean action for a raw observation of ``inner``'s env, the
+    observation normalized with the moments training ended with (``Result.policy``)."""
+    dims = inner.dims()
+    pi = inner.policy_for(dims)
+    theta = {k: torch.from_numpy(v).unsqueeze(0) for k, v in policy.items()
+             if not k.startswith("obs_")}  # fmt: skip
+
+    def act(obs: np.ndarray) -> Any:
+        obs_n = np.clip((obs - policy["obs_mean"]) / policy["obs_std"], -10, 10)
+        with torch.no_grad():
+            dist = pi.dist(theta, torch.tensor(obs_n, dtype=torch.float32)[None, None])
+            a = pi.mode(dist)[0, 0].numpy()
+        return int(a[0]) if dims.discrete else np.clip(a, dims.act_low, dims.act_high)
+
+    return act
+
+
 def render_episode(
     inner: InnerLoop,
     policy: dict[str, np.ndarray],
@@ -74,10 +94,7 @@ def render_episode(
     from PIL import Image
 
     env = _rendering(inner).make_env(task_seed)
-    dims = inner.dims()
-    pi = inner.policy_for(dims)
-    theta = {k: torch.from_numpy(v).unsqueeze(0) for k, v in policy.items()
-             if not k.startswith("obs_")}  # fmt: skip
+    act = mean_action(inner, policy)
     obs, _ = env.reset(seed=task_seed % 2**31)
     frames, total, reason = [], 0.0, None
     try:
@@ -90,12 +107,7 @@ def render_episode(
                         reason = "no frames: " + render_failure(
                             env, inner.env_id, err, mujoco_gl_problem()
                         )
-            obs_n = np.clip((obs - policy["obs_mean"]) / policy["obs_std"], -10, 10)
-            with torch.no_grad():
-                dist = pi.dist(theta, torch.tensor(obs_n, dtype=torch.float32)[None, None])
-                act = pi.mode(dist)[0, 0].numpy()
-            action = int(act[0]) if dims.discrete else np.clip(act, dims.act_low, dims.act_high)
-            obs, reward, terminated, truncated, _ = env.step(action)
+            obs, reward, terminated, truncated, _ = env.step(act(obs))
             total += float(reward)
             if terminated or truncated:
                 break

@@ -16,10 +16,10 @@ import dataclasses
 import sys
 
 import numpy as np
-import torch
 
 import epgkit.run.train as tt
 from epgkit.run.sources import load_source
+from epgkit.tools.render import mean_action
 
 
 def distance(env) -> float:
@@ -31,21 +31,11 @@ def episode(loop, policy, task_seed: int) -> tuple[float, float, float]:
     """Return, start and end distance of one episode of ``policy``'s mean action (None: zero
     action)."""
     env = loop.make_env(task_seed)
-    dims = loop.dims()
+    act = mean_action(loop, policy) if policy is not None else lambda obs: np.zeros(2)
     obs, _ = env.reset(seed=task_seed % 2**31)
     start, total, done = distance(env), 0.0, False
-    pi = loop.policy_for(dims)
     while not done:
-        if policy is None:
-            act = np.zeros(dims.act_dim)
-        else:
-            theta = {k: torch.from_numpy(v).unsqueeze(0) for k, v in policy.items()
-                     if not k.startswith("obs_")}  # fmt: skip
-            s = np.clip((obs - policy["obs_mean"]) / policy["obs_std"], -10, 10)
-            with torch.no_grad():
-                dist = pi.dist(theta, torch.tensor(s, dtype=torch.float32)[None, None])
-                act = np.clip(pi.mode(dist)[0, 0].numpy(), dims.act_low, dims.act_high)
-        obs, reward, term, trunc, _ = env.step(act)
+        obs, reward, term, trunc, _ = env.step(act(obs))
         total, done = total + float(reward), term or trunc
     end = distance(env)
     env.close()
