@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -410,6 +411,9 @@ def test_render_trains_with_a_loss_and_writes_a_gif(tmp_path):
     out = epgkit("render", "zoo:pointgoal", "--out", str(gif))
     assert out.returncode == 0, out.stderr
     assert "final return" in out.stdout and out.stdout.strip().endswith(f"wrote {gif}")
+    # PointGoal reports no x_position: the episode is described without a distance.
+    assert re.search(r"rendered episode return -?\d+\.\d\d over \d+ steps \(", out.stdout)
+    assert "x moved" not in out.stdout
     from PIL import Image
 
     with Image.open(gif) as image:
@@ -428,6 +432,16 @@ def hopper_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                   "--workers", "0")  # fmt: skip
     assert done.returncode == 0, done.stderr
     return run
+
+
+def test_render_says_how_the_episode_ended_and_how_far_the_body_moved(tmp_path, hopper_run):
+    out = epgkit("render", str(hopper_run), "--out", str(tmp_path / "h.gif"), "--max-steps", "3")
+    assert out.returncode == 0, out.stderr
+    # Three steps are too few for a debug-trained hopper to fall: the GIF's limit ended it.
+    found = re.search(r"over (\d+) steps \((\w+)\), x moved ([+-]\d+\.\d\d)", out.stdout)
+    assert found, out.stdout
+    assert found[1] == "3" and found[2] == "max_steps"
+    assert abs(float(found[3])) < 0.5  # three steps of 8 ms: the hopper has barely moved
 
 
 @pytest.mark.parametrize("backend", ["disable", "osmesa"])

@@ -44,15 +44,13 @@ def render(
         if problem := render_problem(inner, job.task_seed):
             cannot(problem)
         (result,) = inner.run([job], keep_policy=True)
-        total, reason = render_episode(
-            inner, result.policy, job.task_seed, out, max_steps, width=width
-        )
+        episode = render_episode(inner, result.policy, job.task_seed, out, max_steps, width=width)
     typer.echo(
         f"trained on task {job.task_seed} of {inner.env_id} for {inner.steps:,} steps: final "
-        f"return {result.fitness:.2f}; rendered episode return {total:.2f}"
+        f"return {result.fitness:.2f}; rendered episode {episode.describe()}"
     )
-    if reason:
-        cannot(reason)
+    if episode.reason:
+        cannot(episode.reason)
     typer.echo(f"wrote {out}")
 
 

@@ -76,6 +76,32 @@ def mean_action(inner: InnerLoop, policy: dict[str, np.ndarray]) -> Callable[[np
     return act
 
 
+@dataclasses.dataclass(frozen=True)
+class Episode:
+    """What the rendered episode did: whether a GIF shows locomotion or a fall is in numbers.
+
+    Attributes:
+        total: The episode's return.
+        steps: Env steps taken.
+        ended: ``"terminated"`` (e.g. the hopper fell), ``"truncated"`` (the env's time
+            limit) or ``"max_steps"`` (the GIF's limit, the episode still going).
+        x_moved: How far the body moved along x, for envs whose ``info`` reports
+            ``x_position`` (Hopper, Walker, HalfCheetah); else None.
+        reason: None, or why no picture could be made.
+    """
+
+    total: float
+    steps: int
+    ended: str
+    x_moved: float | None
+    reason: str | None
+
+    def describe(self) -> str:
+        """One line, e.g. ``return 127.53 over 105 steps (terminated), x moved +1.02``."""
+        line = f"return {self.total:.2f} over {self.steps} steps ({self.ended})"
+        return line if self.x_moved is None else f"{line}, x moved {self.x_moved:+.2f}"
+
+
 def render_episode(
     inner: InnerLoop,
     policy: dict[str, np.ndarray],
@@ -84,19 +110,17 @@ def render_episode(
     max_steps: int = 300,
     every: int = 2,
     width: int | None = None,
-) -> tuple[float, str | None]:
+) -> Episode:
     """Runs one episode of the trained policy (its mean action) and writes a GIF of it,
     ``width`` pixels wide if given (the height scaled alike), else as large as the env renders.
-
-    Returns:
-        The episode's return, and None or why no picture could be made.
     """
     from PIL import Image
 
     env = _rendering(inner).make_env(task_seed)
     act = mean_action(inner, policy)
-    obs, _ = env.reset(seed=task_seed % 2**31)
+    obs, start = env.reset(seed=task_seed % 2**31)
     frames, total, reason = [], 0.0, None
+    ended, steps, x_start, x_end = "max_steps", 0, start.get("x_position"), None
     try:
         for t in range(max_steps):
             if t % every == 0 and reason is None:
@@ -107,9 +131,11 @@ def render_episode(
                         reason = "no frames: " + render_failure(
                             env, inner.env_id, err, mujoco_gl_problem()
                         )
-            obs, reward, terminated, truncated, _ = env.step(act(obs))
-            total += float(reward)
+            obs, reward, terminated, truncated, info = env.step(act(obs))
+            total, steps = total + float(reward), t + 1
+            x_end = info.get("x_position")
             if terminated or truncated:
+                ended = "terminated" if terminated else "truncated"
                 break
     finally:
         env.close()
@@ -123,4 +149,5 @@ def render_episode(
             images[0].save(
                 out, save_all=True, append_images=images[1:], duration=40 * every, loop=0
             )
-    return total, reason
+    x_moved = None if x_start is None or x_end is None else float(x_end - x_start)
+    return Episode(total, steps, ended, x_moved, reason)
