@@ -1,0 +1,81 @@
+"""Do trained Hopper (or Walker) policies locomote? An episode of each one's mean action.
+
+Trains the loss and its ``ppo`` baseline on the held-out tasks of SEED exactly as ``epgkit
+train`` does (same jobs, same batches of ``Experiment.batch_size``, so the same final returns),
+keeps each final policy, and runs one episode of its mean action (as ``epgkit render`` does) on
+its task; a body given zero action runs the same episodes. Prints, per method, the mean final
+return, the mean-action episode's return, length (steps until the fall or the time limit of
+1,000) and distance along x (metres), its mean speed, and how many episodes lasted 1,000 steps.
+A forward dive is ≈ 100 steps and ≈ 1 m; a gait is longer and further.
+
+    python docs/results/locomotion/gait.py SOURCE SEED BASELINE_GIN [--runs N] [--steps U]
+        [--only METHOD] [-b BINDING ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+
+import epgkit.run.train as tt
+from epgkit.run.sources import load_source
+from epgkit.tools.render import mean_action
+
+
+def episode(loop, policy, task_seed: int) -> tuple[float, int, float, float]:
+    """Return, length, x distance and mean x speed of one episode of ``policy``'s mean action
+    (None: zero action)."""
+    env = loop.make_env(task_seed)
+    dims = loop.dims()
+    act = mean_action(loop, policy) if policy is not None else lambda obs: np.zeros(dims.act_dim)
+    obs, info = env.reset(seed=task_seed % 2**31)
+    x0, total, steps, done = info["x_position"], 0.0, 0, False
+    while not done:
+        obs, reward, term, trunc, info = env.step(act(obs))
+        total, steps, done = total + float(reward), steps + 1, term or trunc
+    moved = float(info["x_position"] - x0)
+    speed = moved / (steps * env.unwrapped.dt)
+    env.close()
+    return total, steps, moved, speed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("source")
+    parser.add_argument("seed", type=int)
+    parser.add_argument("baseline_gin", help="e.g. baselines/randomhopper_velocity.gin")
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--only", default=None, help="train only this method (epg or ppo)")
+    parser.add_argument("-b", "--binding", action="append", default=[], help="a gin binding")
+    args = parser.parse_args()
+    source = load_source(args.source)
+    exp = tt.build(source, [f"include '{args.baseline_gin}'", *args.binding])
+    loops = tt.methods(exp, ["ppo"], None, args.steps)
+    jobs = tt.test_jobs(source.phi, args.runs, args.seed)
+    k = exp.batch_size
+    rows = {}
+    for name, loop in loops.items():
+        if args.only not in (None, name):
+            continue
+        mine = jobs if name == tt.LEARNED else [
+            dataclasses.replace(j, phi=np.zeros(0, np.float32)) for j in jobs]  # fmt: skip
+        results = [r for i in range(0, len(mine), k) for r in loop.run(mine[i : i + k], True)]
+        rows[name] = [(r.fitness, *episode(loop, r.policy, r.task_seed)) for r in results]
+    any_loop = loops[tt.LEARNED]
+    rows["zero action"] = [(np.nan, *episode(any_loop, None, j.task_seed)) for j in jobs]
+    print(f"U = {any_loop.steps:,} steps, {len(jobs)} tasks of seed {args.seed}")
+    print("method        final return  mean-action return  length (median)  x metres (median)"
+          "  speed m/s  1,000 steps")  # fmt: skip
+    for name, r in rows.items():
+        a = np.array(r)
+        print(f"{name:12} {np.mean(a[:, 0]):13.2f} {np.mean(a[:, 1]):19.2f} "
+              f"{np.mean(a[:, 2]):7.0f} ({np.median(a[:, 2]):4.0f}) "
+              f"{np.mean(a[:, 3]):10.2f} ({np.median(a[:, 3]):5.2f}) {np.mean(a[:, 4]):10.2f} "
+              f"{int(np.sum(a[:, 2] >= 1000)):7d} of {len(a)}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
