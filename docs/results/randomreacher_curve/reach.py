@@ -7,13 +7,14 @@ on its task; an arm that does not move (zero action) runs the same episodes. Pri
 method, the mean return of those episodes and the fingertip's distance to the target at the
 start and the end of the episode, and how many of the 20 end within 5 cm of it.
 
-    python docs/results/randomreacher_curve/reach.py SOURCE SEED [BINDING ...]
+    python docs/results/randomreacher_curve/reach.py SOURCE SEED [--runs N] [--steps U]
+        [--only METHOD] [BINDING ...]
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-import sys
 
 import numpy as np
 
@@ -43,13 +44,22 @@ def episode(loop, policy, task_seed: int) -> tuple[float, float, float]:
 
 
 def main() -> None:
-    source, seed, bindings = load_source(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("source")
+    parser.add_argument("seed", type=int)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=None, help="U (default: the loss's)")
+    parser.add_argument("--only", default=None, help="train only this method (epg or ppo)")
+    args, bindings = parser.parse_known_args()
+    source = load_source(args.source)
     exp = tt.build(source, ["include 'baselines/randomreacher.gin'", *bindings])
-    loops = tt.methods(exp, ["ppo"], None, None)
-    jobs = tt.test_jobs(source.phi, 20, seed)
+    loops = tt.methods(exp, ["ppo"], None, args.steps)
+    jobs = tt.test_jobs(source.phi, args.runs, args.seed)
     k = exp.batch_size
     rows = {}
     for name, loop in loops.items():
+        if args.only not in (None, name):
+            continue
         mine = jobs if name == tt.LEARNED else [
             dataclasses.replace(j, phi=np.zeros(0, np.float32)) for j in jobs]  # fmt: skip
         results = [r for i in range(0, len(mine), k) for r in loop.run(mine[i : i + k], True)]
