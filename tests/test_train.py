@@ -50,6 +50,19 @@ def test_held_out_tasks_are_disjoint_from_evolution_and_shared_by_methods(run_di
     assert type(loops["ppo"].loss).__name__ == "PPOLoss" and loops["ppo"].guide is None
 
 
+def test_trained_policies_are_run_methods_with_the_policies_kept(run_dir):
+    source = load_source(str(run_dir))
+    loops = tt.methods(tt.build(source), ["ppo"], None, None)
+    jobs = tt.test_jobs(source.phi, 3, seed=2)
+    kept = tt.trained_policies(loops, jobs, 2)
+    # The same jobs in the same batches on the same code path: the same numbers, bit for bit.
+    for method, results in tt.run_methods(loops, jobs, 2, Serial()).items():
+        assert [r.fitness for r in kept[method]] == [r.fitness for r in results]
+        assert [r.task_seed for r in kept[method]] == [j.task_seed for j in jobs]
+        assert all(r.policy is None for r in results)
+        assert all(r.policy and "obs_mean" in r.policy for r in kept[method])
+
+
 def test_summary_matches_the_curves_last_points_and_plots_are_written(run_dir, tmp_path):
     source = load_source(str(run_dir))
     loops = tt.methods(tt.build(source), ["ppo", "reinforce"], None, None)

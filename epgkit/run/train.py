@@ -130,18 +130,37 @@ def test_jobs(phi: np.ndarray, runs: int, seed: int) -> list[Job]:
             enumerate(zip(task_seeds, seeds, strict=True))]  # fmt: skip
 
 
-def run_methods(
-    loops: dict[str, InnerLoop], jobs: list[Job], batch_size: int, executor: Executor
-) -> dict[str, list[Result]]:
-    """Runs every method on the same jobs, all batches submitted at once."""
-    batches, owners = [], []
+def _batches(
+    loops: dict[str, InnerLoop], jobs: list[Job], batch_size: int
+) -> list[tuple[str, InnerLoop, list[Job]]]:
+    """Each method's jobs (a baseline's without φ) cut into batches run in lockstep."""
+    batches = []
     for name, loop in loops.items():
         method_jobs = jobs if name == LEARNED else [
             dataclasses.replace(j, phi=np.zeros(0, np.float32)) for j in jobs]  # fmt: skip
         for i in range(0, len(jobs), batch_size):
-            batches.append((loop, method_jobs[i : i + batch_size]))
-            owners.append(name)
+            batches.append((name, loop, method_jobs[i : i + batch_size]))
+    return batches
+
+
+def run_methods(
+    loops: dict[str, InnerLoop], jobs: list[Job], batch_size: int, executor: Executor
+) -> dict[str, list[Result]]:
+    """Runs every method on the same jobs, all batches submitted at once."""
+    batches = _batches(loops, jobs, batch_size)
+    done = checked(executor.map(run_batch, [(loop, part) for _, loop, part in batches]))
     out: dict[str, list[Result]] = {name: [] for name in loops}
-    for name, results in zip(owners, checked(executor.map(run_batch, batches)), strict=True):
+    for (name, _, _), results in zip(batches, done, strict=True):
         out[name].extend(results)
+    return out
+
+
+def trained_policies(
+    loops: dict[str, InnerLoop], jobs: list[Job], batch_size: int
+) -> dict[str, list[Result]]:
+    """``run_methods`` in this process, keeping each final policy (``Result.policy``): the
+    same batches, so the same final returns, for a script that then looks at the policies."""
+    out: dict[str, list[Result]] = {name: [] for name in loops}
+    for name, loop, part in _batches(loops, jobs, batch_size):
+        out[name].extend(loop.run(part, keep_policy=True))
     return out

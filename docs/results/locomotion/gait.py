@@ -15,7 +15,6 @@ A forward dive is ≈ 100 steps and ≈ 1 m; a gait is longer and further.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 import numpy as np
 
@@ -55,16 +54,11 @@ def main() -> None:
     exp = tt.build(source, [f"include '{args.baseline_gin}'", *args.binding])
     loops = tt.methods(exp, ["ppo"], None, args.steps)
     jobs = tt.test_jobs(source.phi, args.runs, args.seed)
-    k = exp.batch_size
-    rows = {}
-    for name, loop in loops.items():
-        if args.only not in (None, name):
-            continue
-        mine = jobs if name == tt.LEARNED else [
-            dataclasses.replace(j, phi=np.zeros(0, np.float32)) for j in jobs]  # fmt: skip
-        results = [r for i in range(0, len(mine), k) for r in loop.run(mine[i : i + k], True)]
-        rows[name] = [(r.fitness, *episode(loop, r.policy, r.task_seed)) for r in results]
     any_loop = loops[tt.LEARNED]
+    chosen = {name: loop for name, loop in loops.items() if args.only in (None, name)}
+    rows = {}
+    for name, results in tt.trained_policies(chosen, jobs, exp.batch_size).items():
+        rows[name] = [(r.fitness, *episode(chosen[name], r.policy, r.task_seed)) for r in results]
     rows["zero action"] = [(np.nan, *episode(any_loop, None, j.task_seed)) for j in jobs]
     print(f"U = {any_loop.steps:,} steps, {len(jobs)} tasks of seed {args.seed}")
     print("method        final return  mean-action return  length (median)  x metres (median)"

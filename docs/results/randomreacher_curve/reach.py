@@ -14,7 +14,6 @@ start and the end of the episode, and how many of the 20 end within 5 cm of it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 import numpy as np
 
@@ -55,15 +54,10 @@ def main() -> None:
     exp = tt.build(source, ["include 'baselines/randomreacher.gin'", *bindings])
     loops = tt.methods(exp, ["ppo"], None, args.steps)
     jobs = tt.test_jobs(source.phi, args.runs, args.seed)
-    k = exp.batch_size
+    chosen = {name: loop for name, loop in loops.items() if args.only in (None, name)}
     rows = {}
-    for name, loop in loops.items():
-        if args.only not in (None, name):
-            continue
-        mine = jobs if name == tt.LEARNED else [
-            dataclasses.replace(j, phi=np.zeros(0, np.float32)) for j in jobs]  # fmt: skip
-        results = [r for i in range(0, len(mine), k) for r in loop.run(mine[i : i + k], True)]
-        rows[name] = [(r.fitness, *episode(loop, r.policy, r.task_seed)) for r in results]
+    for name, results in tt.trained_policies(chosen, jobs, exp.batch_size).items():
+        rows[name] = [(r.fitness, *episode(chosen[name], r.policy, r.task_seed)) for r in results]
     rows["still arm"] = [(np.nan, *episode(loops[tt.LEARNED], None, j.task_seed)) for j in jobs]
     print(
         "method       final return  mean-action return  start dist  end dist (median)  within 5 cm"
