@@ -444,6 +444,30 @@ def test_render_says_how_the_episode_ended_and_how_far_the_body_moved(tmp_path, 
     assert abs(float(found[3])) < 0.5  # three steps of 8 ms: the hopper has barely moved
 
 
+def test_the_rendered_episode_is_measured_from_where_the_body_started(hopper_run, tmp_path):
+    import epgkit.run.train as tt
+    from epgkit.run.sources import load_source
+    from epgkit.tools.render import mean_action, render_episode
+
+    source = load_source(str(hopper_run))
+    inner = tt.methods(tt.build(source), [], None, None)[tt.LEARNED]
+    (job,) = tt.test_jobs(source.phi, 1, 0)
+    (result,) = inner.run([job], keep_policy=True)
+    # The numbers do not need frames: without GL here the episode runs all the same.
+    episode = render_episode(inner, result.policy, job.task_seed, tmp_path / "h.gif", 1000)
+    env, act = inner.make_env(job.task_seed), mean_action(inner, result.policy)
+    obs, _ = env.reset(seed=job.task_seed % 2**31)
+    x0, steps, done = float(env.unwrapped.data.qpos[0]), 0, False
+    while not done and steps < 1000:
+        obs, _, terminated, truncated, _ = env.step(act(obs))
+        steps, done = steps + 1, terminated or truncated
+    assert episode.steps == steps and episode.ended == (
+        "terminated" if terminated else "truncated" if truncated else "max_steps"
+    )
+    assert episode.x_moved == pytest.approx(float(env.unwrapped.data.qpos[0]) - x0)
+    env.close()
+
+
 @pytest.mark.parametrize("backend", ["disable", "osmesa"])
 def test_render_without_gl_says_why_in_one_line_before_training(tmp_path, hopper_run, backend):
     gif = tmp_path / "h.gif"
