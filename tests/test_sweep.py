@@ -178,13 +178,14 @@ def test_a_2x2_grid_gives_four_runs_and_a_summary_matching_their_logs(tmp_path):
     with open(tmp_path / "summary.csv") as f:
         table = list(csv.DictReader(f))
     assert [r["point"] for r in table] == [r.point.name for r in rows]
-    finals = [float(r["final_fitness_mean"]) for r in table]
+    finals = [float(r["final_objective"]) for r in table]
     assert finals == sorted(finals, reverse=True)
     for r in table:
         logged = metrics(Path(r["run_dir"]))
         assert float(r["final_fitness_mean"]) == logged[-1]["fitness_mean"]
+        assert r["final_objective"] == r["final_fitness_mean"]  # no learning curve in the fitness
         unguided = [m["fitness_mean"] for m in logged if m["alpha"] == 0]
-        assert r["best_fitness_mean"] == (repr(max(unguided)) if unguided else "")
+        assert r["best_objective"] == (repr(max(unguided)) if unguided else "")
         assert int(r["epochs_done"]) == len(logged) == int(r["epochs"]) == 2
         assert float(r["wall_s"]) == sum(m["wall_s"] for m in logged)
         assert float(r["OpenES.sigma"]) in (0.02, 0.05)
@@ -270,6 +271,21 @@ def test_a_sweep_of_two_sigmas_runs_both(tmp_path):
     assert sigmas == {0.01, 0.02}  # the ES really used each point's σ
 
 
+def test_a_sweep_over_the_curve_weight_ranks_each_point_by_what_its_es_maximized(tmp_path):
+    sweep, rows = run(
+        tmp_path, ["Experiment.fitness_curve=[0.0, 1.0]"], ("Experiment.alpha_epochs = 0",)
+    )
+    by_weight = {r.point.values[0]: r for r in rows}
+    plain, curve = (metrics(Path(by_weight[w].run_dir)) for w in (0.0, 1.0))
+    assert "objective_mean" not in plain[-1]
+    assert by_weight[0.0].final == by_weight[0.0].final_fitness == plain[-1]["fitness_mean"]
+    # At w = 1 the objective is the learning curve alone, not the final return.
+    assert by_weight[1.0].final == curve[-1]["objective_mean"] == curve[-1]["curve_mean"]
+    assert by_weight[1.0].final != by_weight[1.0].final_fitness == curve[-1]["fitness_mean"]
+    assert by_weight[1.0].best == max(m["objective_mean"] for m in curve)
+    assert [r.final for r in rows] == sorted((r.final for r in rows), reverse=True)
+
+
 def test_summary_puts_points_without_a_finite_fitness_last(tmp_path):
     sweep, _ = run(tmp_path, ["OpenES.sigma=[0.02, 0.05]"])
     broken = sweep.point_dir(sweep.points[0]) / "metrics.jsonl"
@@ -278,7 +294,7 @@ def test_summary_puts_points_without_a_finite_fitness_last(tmp_path):
     rows = summary.summarize(sweep)
     assert rows[-1].point == sweep.points[0] and rows[-1].final is None and rows[-1].best is None
     summary.write_summary(sweep, rows)
-    assert "| – | – |" in (tmp_path / "summary.md").read_text()
+    assert "| – | – | – |" in (tmp_path / "summary.md").read_text()
 
 
 def test_wandb_offline_groups_the_points_of_a_sweep(tmp_path, monkeypatch):

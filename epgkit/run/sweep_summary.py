@@ -15,7 +15,8 @@ from epgkit.run.rundir import RunDir
 from epgkit.run.sweep_plan import Plan, Point
 
 CSV_COLUMNS = (
-    "best_fitness_mean",
+    "best_objective",
+    "final_objective",
     "final_fitness_mean",
     "epochs_done",
     "epochs",
@@ -40,36 +41,43 @@ class Sweep(Protocol):
 
 @dataclass(frozen=True)
 class Row:
-    """One point's line of the summary; fitness is None where no epoch has a finite one
-    (``best`` counts only epochs without guidance, α = 0)."""
+    """One point's line of the summary. ``best`` and ``final`` are the ES's objective (see
+    `objective`); ``best`` counts only epochs without guidance (α = 0), as evolve's best loss
+    does. A value is None where no epoch has a finite one."""
 
     point: Point
     best: float | None
     final: float | None
+    final_fitness: float | None
     epochs: int
     of: int
     wall_s: float
     run_dir: str
 
 
+def objective(metrics: dict) -> float | None:
+    """What the ES maximized in an epoch: ``objective_mean`` where the run weighs in the
+    learning curve (``Experiment.fitness_curve`` > 0), else the final returns' mean. Points of
+    a sweep over the curve's weight are ranked by what each one optimized."""
+    return metrics.get("objective_mean", metrics.get("fitness_mean"))
+
+
 def summarize(sweep: Sweep) -> list[Row]:
-    """One row per point from its metrics.jsonl, best final fitness first."""
+    """One row per point from its metrics.jsonl, best final objective first."""
     rows = []
     for point, of in zip(sweep.points, sweep.epochs, strict=True):
         run_dir = sweep.point_dir(point)
         metrics = RunDir(run_dir).metrics()  # a crashed point may end in a torn line
         # As evolve's best loss: only epochs where the learned loss alone trained (α = 0).
-        means = [
-            m["fitness_mean"]
-            for m in metrics
-            if m.get("fitness_mean") is not None and not m.get("alpha")
+        scores = [
+            score for m in metrics if (score := objective(m)) is not None and not m.get("alpha")
         ]
-        final = metrics[-1].get("fitness_mean") if metrics else None
         rows.append(
             Row(
                 point,
-                max(means) if means else None,
-                final,
+                max(scores) if scores else None,
+                objective(metrics[-1]) if metrics else None,
+                metrics[-1].get("fitness_mean") if metrics else None,
                 len(metrics),
                 of,
                 sum(m["wall_s"] for m in metrics),
@@ -92,6 +100,7 @@ def write_summary(sweep: Sweep, rows: list[Row]) -> None:
                     *map(repr, r.point.values),
                     _num(r.best),
                     _num(r.final),
+                    _num(r.final_fitness),
                     r.epochs,
                     r.of,
                     repr(r.wall_s),
@@ -121,12 +130,14 @@ def table(sweep: Sweep, rows: list[Row]) -> str:
         + (f"; bindings: {'; '.join(p.bindings)}" if p.bindings else "")
         + f"; {len(sweep.points)} of {p.size()} grid points"
         + (f" (sampled, seed {p.seed})" if p.samples is not None else "")
-        + ". Sorted by final fitness_mean, best first; wall time is the sum of the epochs'.",
+        + ". Objective: what the ES maximized, the final returns' mean unless"
+        + " Experiment.fitness_curve > 0. Sorted by final objective, best first;"
+        + " wall time is the sum of the epochs'.",
         "",
         "| # | "
         + " | ".join(a.binding for a in p.axes)
-        + " | best fitness_mean | final fitness_mean | epochs | wall (s) | run |",
-        "|---:|" + "---:|" * len(p.axes) + "---:|---:|---:|---:|:---|",
+        + " | best objective | final objective | final fitness_mean | epochs | wall (s) | run |",
+        "|---:|" + "---:|" * len(p.axes) + "---:|---:|---:|---:|---:|:---|",
     ]
     for i, r in enumerate(rows):
         cells = [
@@ -134,6 +145,7 @@ def table(sweep: Sweep, rows: list[Row]) -> str:
             *(repr(v) for v in r.point.values),
             _fmt(r.best),
             _fmt(r.final),
+            _fmt(r.final_fitness),
             f"{r.epochs}/{r.of}",
             f"{r.wall_s:.1f}",
             f"`{r.point.name}`",
