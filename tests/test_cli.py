@@ -160,6 +160,18 @@ class MyLoss(ReinforceLoss):
 '''
 
 
+def test_train_takes_its_tasks_from_bindings_as_from_flags(tmp_path):
+    # As `epgkit train SOURCE -b "$(cat OUT/config.gin)"` does: flags left out do not override.
+    common = ("train", "zoo:pointgoal", "--workers", "0", "-b", "TestTime.steps = 64")
+    flags = epgkit(*common, "--runs", "2", "--seed", "3", "--out", str(tmp_path / "flags"))
+    bound = epgkit(*common, "-b", "TestTime.runs = 2", "-b", "TestTime.seed = 3",
+                   "--out", str(tmp_path / "bound"))  # fmt: skip
+    assert flags.returncode == bound.returncode == 0, flags.stderr + bound.stderr
+    seeds = [json.loads((tmp_path / d / "summary.json").read_text())["methods"]["epg"]["task_seeds"]
+             for d in ("flags", "bound")]  # fmt: skip
+    assert seeds[0] == seeds[1] and len(seeds[0]) == 2
+
+
 def test_list_imports_a_users_module_to_show_what_it_registers(tmp_path):
     (tmp_path / "my_losses.py").write_text(USER_LOSS)
     env = {"PYTHONPATH": str(tmp_path)}
@@ -198,6 +210,9 @@ def test_list_imports_a_users_module_to_show_what_it_registers(tmp_path):
         (["evolve", "quickstart", "-b", "InnerLoop.loss = @EPGLos()"], "Known losses:"),
         (["envs", "show", "epgkit/RandomHopr-v0"], "Close registered ids: epgkit/RandomHopper-v0"),
         (["envs", "show", "nothing-like-it"], "epgkit's task families: "),
+        (["envs", "show", "epgkit/PointGoal-v0", "--seed", "-1"], "'--seed'"),
+        (["render", "zoo:pointgoal", "--seed", "-1"], "'--seed'"),
+        (["analyze", "kl", "zoo:pointgoal", "--seed", "-1"], "'--seed'"),
     ],
 )
 def test_user_mistakes_get_one_message_and_exit_code_2(tmp_path, args, message):

@@ -40,15 +40,17 @@ def test_readme_shows_the_two_setup_commands_and_ci_runs_the_second():
 @pytest.mark.parametrize("workers", ["0", "1"])
 def test_custom_loss_and_env_from_the_readme_evolve(user_dir: Path, workers: str):
     run = user_dir / "run"
-    # The user's folder, then this checkout's epgkit (not another one the venv may install).
-    path = os.pathsep.join([str(user_dir), str(ROOT)])
+    # The `epgkit` command, as the user runs it from the folder of their modules, which is not
+    # on PYTHONPATH: that holds only this checkout (not another epgkit the venv may install).
+    script = Path(sys.executable).with_name("epgkit")
+    assert script.is_file(), "the install puts the epgkit command beside the interpreter"
     out = subprocess.run(
-        [sys.executable, "-m", "epgkit.cli", "evolve", str(ROOT / "gin/quickstart.gin"),
+        [str(script), "evolve", str(ROOT / "gin/quickstart.gin"),
          str(ROOT / "gin/debug.gin"), "--run-dir", str(run), "--workers", workers,
          "-b", "import my_losses", "-b", "import my_envs",
          "-b", "InnerLoop.loss = @LinearLoss()", "-b", "InnerLoop.env_id = 'my_envs:Drift-v0'"],
         capture_output=True, text=True, cwd=user_dir, timeout=300,
-        env={**os.environ, "PYTHONPATH": path},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "LinearLoss" in out.stdout and "(|φ| = 4)" in out.stdout  # obs 1 + act 1 + 2

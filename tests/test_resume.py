@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-from epgkit.run.rundir import RunDir
+from epgkit.run.rundir import LOG_DIGESTS, RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 W = 4  # debug.gin: Experiment.inner_loops
@@ -116,6 +117,31 @@ def test_logs_written_twice_or_edited_are_refused_untouched(run):
     edited = json.loads(text[2]) | {"fitness_mean": 1e6}
     (run / "metrics.jsonl").write_text("".join([*text[:2], json.dumps(edited) + "\n"]))
     refused(run, "metrics.jsonl, line 3", "differs from what checkpoint.pt holds")
+
+
+EDITED = {"metrics": ("metrics.jsonl", 0), "records": ("inner_loops.jsonl", W + 1)}
+
+
+@pytest.mark.parametrize(("name", "line"), EDITED.values(), ids=EDITED.keys())
+def test_a_log_edited_before_its_last_epoch_is_refused_untouched(run, name, line):
+    text = lines(run / name)
+    row = json.loads(text[line])
+    row["fitness" if "fitness" in row else "fitness_mean"] += 1.0
+    text[line] = json.dumps(row) + "\n"
+    (run / name).write_text("".join(text))
+    refused(run, name, "the lines of epochs 0 to 1 are not those the run wrote")
+
+
+def test_a_checkpoint_from_before_log_digests_resumes_and_gains_them(run, runs):
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert set(json.loads(ckpt.pop(LOG_DIGESTS))) == {"metrics.jsonl", "inner_loops.jsonl"}
+    torch.save(ckpt, run / "checkpoint.pt")  # as an older epgkit wrote it
+    out = resume(run, "-b", "Experiment.epochs = 4")
+    assert out.returncode == 0, out.stderr
+    assert untimed(run) == untimed(runs["four"])
+    after = json.loads(torch.load(run / "checkpoint.pt", weights_only=True)[LOG_DIGESTS])
+    for name in ("metrics.jsonl", "inner_loops.jsonl"):  # the whole log, as written
+        assert after[name] == hashlib.sha256((run / name).read_bytes()).hexdigest()
 
 
 # A kill after the checkpoint of epoch 2, at every moment of its logs' appends: records then

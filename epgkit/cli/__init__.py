@@ -8,6 +8,7 @@ on it when their modules are imported here: ``runs`` (evolve, train, sweep, plot
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import typer
@@ -38,6 +39,12 @@ def main(argv: list[str] | None = None) -> None:
     usage block; the bare command and command groups still show their help.
     """
     usage, no_args, abort = (_click_errors(n) for n in ("UsageError", "NoArgsIsHelpError", "Abort"))
+    # As under `python -m epgkit`: the user's modules in the working directory (`-b 'import
+    # my_losses'`, `my_envs:Drift-v0`) import without PYTHONPATH, here and in the Dask workers
+    # this process spawns (they inherit its sys.path). Appended, so that a file there cannot
+    # shadow an installed package.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         code = app(argv, standalone_mode=False, prog_name="epgkit")
     except no_args:  # typer has printed the help already

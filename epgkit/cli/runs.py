@@ -84,8 +84,11 @@ def train(
         str | None, typer.Option(help="Test on another env id, same spaces (TestTime.env_id).")
     ] = None,
     runs: Annotated[
-        int, typer.Option(min=1, help="Held-out tasks, one inner loop each (TestTime.runs).")
-    ] = 20,
+        int | None,
+        typer.Option(
+            min=1, help="Held-out tasks, one inner loop each (TestTime.runs; default 20)."
+        ),
+    ] = None,
     steps: Annotated[
         int | None, typer.Option(help="Env steps U of each run (TestTime.steps).")
     ] = None,
@@ -102,8 +105,9 @@ def train(
     ] = None,
     scheduler: Scheduler = None,
     seed: Annotated[
-        int, typer.Option(help="Seed of the held-out tasks and runs (TestTime.seed).")
-    ] = 0,
+        int | None,
+        typer.Option(help="Seed of the held-out tasks and runs (TestTime.seed; default 0)."),
+    ] = None,
     use_wandb: Wandb = False,
     wandb_project: WandbProject = "epgkit",
     debug: Debug = False,

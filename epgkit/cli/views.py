@@ -16,7 +16,7 @@ def render(
     source: Source,
     env: Annotated[str | None, typer.Option(help="Another env id with the same spaces.")] = None,
     out: Annotated[str, typer.Option(help="GIF to write.")] = "policy.gif",
-    seed: Annotated[int, typer.Option(help="Seed of the held-out task.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the held-out task.")] = 0,
     steps: Annotated[int | None, typer.Option(help="Env steps U of training.")] = None,
     max_steps: Annotated[int, typer.Option(min=1, help="Longest episode to render.")] = 300,
     width: Annotated[
@@ -63,7 +63,7 @@ def envs_show(
     env_id: Annotated[str, typer.Argument(help="A registered env id, e.g. epgkit/RandomHopper-v0")],
     tasks: Annotated[int, typer.Option(min=1, help="How many tasks to sample.")] = 4,
     out: Annotated[str | None, typer.Option(help="PNG to write.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the sampled tasks.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the sampled tasks.")] = 0,
     debug: Debug = False,
 ) -> None:
     """Render one frame per sampled task into a PNG and print each task's parameters."""
@@ -163,7 +163,9 @@ _Out = Annotated[
     str | None,
     typer.Option(help="Output folder (default: RUN_DIR/analyze/<time> or runs/analyze/<time>)."),
 ]
-_Seed = Annotated[int, typer.Option(help="Seed of the held-out tasks and runs (as in train).")]
+_Seed = Annotated[
+    int, typer.Option(min=0, help="Seed of the held-out tasks and runs (as in train).")
+]
 
 
 def _analyze(kind: str, source: str, env: str | None, runs: int, steps: int | None,

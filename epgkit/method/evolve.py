@@ -132,7 +132,7 @@ def _record(epoch: int, r: Result) -> dict[str, Any]:
 
 #: Checkpoint keys the outer loop writes itself; a strategy's state takes the others.
 RUN_KEYS = ("epoch", "env_steps", "best_fitness", "best_phi", "metrics_line", "records",
-            *past_init.POOL_KEYS)  # fmt: skip
+            "log_digests", *past_init.POOL_KEYS)  # fmt: skip
 
 
 def save_state(strategy: Strategy, state: Any) -> dict[str, Any]:

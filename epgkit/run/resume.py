@@ -15,7 +15,8 @@ So the logs may lack lines of the last checkpointed epoch only, and may end in a
 Resuming cuts the torn line and appends the missing lines from the checkpoint; it never removes
 a complete line. Anything else (a log missing earlier epochs or ahead of the checkpoint, lines
 that differ from what the checkpoint holds, logs without a checkpoint) is not a crash's doing
-and is refused, naming what disagrees, with the run directory untouched.
+and is refused, naming what disagrees, with the run directory untouched. The checkpoint holds
+the last epoch's lines and a digest of all of them, so an edit anywhere is caught.
 
 A run kept in version control may hold its (large) ``inner_loops.jsonl`` gzipped, as
 ``inner_loops.jsonl.gz``: where the log itself is missing, resuming unpacks that beside it (the
@@ -45,12 +46,14 @@ from epgkit.method.strategies import Strategy
 from epgkit.run.renamed import upgrade
 from epgkit.run.rundir import (
     CHECKPOINT,
+    LOG_DIGESTS,
     METRICS,
     OPERATIVE,
     RECORDS,
     RunDirError,
-    json_safe,
+    digest,
     jsonl_rows,
+    log_line,
 )
 
 
@@ -92,9 +95,10 @@ def plan_repair(run_path: Path, ckpt: dict[str, Any] | None) -> LogRepair:
                 )
         return LogRepair()
     done = ckpt["epoch"]
-    last_records = [_line(r) for r in json.loads(ckpt["records"])]
+    last_records = [log_line(r) for r in json.loads(ckpt["records"])]
     w = len(last_records)
-    last_metrics = [_line(json.loads(ckpt["metrics_line"]))]
+    last_metrics = [log_line(json.loads(ckpt["metrics_line"]))]
+    sums = json.loads(ckpt.get(LOG_DIGESTS, "{}"))
     cuts, appends, unpack = [], [], []
     for path, per_epoch, last in ((records, w, last_records), (metrics, 1, last_metrics)):
         if not path.exists() and _packed(path).is_file():
@@ -103,6 +107,8 @@ def plan_repair(run_path: Path, ckpt: dict[str, Any] | None) -> LogRepair:
         if size is not None:
             cuts.append((path, size))
         kept = _check(path, rows, per_epoch, done, last)
+        if path.name in sums:
+            _check_digest(path, rows[: (done - 1) * per_epoch], last, sums[path.name], done)
         if kept < len(last):
             appends.append((path, tuple(last[kept:])))
     return LogRepair(tuple(cuts), tuple(appends), tuple(unpack))
@@ -120,9 +126,16 @@ def _unpacked(path: Path) -> bytes:
         raise RunDirError(f"{_packed(path)} cannot be unpacked ({err}); cannot resume") from None
 
 
-def _line(row: dict[str, Any]) -> str:
-    """A log line as ``RunDir.append`` writes it."""
-    return json.dumps(json_safe(row))
+def _check_digest(path: Path, earlier: list, last: list[str], expected: str, done: int) -> None:
+    """Refuses a log whose lines before the last epoch (which ``_check`` compares line by line)
+    are not those the run wrote: the checkpoint holds the digest of all of them."""
+    if digest([*(log_line(row) for _, row in earlier), *last]).hexdigest() != expected:
+        span = "epoch 0" if done == 2 else f"epochs 0 to {done - 2}"
+        raise RunDirError(
+            f"{path}: the lines of {span} are not those the run wrote ({CHECKPOINT} holds "
+            "their digest); the log was edited, cannot resume. Restore it (or its .gz) or "
+            "start a new run"
+        )
 
 
 def _complete(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], int | None]:

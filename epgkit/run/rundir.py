@@ -11,6 +11,7 @@ which never executes code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -18,6 +19,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +41,29 @@ OPERATIVE = "operative_config.gin"
 #: loses nothing).
 CHECKPOINT_KEYS = {"epoch": int, "env_steps": int, "best_fitness": float,
                    "best_phi": torch.Tensor, "metrics_line": str, "records": str}  # fmt: skip
+#: The checkpoint's digest of each log's lines (JSON: file name → sha256), so that a resume
+#: refuses a log edited anywhere, not only in the last epoch's lines. Runs checkpointed before
+#: it existed have none and resume without that check.
+LOG_DIGESTS = "log_digests"
 
 
 class RunDirError(ValueError):
     """A run directory that cannot be used as asked (exists, missing, corrupt)."""
+
+
+def log_line(row: dict[str, Any]) -> str:
+    """A log line as the run writes it (without its newline); parsing it and writing it again
+    gives the same text."""
+    return json.dumps(json_safe(row))
+
+
+def digest(lines: Iterable[str], start: Any = None) -> Any:
+    """A sha256 over log lines (``start``, a hashlib object, carried on), as
+    ``LOG_DIGESTS`` keeps it."""
+    h = hashlib.sha256() if start is None else start.copy()
+    for line in lines:
+        h.update(line.encode() + b"\n")
+    return h
 
 
 def json_safe(value: Any) -> Any:
@@ -201,6 +222,7 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._digests: dict[str, Any] = {}  # log name → sha256 of its lines so far
 
     def holds_run(self) -> bool:
         """Whether the folder already holds (part of) a run."""
@@ -235,7 +257,7 @@ class RunDir:
     def append(self, name: str, rows: list[dict[str, Any]]) -> None:
         """Appends JSON lines to ``name``."""
         with naming(self.path / name), open(self.path / name, "a") as f:
-            f.writelines(json.dumps(json_safe(r)) + "\n" for r in rows)
+            f.writelines(log_line(r) + "\n" for r in rows)
 
     def metrics(self) -> list[dict[str, Any]]:
         """Every epoch's metrics so far."""
@@ -255,9 +277,24 @@ class RunDir:
         are appended only once it is complete, so a kill at any moment leaves a run that
         ``epgkit.run.resume`` can complete (or refuses)."""
         lines = {"metrics_line": json.dumps(metrics), "records": json.dumps(records)}
-        self.save_checkpoint({**state, **lines})
+        after = {
+            RECORDS: digest(map(log_line, records), self._log_digest(RECORDS)),
+            METRICS: digest([log_line(metrics)], self._log_digest(METRICS)),
+        }
+        sums = json.dumps({name: h.hexdigest() for name, h in after.items()})
+        self.save_checkpoint({**state, **lines, LOG_DIGESTS: sums})
         self.append(RECORDS, records)
         self.append(METRICS, [metrics])
+        self._digests = after
+
+    def _log_digest(self, name: str) -> Any:
+        """The digest of a log's lines so far: read once from the file (which a resume has
+        checked against the checkpoint), then carried from epoch to epoch."""
+        if name not in self._digests:
+            path = self.path / name
+            rows = jsonl_rows(path) if path.exists() else []
+            self._digests[name] = digest(log_line(row) for _, row in rows)
+        return self._digests[name]
 
     def save_loss(self, best: bool, phi: np.ndarray, meta: dict[str, Any]) -> None:
         """Writes the best loss so far (``best_loss.pt``) or the latest φ (``loss.pt``)."""
