@@ -103,8 +103,9 @@ def test_bindings_override_files_and_land_in_the_config_string():
 
 @pytest.mark.parametrize("fragment", FRAGMENTS)
 def test_fragments_apply_on_top_of_an_experiment(fragment):
-    # debug.gin last, as its header says: it shrinks what a fragment sets too (the ES's V).
-    config.parse(["quickstart.gin", fragment, "debug.gin"])
+    # debug.gin last, as its header says: it shrinks what a fragment sets too (the ES's V); a U
+    # of 1,024 holds whole rollouts of every tuned baseline (M ≤ 512).
+    config.parse(["quickstart.gin", fragment, "debug.gin"], ["InnerLoop.steps = 1024"])
     exp = config.build(Experiment)
     assert exp.baselines and all(b.guide is None for b in exp.baselines.values())
     for loop in exp.baselines.values():

@@ -26,6 +26,7 @@ def render(
     debug: Debug = False,
 ) -> None:
     """Train a fresh policy with the loss on a held-out task, then render an episode of it."""
+    from epgkit.method.inner_loop import checked, run_batch
     from epgkit.run import train as tt
     from epgkit.run.paths import check_file
     from epgkit.run.sources import load_source
@@ -43,7 +44,7 @@ def render(
         # Checked before training, which may take long, to produce a GIF that cannot be made.
         if problem := render_problem(inner, job.task_seed):
             cannot(problem)
-        (result,) = inner.run([job], keep_policy=True)
+        ((result,),) = checked([run_batch(inner, [job], keep_policy=True)])
         episode = render_episode(inner, result.policy, job.task_seed, out, max_steps, width=width)
     typer.echo(
         f"trained on task {job.task_seed} of {inner.env_id} for {inner.steps:,} steps: final "

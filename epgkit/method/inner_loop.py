@@ -295,15 +295,18 @@ class InnerLoop:
         return torch.from_numpy(np.ascontiguousarray(flat[:, :p]))
 
 
-def run_batch(inner: InnerLoop, jobs: Sequence[Job]) -> list[Result] | UserCodeError:
-    """Dask task: one batch of inner loops on one single-threaded worker.
+def run_batch(
+    inner: InnerLoop, jobs: Sequence[Job], keep_policy: bool = False
+) -> list[Result] | UserCodeError:
+    """Dask task: one batch of inner loops on one single-threaded worker (or in this process,
+    made single-threaded likewise: torch's threads change the bits of a long inner loop).
 
     The user's env or loss raising is returned, not raised: it would raise again on every try,
     and Dask retries a task that raises. ``checked`` raises it in the driver.
     """
     torch.set_num_threads(1)
     try:
-        return inner.run(jobs)
+        return inner.run(jobs, keep_policy)
     except UserCodeError as err:
         return err
 

@@ -160,7 +160,9 @@ def trained_policies(
 ) -> dict[str, list[Result]]:
     """``run_methods`` in this process, keeping each final policy (``Result.policy``): the
     same batches, so the same final returns, for a script that then looks at the policies."""
+    batches = _batches(loops, jobs, batch_size)
+    done = checked([run_batch(loop, part, True) for _, loop, part in batches])
     out: dict[str, list[Result]] = {name: [] for name in loops}
-    for name, loop, part in _batches(loops, jobs, batch_size):
-        out[name].extend(loop.run(part, keep_policy=True))
+    for (name, _, _), results in zip(batches, done, strict=True):
+        out[name].extend(results)
     return out
