@@ -190,6 +190,11 @@ def evolve(
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     resumed = None if resume is None else str(resume)
     with prepare([str(c) for c in configs], [*bindings, *flags], resumed) as prepared:  # locked
+        if prepared.finished:  # nothing to run, so nothing is written either
+            echo(f"epgkit: {prepared.run.path} has done all its {prepared.exp.epochs} epochs; "
+                 f"nothing to do (to add epochs: epgkit evolve --resume {prepared.run.path} "
+                 f"-b 'Experiment.epochs = N')")  # fmt: skip
+            return Run(prepared.run.path)
         if dashboard:
             _check_dashboard(prepared.launch.where())
         with (
@@ -251,6 +256,7 @@ def train(
     total = len(training.loops) * training.test.runs
     operative = training.source.meta["operative_config"]
     with (
+        training,  # holds the output directory's lock
         training.launch.start() as executor,
         Progress(echo) as progress,
         track_training(training.out, progress, total, _wandb(wandb), operative) as tracker,

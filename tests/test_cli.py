@@ -193,7 +193,8 @@ def test_list_imports_a_users_module_to_show_what_it_registers(tmp_path):
         (["evolve", "quickstart", "-b", "InnerLoop.update_every = 128"], "buffer_size"),
         (["evolve", "quickstart", "-b", "InnerLoop.minibatch = 64"], "minibatch"),
         (["evolve", "quickstart", "-b", "OpenES.sigma = 0.0"], "sigma"),
-        (["evolve", "--resume", "/nonexistent/run"], "not an epgkit run directory"),
+        (["evolve", "--resume", "/nonexistent/run"], "--resume /nonexistent/run: no such directory"),
+        (["train", "zoo:pointgoal", "--out", ""], "run_dir is empty"),
         (
             ["evolve", "quickstart", "--init-loss", "zoo:randomhopper-velocity-small"],
             "(EPGLoss, 17,349 parameters) does not fit this run's loss",
@@ -240,6 +241,58 @@ def test_an_existing_run_directory_is_refused_and_left_untouched(tmp_path):
     again = epgkit("evolve", "quickstart", "gin/debug.gin", "--run-dir", str(run), "--workers", "0")
     assert again.returncode == 2 and "already holds a run" in again.stderr
     assert snapshot(run) == before
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run = tmp_path_factory.mktemp("finished") / "r"
+    out = epgkit("evolve", "quickstart", "gin/debug.gin", "--run-dir", str(run), "--workers", "0")
+    assert out.returncode == 0, out.stderr
+    return run
+
+
+def test_resuming_a_finished_run_says_so_and_writes_nothing(finished_run):
+    before = snapshot(finished_run)
+    out = epgkit("evolve", "--resume", str(finished_run), "--workers", "0")
+    assert out.returncode == 0, out.stderr
+    assert "has done all its 2 epochs; nothing to do" in out.stdout
+    assert snapshot(finished_run) == before  # no file changed, none added (no lock left)
+
+
+def test_a_training_writes_only_into_a_new_or_empty_folder(tmp_path, finished_run):
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("mine")
+    before = snapshot(finished_run), snapshot(used)
+    for out_dir, message in [(finished_run, "holds an evolution's run"),
+                             (used, "is not empty (notes.txt)")]:  # fmt: skip
+        out = epgkit("train", str(finished_run), "--runs", "1", "--workers", "0", "--out",
+                     str(out_dir))  # fmt: skip
+        assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert (snapshot(finished_run), snapshot(used)) == before
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = epgkit("train", str(finished_run), "--runs", "1", "--workers", "0", "--out", str(empty))
+    assert out.returncode == 0 and (empty / "summary.json").is_file(), out.stderr
+    again = epgkit("train", str(finished_run), "--runs", "1", "--workers", "0", "--out", str(empty))
+    assert again.returncode == 2 and "already holds a test-time training" in again.stderr
+
+
+def test_only_an_evolutions_run_directory_resumes(tmp_path, finished_run):
+    training = tmp_path / "t"
+    out = epgkit("train", str(finished_run), "--runs", "1", "--workers", "0", "--out", str(training))
+    assert out.returncode == 0, out.stderr
+    copied = tmp_path / "copied"
+    copied.mkdir()
+    shutil.copy(ROOT / "gin/quickstart.gin", copied / "config.gin")
+    for folder, message in [(training, "a test-time training's output, not an evolution"),
+                            (copied, "not an epgkit run directory")]:  # fmt: skip
+        before = snapshot(folder)
+        out = epgkit("evolve", "--resume", str(folder), "--workers", "0")
+        assert out.returncode == 2 and message in out.stderr, out.stderr
+        assert snapshot(folder) == before
+    into = epgkit("evolve", "quickstart", "--run-dir", str(training), "--workers", "0")
+    assert into.returncode == 2 and "holds a test-time training's output" in into.stderr
 
 
 def test_debug_flag_shows_the_traceback():

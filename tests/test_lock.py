@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from epgkit.run.lock import LOCK, Busy, DirLock
+from epgkit.run.lock import LOCK, Busy, DirLock, claim
 from epgkit.run.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,6 +139,17 @@ def test_a_lock_is_reentrant_in_its_process_and_a_released_start_leaves_no_trace
     outer.release()
     outer.release()  # a second release is harmless
     assert list(tmp_path.iterdir()) == []  # the folders the lock made are gone
+
+
+def test_claims_of_one_name_get_a_folder_each_and_never_a_used_one(tmp_path):
+    (tmp_path / "20261202-120000").mkdir()  # a run's, say
+    a_path, a = claim(tmp_path, "20261202-120000")
+    b_path, b = claim(tmp_path, "20261202-120000")  # the same second, in one process
+    assert (a_path.name, b_path.name) == ("20261202-120000-2", "20261202-120000-3")
+    assert (a_path / LOCK).is_file() and (b_path / LOCK).is_file()
+    a.release()
+    b.release()
+    assert [p.name for p in tmp_path.iterdir()] == ["20261202-120000"]  # unused claims go
 
 
 def test_sweep_refuses_a_sweep_or_a_point_in_use_and_resumes_once_free(tmp_path):

@@ -160,6 +160,11 @@ class Launch:
 
     def __post_init__(self) -> None:
         checks.check(self)
+        if self.run_dir is not None and not str(self.run_dir).strip():
+            raise ValueError(
+                "Launch: run_dir is empty; name a directory (--run-dir, --out) or leave it "
+                "unset for the default"
+            )
         if not self.worker_timeout > 0:
             raise ValueError(
                 f"Launch: worker_timeout must be > 0 seconds, got {self.worker_timeout}"

@@ -22,12 +22,20 @@ from epgkit.registry import index
 from epgkit.run import config, preflight
 from epgkit.run.cluster import Executor, Launch, local_processes
 from epgkit.run.dask_cluster import idle_workers
-from epgkit.run.lock import DirLock
+from epgkit.run.lock import DirLock, claim
 from epgkit.run.paths import check_dir, exists, naming
 from epgkit.run.plotting import plot_fitness
 from epgkit.run.renamed import upgrade
 from epgkit.run.resume import check_config, plan_repair
-from epgkit.run.rundir import BEST_LOSS, CHECKPOINT, LAST_LOSS, RunDir, RunDirError
+from epgkit.run.rundir import (
+    BEST_LOSS,
+    CHECKPOINT,
+    LAST_LOSS,
+    META,
+    SUMMARY,
+    RunDir,
+    RunDirError,
+)
 from epgkit.run.sources import load_source
 
 #: What ``--resume`` may change: where the run goes on (``Launch`` and the clusters' bindings,
@@ -64,6 +72,11 @@ class Prepared:
     done: int = 0  # epochs the run has done already (its checkpoint's)
     phi0: np.ndarray | None = None  # Experiment.init_loss's φ, for a run without a checkpoint
     lock: DirLock | None = None
+
+    @property
+    def finished(self) -> bool:
+        """A resumed run that has done all its epochs already: nothing to run or write."""
+        return self.resume and self.done >= self.exp.epochs
 
     def close(self) -> None:
         """Releases the run directory (a start refused after ``prepare`` leaves no trace)."""
@@ -125,31 +138,52 @@ def prepare(
         Busy: Another process writes the run directory.
     """
     if resume is not None:
-        if not (exists(resume, "--resume") and (Path(resume) / "config.gin").is_file()):
-            raise RunDirError(f"--resume {resume}: not an epgkit run directory (no config.gin)")
-        check_dir(resume, "--resume")  # a read-only place
+        _check_resumable(resume)
         if configs:
             raise config.ConfigError(
                 "--resume takes its config from the run directory; give no config files"
             )
-    lock = DirLock(resume) if resume is not None else None
+    held: list[DirLock] = []  # released if the start is refused
     try:
-        if lock is not None:  # the checkpoint and logs are read under the lock
-            lock.acquire()
-        prepared = _prepare(configs, bindings, resume)
-        if lock is None:  # a new run: refused if another process writes its folder, or did
+        if resume is not None:  # the checkpoint and logs are read under the lock
+            held.append(DirLock(resume).acquire())
+        prepared = _prepare(configs, bindings, resume, held)
+        if not held:  # a new run where the user said: refused if another process writes there
             check_dir(prepared.run.path, "--run-dir")  # a file there, a read-only place, ...
-            lock = DirLock(prepared.run.path).acquire()
+            held.append(DirLock(prepared.run.path).acquire())
             prepared.run.check_free()
     except BaseException:
-        if lock is not None:
+        for lock in held:
             lock.release()
         raise
-    prepared.lock = lock
+    prepared.lock = held[0]
     return prepared
 
 
-def _prepare(configs: Sequence[str], bindings: Sequence[str], resume: str | None) -> Prepared:
+def _check_resumable(resume: str) -> None:
+    """Refuses a ``--resume`` of anything but an evolution's run directory (a training's
+    output, a folder with a config.gin copied in), before its lock is taken."""
+    if not exists(resume, "--resume"):
+        raise RunDirError(f"--resume {resume}: no such directory")
+    run = RunDir(resume)
+    if not run.is_run():
+        what = (
+            "a test-time training's output, not an evolution"
+            if (run.path / SUMMARY).exists()
+            else "not an epgkit run directory"
+        )
+        raise RunDirError(
+            f"--resume {resume}: {what} (a run that `epgkit evolve` started holds config.gin "
+            f"and {META})"
+        )
+    check_dir(resume, "--resume")  # a read-only place
+
+
+def _prepare(
+    configs: Sequence[str], bindings: Sequence[str], resume: str | None, held: list[DirLock]
+) -> Prepared:
+    """Builds and checks the run; a new run without ``Launch.run_dir`` claims a directory of
+    its own, whose lock goes into ``held``."""
     ckpt = None
     if resume is not None:
         run = RunDir(resume)
@@ -172,9 +206,12 @@ def _prepare(configs: Sequence[str], bindings: Sequence[str], resume: str | None
     paths = config.parse(configs, bindings)
     launch = config.build(Launch)
     if launch.run_dir is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path = Path("runs") / paths[0].stem / time.strftime("%Y%m%d-%H%M%S")
+        check_dir(path, "--run-dir")
+        path, lock = claim(path.parent, path.name)
+        held.append(lock)
         with gin.unlock_config():
-            gin.bind_parameter(RUN_DIR, str(Path("runs") / paths[0].stem / stamp))
+            gin.bind_parameter(RUN_DIR, str(path))
         launch = config.build(Launch)
     launch = replace(launch, cluster=config.build(launch.where))
     # Built once; policy None: the env's action space chooses.

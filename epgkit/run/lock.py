@@ -1,4 +1,5 @@
-"""One writer per directory: the lock that ``evolve``, ``evolve --resume`` and ``sweep`` hold.
+"""One writer per directory: the lock that ``evolve``, ``evolve --resume``, ``sweep`` and
+``train`` hold.
 
 The lock is a file ``lock`` in the directory, saying who holds it (host, PID, since when,
 command line), and a POSIX record lock (``fcntl.lockf``) on that file. The kernel drops a
@@ -18,6 +19,7 @@ not alive on this host.
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import platform
@@ -97,6 +99,31 @@ class DirLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def claim(parent: Path, name: str) -> tuple[Path, DirLock]:
+    """A new directory ``parent/name`` (else ``name-2``, ``name-3``, …), created and locked by
+    this process: commands started in the same second, each naming its output by the time,
+    get a directory each instead of refusing one another. Release the lock to give it back
+    (an empty directory it created is then removed).
+
+    Raises:
+        RunDirError: ``parent`` cannot be created or written in.
+    """
+    for n in itertools.count(1):
+        path = parent / (name if n == 1 else f"{name}-{n}")
+        if os.path.lexists(path):  # another run's, finished or not
+            continue
+        lock = DirLock(path)
+        try:
+            lock.acquire()
+        except Busy:  # another process claimed it first
+            continue
+        if any(entry.name != LOCK for entry in path.iterdir()):  # and had finished already
+            lock.release()
+            continue
+        return path, lock
+    raise AssertionError("unreachable")
 
 
 def holder(path: Path) -> dict[str, Any] | None:

@@ -34,6 +34,9 @@ CHECKPOINT = "checkpoint.pt"
 BEST_LOSS = "best_loss.pt"
 LAST_LOSS = "loss.pt"
 OPERATIVE = "operative_config.gin"
+META = "meta.json"
+#: What a test-time training writes beside its ``config.gin`` (not a run: nothing to resume).
+SUMMARY = "summary.json"
 
 #: What every checkpoint holds besides the strategy's state (whose keys the strategy checks when
 #: it loads them: ``phi``, ``m``, ``v``, ``step`` for OpenES): the epochs done, the best loss, and
@@ -225,11 +228,20 @@ class RunDir:
         self._digests: dict[str, Any] = {}  # log name → sha256 of its lines so far
 
     def holds_run(self) -> bool:
-        """Whether the folder already holds (part of) a run."""
+        """Whether the folder already holds (part of) a run, or a training's output."""
         return any((self.path / name).exists() for name in ("config.gin", CHECKPOINT, METRICS))
+
+    def is_run(self) -> bool:
+        """Whether the folder holds an evolution that ``--resume`` can continue: ``create``
+        writes ``meta.json`` before ``config.gin``, and a training writes no ``meta.json``."""
+        return (self.path / "config.gin").is_file() and (self.path / META).is_file()
 
     def check_free(self) -> None:
         """Refuses a folder that already holds a run (nothing there is touched)."""
+        if (self.path / SUMMARY).exists():
+            raise RunDirError(
+                f"{self.path} holds a test-time training's output; choose another --run-dir"
+            )
         if self.holds_run():
             raise RunDirError(
                 f"{self.path} already holds a run; pass --resume {self.path} to "
@@ -240,7 +252,6 @@ class RunDir:
         """Starts a new run; refuses a folder that already holds one."""
         self.check_free()
         (self.path / "plots").mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path / "config.gin", config)
         meta = {
             "argv": sys.argv,
             "config_files": files,
@@ -248,7 +259,8 @@ class RunDir:
             **git_state(),
             "host": platform.node(),
         }
-        atomic_write_text(self.path / "meta.json", json.dumps(meta, indent=2) + "\n")
+        atomic_write_text(self.path / META, json.dumps(meta, indent=2) + "\n")
+        atomic_write_text(self.path / "config.gin", config)  # last: now it is a run (is_run)
 
     def write_operative(self, text: str) -> None:
         """Writes the operative gin config (the values actually used)."""

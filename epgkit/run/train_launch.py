@@ -20,8 +20,9 @@ from epgkit.method.experiment import Experiment
 from epgkit.method.inner_loop import InnerLoop, Job
 from epgkit.run import config, preflight
 from epgkit.run.cluster import Executor, Launch, local_processes
+from epgkit.run.lock import LOCK, DirLock, claim
 from epgkit.run.paths import check_dir
-from epgkit.run.rundir import RunDirError, atomic_write_text
+from epgkit.run.rundir import SUMMARY, RunDir, RunDirError, atomic_write_text
 from epgkit.run.sources import Source, load_source
 from epgkit.run.train import (
     LEARNED,
@@ -34,8 +35,6 @@ from epgkit.run.train import (
     test_jobs,
     write_outputs,
 )
-
-SUMMARY = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -50,45 +49,89 @@ class Training:
     jobs: list[Job]
     out: Path
     config: str  # every binding, as config.gin records it
+    lock: DirLock  # held on ``out`` until ``close``
 
     @property
     def learned(self) -> InnerLoop:
         return self.loops[LEARNED]
 
+    def close(self) -> None:
+        """Releases the output directory (removed if the training wrote nothing there)."""
+        self.lock.release()
+
+    def __enter__(self) -> Training:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def default_out(source: str) -> Path:
-    """``RUN_DIR/train/<time>`` for a run directory, else ``runs/train/<time>``."""
+    """``RUN_DIR/train/<time>`` for a run directory, else ``runs/train/<time>`` (``-2``, ``-3``,
+    … appended by ``claim`` when another training took that name)."""
     base = Path(source) if Path(source).is_dir() else Path("runs")
     return base / "train" / time.strftime("%Y%m%d-%H%M%S")
+
+
+def _open_out(out: Path) -> DirLock:
+    """Locks a ``--out`` the user named, refused unless it is new or empty: a training never
+    writes over another's output or into an evolution's run directory."""
+    check_dir(out, "--out")
+    lock = DirLock(out).acquire()
+    try:
+        others = sorted(p.name for p in out.iterdir() if p.name != LOCK)
+        if (out / SUMMARY).exists():
+            raise RunDirError(f"{out} already holds a test-time training; choose another --out")
+        if RunDir(out).holds_run():
+            raise RunDirError(
+                f"--out {out} holds an evolution's run; a training writes into a new or empty "
+                "directory (by default RUN_DIR/train/<time>): choose another --out"
+            )
+        if others:
+            shown = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
+            raise RunDirError(
+                f"--out {out} is not empty ({shown}); a training writes into a new or empty "
+                "directory so that it overwrites nothing: choose another --out"
+            )
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def prepare_training(source_arg: str, bindings: Sequence[str] = ()) -> Training:
     """Loads the loss, builds its experiment with ``bindings`` (``TestTime.*``, ``Launch.*``,
     anything else), and checks everything a training needs before it writes anything.
 
+    The output directory is locked (``Training.close`` releases it): use as
+    ``with prepare_training(...) as training:``.
+
     Raises:
-        RunDirError: No such loss, a φ that does not fit, or an output that holds a training.
+        RunDirError: No such loss, a φ that does not fit, an output that is not new or empty,
+            or one another process writes.
         ConfigError: A bad binding or value.
     """
     source = load_source(source_arg)
     exp = build(source, bindings)
     test = config.build(TestTime)
     launch = config.build(Launch)
-    if launch.run_dir is None:
-        with gin.unlock_config():
-            gin.bind_parameter("Launch.run_dir", str(default_out(source_arg)))
-        launch = config.build(Launch)
     launch = replace(launch, cluster=config.build(launch.where))
     loops = methods(exp, test.baselines, test.env_id, test.steps)
     check_fits(loops[LEARNED], source)
     local = local_processes(launch.where())
     preflight.check_training(exp, loops, LEARNED, source.phi, test.runs, local)
-    out = Path(launch.run_dir)
-    check_dir(out, "--out")
-    if (out / SUMMARY).exists():
-        raise RunDirError(f"{out} already holds a test-time training; choose another --out")
     jobs = test_jobs(source.phi, test.runs, test.seed)
-    return Training(source, exp, test, launch, loops, jobs, out, gin.config_str())
+    if launch.run_dir is None:  # the output's name is recorded in its config.gin
+        out = default_out(source_arg)
+        check_dir(out, "--out")
+        out, lock = claim(out.parent, out.name)
+        with gin.unlock_config():
+            gin.bind_parameter("Launch.run_dir", str(out))
+        launch = replace(launch, run_dir=str(out))
+    else:
+        out = Path(launch.run_dir)
+        lock = _open_out(out)
+    return Training(source, exp, test, launch, loops, jobs, out, gin.config_str(), lock)
 
 
 def provenance(meta: dict[str, Any]) -> str:
