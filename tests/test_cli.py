@@ -193,7 +193,7 @@ def test_list_imports_a_users_module_to_show_what_it_registers(tmp_path):
         (["evolve", "quickstart", "-b", "InnerLoop.update_every = 128"], "buffer_size"),
         (["evolve", "quickstart", "-b", "InnerLoop.minibatch = 64"], "minibatch"),
         (["evolve", "quickstart", "-b", "OpenES.sigma = 0.0"], "sigma"),
-        (["evolve", "--resume", "/nonexistent/run"], "--resume /nonexistent/run: no such directory"),
+        (["evolve", "--resume", "/nonexistent/run"], "/nonexistent/run: no such directory"),
         (["train", "zoo:pointgoal", "--out", ""], "run_dir is empty"),
         (
             ["evolve", "quickstart", "--init-loss", "zoo:randomhopper-velocity-small"],
@@ -280,7 +280,8 @@ def test_a_training_writes_only_into_a_new_or_empty_folder(tmp_path, finished_ru
 
 def test_only_an_evolutions_run_directory_resumes(tmp_path, finished_run):
     training = tmp_path / "t"
-    out = epgkit("train", str(finished_run), "--runs", "1", "--workers", "0", "--out", str(training))
+    out = epgkit("train", str(finished_run), "--runs", "1", "--workers", "0", "--out",
+                 str(training))  # fmt: skip
     assert out.returncode == 0, out.stderr
     copied = tmp_path / "copied"
     copied.mkdir()
