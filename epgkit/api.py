@@ -101,10 +101,13 @@ def where(
     ``--dashboard`` and ``--run-dir``/``--out``); None leaves the config's choice.
 
     ``workers=0`` runs in this process (``Launch.cluster = @InProcess()``), ``workers=N`` on a
-    local cluster of N processes, ``scheduler`` on a running Dask scheduler (it wins over
-    ``workers``, which then counts nothing).
+    local cluster of N processes, ``scheduler`` on a running Dask scheduler (not both).
     """
     out = []
+    if workers is not None and scheduler is not None:
+        raise ConfigError(
+            "--workers starts local workers and --scheduler uses a running cluster's: give one"
+        )
     if workers is not None:
         if workers < 0:
             raise ConfigError(f"--workers must be ≥ 0, got {workers}")

@@ -195,6 +195,7 @@ def test_list_imports_a_users_module_to_show_what_it_registers(tmp_path):
         (["evolve", "quickstart", "-b", "OpenES.sigma = 0.0"], "sigma"),
         (["evolve", "--resume", "/nonexistent/run"], "/nonexistent/run: no such directory"),
         (["train", "zoo:pointgoal", "--out", ""], "run_dir is empty"),
+        (["evolve", "quickstart", "--workers", "2", "--scheduler", "tcp://x:1"], "give one"),
         (
             ["evolve", "quickstart", "--init-loss", "zoo:randomhopper-velocity-small"],
             "(EPGLoss, 17,349 parameters) does not fit this run's loss",
