@@ -229,6 +229,20 @@ def test_figure_17_architectures_reach_every_method_through_the_cli(tmp_path):
     assert "dpo" in done.stdout
 
 
+def test_a_test_time_env_binding_reaches_the_baselines_too():
+    """The loss file records ``ppo/InnerLoop.env_kwargs`` (its guide's), which an unscoped
+    binding does not override: PPO trained on the stock Hopper reward while the loss trained
+    on the one asked for."""
+    stock = "InnerLoop.env_kwargs = (('healthy_reward', 1.0),)"
+    source = load_source("zoo:randomhopper-velocity-small-lr15")
+    assert "ppo/InnerLoop.env_kwargs = (('healthy_reward', 0.0),)" in source.meta[
+        "operative_config"]  # fmt: skip
+    loops = tt.methods(tt.build(source, [stock]), ["ppo", "dpo"], None, None)
+    assert {loop.env_kwargs for loop in loops.values()} == {(("healthy_reward", 1.0),)}
+    default = tt.methods(tt.build(source), ["ppo"], None, None)
+    assert {loop.env_kwargs for loop in default.values()} == {(("healthy_reward", 0.0),)}
+
+
 def test_a_loss_that_does_not_fit_or_a_corrupt_file_is_refused(run_dir, tmp_path):
     source = load_source(str(run_dir))
     loops = tt.methods(tt.build(source), [], "epgkit/RandomHopper-v0", None)

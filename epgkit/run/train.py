@@ -67,12 +67,14 @@ def methods(
     resolve = getattr(exp.inner.loss, "resolve", None)
     loss = resolve(exp.inner.dims()) if resolve is not None else exp.inner.loss
     learned = dataclasses.replace(exp.inner, loss=loss)
-    # Baselines train the learned loss's policy: older loss files record theirs under their
-    # scope (``ppo/GaussianMLP.hidden``), which an unscoped test-time binding (Figure 17's
-    # ``GaussianMLP.hidden = (128, 128)``) would not reach. They start from a random θ: an
-    # evolved θ₀ (EPG+I, PPO+I) belongs to the loss file, and a baseline scope that a tuning
-    # fragment adds (``ppo_gl/``) would otherwise inherit ``InnerLoop.evolve_init = True``.
-    same_policy = {b: dataclasses.replace(known[b], policy=learned.policy, evolve_init=False)
+    # Baselines train the learned loss's policy in its env: loss files record theirs under
+    # their scope (``ppo/GaussianMLP.hidden``, ``ppo/InnerLoop.env_kwargs``), which an unscoped
+    # test-time binding (Figure 17's ``GaussianMLP.hidden = (128, 128)``, a reward's
+    # ``InnerLoop.env_kwargs``) would not reach. They start from a random θ: an evolved θ₀
+    # (EPG+I, PPO+I) belongs to the loss file, and a baseline scope that a tuning fragment adds
+    # (``ppo_gl/``) would otherwise inherit ``InnerLoop.evolve_init = True``.
+    same_policy = {b: dataclasses.replace(known[b], policy=learned.policy,
+                                          env_kwargs=learned.env_kwargs, evolve_init=False)
                    for b in baselines}  # fmt: skip
     loops = {LEARNED: learned, **same_policy}
     changes: dict[str, Any] = {}
