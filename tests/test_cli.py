@@ -214,6 +214,8 @@ def test_list_imports_a_users_module_to_show_what_it_registers(tmp_path):
         (["envs", "show", "nothing-like-it"], "epgkit's task families: "),
         (["envs", "show", "epgkit/PointGoal-v0", "--seed", "-1"], "'--seed'"),
         (["render", "zoo:pointgoal", "--seed", "-1"], "'--seed'"),
+        (["render", "zoo:pointgoal", "--out", "/tmp/policy.txt"], "give one of .gif, .webp"),
+        (["envs", "show", "epgkit/PointGoal-v0", "--out", "/tmp/e.txt"], "give one of .avif"),
         (["analyze", "kl", "zoo:pointgoal", "--seed", "-1"], "'--seed'"),
     ],
 )
@@ -439,6 +441,9 @@ def test_plot_compares_runs_and_refuses_non_runs(tmp_path):
     assert out.returncode == 0 and (tmp_path / "both.png").stat().st_size > 5_000
     bad = epgkit("plot", str(tmp_path))
     assert bad.returncode == 2 and "not an epgkit run directory" in bad.stderr
+    text = epgkit("plot", *runs, "--out", str(tmp_path / "both.txt"))
+    assert text.returncode == 2 and "give one of" in text.stderr and "Traceback" not in text.stderr
+    assert not (tmp_path / "both.txt").exists()
 
 
 def test_sweep_through_the_cli_resumes_and_refuses_another_grid(tmp_path):

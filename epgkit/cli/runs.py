@@ -175,7 +175,7 @@ def plot(
     debug: Debug = False,
 ) -> None:
     """Plot ES fitness against epoch for one or several runs (Figure 20 style)."""
-    from epgkit.run.paths import check_file, exists
+    from epgkit.run.paths import check_file, exists, figure_suffixes
     from epgkit.run.plotting import plot_fitness
     from epgkit.run.rundir import METRICS, RunDirError
 
@@ -185,5 +185,5 @@ def plot(
                 raise RunDirError(f"{d}: not an epgkit run directory (no {METRICS})")
         target = out or (str(Path(run_dirs[0]) / "plots" / "fitness.png") if len(run_dirs) == 1
                          else "fitness.png")  # fmt: skip
-        check_file(target, "--out")
+        check_file(target, "--out", figure_suffixes())
         typer.echo(str(plot_fitness(run_dirs, target)))

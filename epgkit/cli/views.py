@@ -34,7 +34,7 @@ def render(
     from epgkit.tools.render import render_episode, render_problem
 
     with user_errors(debug):
-        check_file(out, "--out")
+        check_file(out, "--out", (".gif", ".webp", ".png"))  # what Pillow animates
         mujoco_gl_problem()  # before the env is built: a broken GL backend breaks `import mujoco`
         source_ = load_source(source)
         loops = tt.methods(tt.build(source_, binding or []), [], env, steps)
@@ -71,12 +71,12 @@ def envs_show(
     import json
 
     from epgkit.envs.ids import takes_task_seed
-    from epgkit.run.paths import check_file
+    from epgkit.run.paths import check_file, figure_suffixes
     from epgkit.tools.envshow import show_tasks
 
     with user_errors(debug):
         target = Path(out or f"{env_id.replace('/', '_').replace(':', '_')}_tasks.png")
-        check_file(target, "--out")
+        check_file(target, "--out", figure_suffixes())
         task_list, message = show_tasks(env_id, tasks, target, seed=seed)
         family = takes_task_seed(env_id)
     for task in task_list:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
@@ -57,16 +57,28 @@ def check_dir(path: str | Path, what: str) -> None:
     _check_writable(path, what)
 
 
-def check_file(path: str | Path, what: str) -> None:
-    """Refuses a file that cannot be created or replaced; writes nothing.
+def check_file(path: str | Path, what: str, suffixes: Sequence[str] = ()) -> None:
+    """Refuses a file that cannot be created or replaced, or (``suffixes``, e.g. ``(".gif",)``)
+    whose name does not say a format the writer knows; writes nothing.
 
     Raises:
         PathError: One sentence naming the path and what is wrong with it.
     """
     path = Path(path)
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise PathError(
+            f"{what} {path}: the file's suffix says its format; give one of {', '.join(suffixes)}"
+        )
     if exists(path, what) and path.is_dir():
         raise PathError(f"{what} {path} is a directory; give the name of the file to write")
     _check_writable(path, what)
+
+
+def figure_suffixes() -> tuple[str, ...]:
+    """The file suffixes matplotlib can save a figure as (``.png``, ``.pdf``, ``.svg``, …)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return tuple(f".{kind}" for kind in sorted(FigureCanvasBase.get_supported_filetypes()))
 
 
 def exists(path: str | Path, what: str) -> bool:
