@@ -186,7 +186,8 @@ def refused(out: Done, code: int, message: str, nothing: Path) -> None:
 )
 def test_bad_values_are_refused_before_the_run_directory_is_created(tmp_path, args, message):
     run = tmp_path / "run"
-    out = epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0", *args)
+    where = [] if "--scheduler" in args else ["--workers", "0"]  # one of the two, not both
+    out = epgkit("evolve", *QUICK, "--run-dir", str(run), *where, *args)
     refused(out, 2, message, run)
 
 

@@ -65,12 +65,12 @@ def check_file(path: str | Path, what: str, suffixes: Sequence[str] = ()) -> Non
         PathError: One sentence naming the path and what is wrong with it.
     """
     path = Path(path)
+    if exists(path, what) and path.is_dir():
+        raise PathError(f"{what} {path} is a directory; give the name of the file to write")
     if suffixes and path.suffix.lower() not in suffixes:
         raise PathError(
             f"{what} {path}: the file's suffix says its format; give one of {', '.join(suffixes)}"
         )
-    if exists(path, what) and path.is_dir():
-        raise PathError(f"{what} {path} is a directory; give the name of the file to write")
     _check_writable(path, what)
 
 
