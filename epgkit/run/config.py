@@ -54,13 +54,6 @@ def resolve(name: str) -> Path:
     under ``gin/`` (``gin/quickstart.gin``, as a checkout spells it) is the shipped file
     wherever the command runs."""
     shipped = name.removeprefix("gin/")
-    if Path(name).is_dir():
-        run = (
-            " that holds a run: continue it with --resume"
-            if (Path(name) / "config.gin").is_file()
-            else ""
-        )
-        raise ConfigError(f"config file {name!r} is a directory{run}; give gin files")
     for candidate in (Path(name), GIN_DIR / shipped, GIN_DIR / f"{shipped}.gin"):
         try:
             if candidate.is_file():
@@ -182,13 +175,6 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> list[Pat
     import epgkit.components  # noqa: F401  (registers every built-in configurable)
 
     paths = [resolve(str(f)) for f in files]
-    for path in paths:
-        try:
-            path.read_text()
-        except UnicodeDecodeError as err:  # gin's own message names no file
-            raise ConfigError(
-                f"config file {str(path)!r} is not a gin text file ({err.reason})"
-            ) from None
     bindings = [upgrade(b) for b in bindings]  # old names of a recorded config, or of habit
     root = logging.getLogger()
     if not any(isinstance(f, _QuietIncludeMisses) for f in root.filters):
