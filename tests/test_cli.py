@@ -195,6 +195,11 @@ def test_list_imports_a_users_module_to_show_what_it_registers(tmp_path):
         (["evolve", "quickstart", "-b", "OpenES.sigma = 0.0"], "sigma"),
         (["evolve", "--resume", "/nonexistent/run"], "/nonexistent/run: no such directory"),
         (["train", "zoo:pointgoal", "--out", ""], "run_dir is empty"),
+        (["evolve", "docs/img/pointgoal_fitness.png"], "is not a gin text file"),
+        (
+            ["evolve", "docs/results/directionalhalfcheetah_small/run"],
+            "is a directory that holds a run: continue it",
+        ),
         (["evolve", "quickstart", "--workers", "2", "--scheduler", "tcp://x:1"], "give one"),
         (
             ["evolve", "quickstart", "--init-loss", "zoo:randomhopper-velocity-small"],

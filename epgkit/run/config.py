@@ -60,6 +60,10 @@ def resolve(name: str) -> Path:
                 return candidate
         except OSError as err:  # a name too long to look up
             raise ConfigError(f"config file {name!r}: {err.strerror}") from None
+    if Path(name).is_dir():  # not a shipped name either (a run directory named quickstart)
+        run = (Path(name) / "config.gin").is_file()
+        held = " that holds a run: continue it with --resume" if run else ""
+        raise ConfigError(f"config file {name!r} is a directory{held}; give gin files")
     close = difflib.get_close_matches(Path(name).name, available(), n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ConfigError(
@@ -175,6 +179,13 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> list[Pat
     import epgkit.components  # noqa: F401  (registers every built-in configurable)
 
     paths = [resolve(str(f)) for f in files]
+    for path in paths:
+        try:
+            path.read_text()
+        except UnicodeDecodeError as err:  # gin's own message names no file
+            raise ConfigError(
+                f"config file {str(path)!r} is not a gin text file ({err.reason})"
+            ) from None
     bindings = [upgrade(b) for b in bindings]  # old names of a recorded config, or of habit
     root = logging.getLogger()
     if not any(isinstance(f, _QuietIncludeMisses) for f in root.filters):
