@@ -145,6 +145,11 @@ def _wandb(project: str | None) -> Any:
     return WandbOptions(project) if project else None
 
 
+def _logged(project: str | None) -> list[str]:
+    """The binding of ``--wandb``: recorded with the run, so a resumed run logs on."""
+    return [] if project is None else [f"Launch.wandb = {project!r}"]
+
+
 def _stopped(err: BaseException, resume: str) -> RunStopped:
     from epgkit.run.paths import describe
 
@@ -185,7 +190,7 @@ def evolve(
     from epgkit.run.progress import Progress
     from epgkit.run.tracking import track_evolution
 
-    flags = where(workers, scheduler, dashboard, run_dir)
+    flags = where(workers, scheduler, dashboard, run_dir) + _logged(wandb)
     if seed is not None:
         flags.append(f"Experiment.seed = {seed!r}")
     if init_loss is not None:
@@ -203,7 +208,7 @@ def evolve(
         with (
             prepared.launch.start() as executor,
             Progress(echo) as progress,
-            track_evolution(prepared, progress, _wandb(wandb)) as tracker,
+            track_evolution(prepared, progress, _wandb(prepared.launch.wandb)) as tracker,
         ):
             again = f"`epgkit evolve --resume {prepared.run.path}`"
             try:
@@ -253,7 +258,7 @@ def train(
     flags = [f"TestTime.{k} = {v!r}" for k, v in test.items() if v is not None]
     if baselines:
         flags.append(f"TestTime.baselines = {tuple(baselines)!r}")
-    flags += where(workers, scheduler, run_dir=out)
+    flags += where(workers, scheduler, run_dir=out) + _logged(wandb)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     training = prepare_training(str(source), [*bindings, *flags])
     total = len(training.loops) * training.test.runs
@@ -262,7 +267,9 @@ def train(
         training,  # holds the output directory's lock
         training.launch.start() as executor,
         Progress(echo) as progress,
-        track_training(training.out, progress, total, _wandb(wandb), operative) as tracker,
+        track_training(
+            training.out, progress, total, _wandb(training.launch.wandb), operative
+        ) as tracker,
     ):
         summary = run_training(training, tracker.wrap(executor), tracker.echo)
         tracker.summary(summary)
@@ -303,7 +310,7 @@ def sweep(
         raise ConfigError(f"--seed must be ≥ 0, got {seed}")
     plan = sweep_plan.plan([str(c) for c in configs], list(grids), list(bindings), samples, seed)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    flags = where(workers, scheduler)
+    flags = where(workers, scheduler) + _logged(wandb)
     with (
         # sweep.json is written once the cluster is reached too: a refused start leaves no trace
         sw.open_sweep(plan, None if out is None else str(out), flags, record=False) as opened,
@@ -311,7 +318,8 @@ def sweep(
         Progress(echo) as progress,
     ):
         try:
-            rows = sw.run_sweep(opened, executor, progress, _wandb(wandb))
+            _wandb(opened.launch.wandb)  # refused in one line now if wandb is not installed
+            rows = sw.run_sweep(opened, executor, progress)
         except (SchedulerLost, OSError) as err:
             raise _stopped(err, "Finished points and epochs are kept: re-run the same command "
                            "to resume") from None  # fmt: skip

@@ -477,13 +477,21 @@ def test_sweep_mistakes_get_one_message_and_exit_code_2(tmp_path, grid, message)
     assert not (tmp_path / "s").exists()
 
 
-def test_evolve_with_wandb_writes_an_offline_run(tmp_path):
+def test_evolve_with_wandb_writes_an_offline_run_and_its_resume_logs_on(tmp_path):
     run = tmp_path / "r"
+    offline = {"WANDB_MODE": "offline"}
+    # --wandb-project alone turns logging on; the project is a binding recorded with the run.
     out = epgkit("evolve", "quickstart", "gin/debug.gin", "--run-dir", str(run), "--workers", "0",
-                 "--wandb", env={"WANDB_MODE": "offline"})  # fmt: skip
+                 "--wandb-project", "epgkit-test", env=offline)  # fmt: skip
     assert out.returncode == 0, out.stderr
-    (offline,) = (run / "wandb").glob("offline-run-*")
-    assert (offline / "files" / "config.gin").is_file() and (run / "log.txt").is_file()
+    (first,) = (run / "wandb").glob("offline-run-*")
+    assert (first / "files" / "config.gin").is_file() and (run / "log.txt").is_file()
+    assert "Launch.wandb = 'epgkit-test'" in (run / "config.gin").read_text()
+    epochs = len((run / "metrics.jsonl").read_text().splitlines())
+    out = epgkit("evolve", "--resume", str(run), "-b", f"Experiment.epochs = {epochs + 1}",
+                 "--workers", "0", env=offline)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 2
 
 
 def test_render_trains_with_a_loss_and_writes_a_gif(tmp_path):

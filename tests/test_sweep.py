@@ -19,7 +19,7 @@ from epgkit.run import sweep_plan as sp
 from epgkit.run import sweep_summary as summary
 from epgkit.run.progress import Progress
 from epgkit.run.rundir import RunDirError
-from epgkit.run.wandb_log import WandbOptions, gin_values
+from epgkit.run.wandb_log import gin_values
 
 CONFIGS = ["gin/quickstart.gin", "gin/debug.gin"]
 IN_PROCESS = ["Launch.cluster = @InProcess()"]
@@ -302,7 +302,7 @@ def test_wandb_offline_groups_the_points_of_a_sweep(tmp_path, monkeypatch):
     for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
         monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
     out = tmp_path / "sigma-sweep"
-    sweep, _ = run(out, ["OpenES.sigma=[0.02, 0.05]"], wandb=WandbOptions("epgkit-test"))
+    sweep, _ = run(out, ["OpenES.sigma=[0.02, 0.05]"], ("Launch.wandb = 'epgkit-test'",))
     for point in sweep.points:
         (offline,) = (sweep.point_dir(point) / "wandb").glob("offline-run-*")
         record = wandb_record(offline, b"fitness_mean")  # protobuf; strings appear as such

@@ -67,7 +67,17 @@ Wandb = Annotated[
         "--wandb", help="Also log to Weights & Biases (offline unless WANDB_MODE is set)."
     ),
 ]
-WandbProject = Annotated[str, typer.Option(help="The wandb project.")]
+WandbProject = Annotated[
+    str | None,
+    typer.Option(help="The wandb project (Launch.wandb; implies --wandb) [default: epgkit]."),
+]
+
+
+def wandb_logging(use: bool, project: str | None) -> str | None:
+    """The project of ``--wandb``/``--wandb-project``: either flag turns logging on."""
+    return project if project is not None else ("epgkit" if use else None)
+
+
 Source = Annotated[
     str, typer.Argument(help="A run directory (its best loss), a loss file, or zoo:NAME.")
 ]

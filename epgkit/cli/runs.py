@@ -19,6 +19,7 @@ from epgkit.cli.app import (
     physics_only,
     sigterm_unwinds,
     user_errors,
+    wandb_logging,
 )
 
 
@@ -63,7 +64,7 @@ def evolve(
         ),
     ] = None,
     use_wandb: Wandb = False,
-    wandb_project: WandbProject = "epgkit",
+    wandb_project: WandbProject = None,
     debug: Debug = False,
 ) -> None:
     """Evolve a learned loss (Algorithm 1)."""
@@ -73,7 +74,7 @@ def evolve(
         physics_only()
         api.evolve(configs or [], binding or [], run_dir=run_dir, workers=workers,
                    scheduler=scheduler, dashboard=dashboard, seed=seed, resume=resume,
-                   init_loss=init_loss, wandb=wandb_project if use_wandb else None,
+                   init_loss=init_loss, wandb=wandb_logging(use_wandb, wandb_project),
                    echo=typer.echo)  # fmt: skip
 
 
@@ -109,7 +110,7 @@ def train(
         typer.Option(help="Seed of the held-out tasks and runs (TestTime.seed; default 0)."),
     ] = None,
     use_wandb: Wandb = False,
-    wandb_project: WandbProject = "epgkit",
+    wandb_project: WandbProject = None,
     debug: Debug = False,
 ) -> None:
     """Train fresh policies with an evolved loss on held-out tasks, against baselines."""
@@ -119,7 +120,7 @@ def train(
         physics_only()
         api.train(source, binding or [], env=env, steps=steps, runs=runs, seed=seed,
                   baselines=baseline or [], out=out, workers=workers, scheduler=scheduler,
-                  wandb=wandb_project if use_wandb else None, echo=typer.echo)  # fmt: skip
+                  wandb=wandb_logging(use_wandb, wandb_project), echo=typer.echo)  # fmt: skip
 
 
 @app.command()
@@ -154,7 +155,7 @@ def sweep(
     ] = None,
     scheduler: Scheduler = None,
     use_wandb: Wandb = False,
-    wandb_project: WandbProject = "epgkit",
+    wandb_project: WandbProject = None,
     debug: Debug = False,
 ) -> None:
     """Evolve every point of a hyperparameter grid; re-run the same command to resume."""
@@ -163,8 +164,8 @@ def sweep(
     with user_errors(debug), sigterm_unwinds():
         physics_only()
         result = api.sweep(configs or [], grid or [], binding or [], samples=samples, seed=seed,
-                           out=out, workers=workers, scheduler=scheduler,
-                           wandb=wandb_project if use_wandb else None, echo=typer.echo)  # fmt: skip
+                           out=out, workers=workers, scheduler=scheduler, echo=typer.echo,
+                           wandb=wandb_logging(use_wandb, wandb_project))  # fmt: skip
     typer.echo(result.table)
 
 

@@ -152,11 +152,15 @@ class Launch:
         worker_timeout: Seconds the run waits while its cluster shows no worker at all, or its
             scheduler no answer (e.g. every worker of an external cluster died); it then stops,
             resumable.
+        wandb: Also log to this Weights & Biases project (``--wandb``; offline unless
+            ``WANDB_MODE`` says otherwise); None logs to the run directory only. Recorded with
+            the run, so that ``--resume`` goes on logging where it logged.
     """
 
     cluster: Cluster | None = None
     run_dir: str | None = None
     worker_timeout: float = 300.0
+    wandb: str | None = None
 
     def __post_init__(self) -> None:
         checks.check(self)
@@ -165,6 +169,8 @@ class Launch:
                 "Launch: run_dir is empty; name a directory (--run-dir, --out) or leave it "
                 "unset for the default"
             )
+        if self.wandb is not None and not str(self.wandb).strip():
+            raise ValueError("Launch: wandb is an empty project name; name one or leave it None")
         if not self.worker_timeout > 0:
             raise ValueError(
                 f"Launch: worker_timeout must be > 0 seconds, got {self.worker_timeout}"

@@ -172,10 +172,11 @@ def run_sweep(
     sweep: Sweep,
     executor: Executor,
     progress: Progress,
-    wandb: WandbOptions | None = None,
 ) -> list[Row]:
-    """Runs (or resumes) every point on one executor; writes and returns the summary."""
-    group = replace(wandb, group=wandb.group or sweep.name) if wandb is not None else None
+    """Runs (or resumes) every point on one executor; writes and returns the summary.
+
+    A point logs to wandb when its config says so (``Launch.wandb``), grouped by the sweep.
+    """
     sweep.create()
     with log_to(sweep.path):
         done = [
@@ -211,6 +212,8 @@ def run_sweep(
                         f"Launch.run_dir = {str(run_dir)!r}",
                     ],
                 )
+            project = prepared.launch.wandb
+            group = None if project is None else WandbOptions(project, group=sweep.name)
             with (
                 prepared,  # holds the point's lock while it runs
                 track_evolution(
