@@ -221,6 +221,11 @@ def evolve(
             except UserCodeError as err:
                 raise UserCodeError(f"{err}. Every finished epoch is checkpointed: once it is "
                                     f"fixed, continue with {again}") from err  # fmt: skip
+            except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (sigterm_unwinds)
+                if (prepared.run.path / "config.gin").is_file():
+                    tracker.echo(f"epgkit: stopped; every finished epoch is checkpointed: "
+                                 f"continue with {again}")  # fmt: skip
+                raise
     return Run(prepared.run.path)
 
 
@@ -323,4 +328,8 @@ def sweep(
         except (SchedulerLost, OSError) as err:
             raise _stopped(err, "Finished points and epochs are kept: re-run the same command "
                            "to resume") from None  # fmt: skip
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (sigterm_unwinds)
+            progress.echo("epgkit: stopped; finished points and epochs are kept: re-run the "
+                          "same command to resume")  # fmt: skip
+            raise
     return SweepResult(opened.path, rows, sweep_summary.table(opened, rows))

@@ -65,6 +65,11 @@ def test_a_second_writer_is_refused_naming_the_holder_and_sigterm_releases_the_l
         first.kill()
         first.wait()
     assert first.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    said = (run / "log.txt").read_text()  # as on the terminal
+    assert (
+        f"stopped; every finished epoch is checkpointed: continue with `epgkit evolve "
+        f"--resume {run}`" in said
+    ), said
     assert not (run / LOCK).exists()  # released on SIGTERM
     # The epochs done are the checkpoint's: a SIGTERM between its save and the logs' append
     # leaves metrics.jsonl a line short, which the resume writes from the checkpoint.
