@@ -96,9 +96,10 @@ def where(
     scheduler: str | None = None,
     dashboard: bool = False,
     run_dir: str | Path | None = None,
+    wandb: str | None = None,
 ) -> list[str]:
     """The gin bindings that say where a run happens (the CLI's ``--workers``, ``--scheduler``,
-    ``--dashboard`` and ``--run-dir``/``--out``); None leaves the config's choice.
+    ``--dashboard``, ``--run-dir``/``--out`` and ``--wandb``); None leaves the config's choice.
 
     ``workers=0`` runs in this process (``Launch.cluster = @InProcess()``), ``workers=N`` on a
     local cluster of N processes, ``scheduler`` on a running Dask scheduler (not both).
@@ -126,6 +127,8 @@ def where(
         out.append("LocalCluster.dashboard = True")
     if run_dir is not None:
         out.append(f"Launch.run_dir = {str(run_dir)!r}")
+    if wandb is not None:  # recorded with the run, so a resumed run logs on
+        out.append(f"Launch.wandb = {wandb!r}")
     return out
 
 
@@ -139,22 +142,16 @@ def _check_dashboard(cluster: Any) -> None:
         )
 
 
-def _wandb(project: str | None) -> Any:
+def _wandb(launch: Any) -> Any:
     from epgkit.run.wandb_log import WandbOptions
 
-    return WandbOptions(project) if project else None
-
-
-def _logged(project: str | None) -> list[str]:
-    """The binding of ``--wandb``: recorded with the run, so a resumed run logs on."""
-    return [] if project is None else [f"Launch.wandb = {project!r}"]
+    return WandbOptions(launch.wandb) if launch.wandb else None
 
 
 def _stopped(err: BaseException, resume: str) -> RunStopped:
     from epgkit.run.paths import describe
 
-    reason = describe(err) if isinstance(err, OSError) else str(err)
-    return RunStopped(f"{reason}. {resume}")
+    return RunStopped(f"{describe(err) if isinstance(err, OSError) else err}. {resume}")
 
 
 def evolve(
@@ -190,7 +187,7 @@ def evolve(
     from epgkit.run.progress import Progress
     from epgkit.run.tracking import track_evolution
 
-    flags = where(workers, scheduler, dashboard, run_dir) + _logged(wandb)
+    flags = where(workers, scheduler, dashboard, run_dir, wandb)
     if seed is not None:
         flags.append(f"Experiment.seed = {seed!r}")
     if init_loss is not None:
@@ -208,7 +205,7 @@ def evolve(
         with (
             prepared.launch.start() as executor,
             Progress(echo) as progress,
-            track_evolution(prepared, progress, _wandb(prepared.launch.wandb)) as tracker,
+            track_evolution(prepared, progress, _wandb(prepared.launch)) as tracker,
         ):
             again = f"`epgkit evolve --resume {prepared.run.path}`"
             try:
@@ -263,18 +260,16 @@ def train(
     flags = [f"TestTime.{k} = {v!r}" for k, v in test.items() if v is not None]
     if baselines:
         flags.append(f"TestTime.baselines = {tuple(baselines)!r}")
-    flags += where(workers, scheduler, run_dir=out) + _logged(wandb)
+    flags += where(workers, scheduler, run_dir=out, wandb=wandb)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     training = prepare_training(str(source), [*bindings, *flags])
     total = len(training.loops) * training.test.runs
-    operative = training.source.meta["operative_config"]
+    ops = training.source.meta["operative_config"]  # the loss's, shown with the training
     with (
         training,  # holds the output directory's lock
         training.launch.start() as executor,
         Progress(echo) as progress,
-        track_training(
-            training.out, progress, total, _wandb(training.launch.wandb), operative
-        ) as tracker,
+        track_training(training.out, progress, total, _wandb(training.launch), ops) as tracker,
     ):
         summary = run_training(training, tracker.wrap(executor), tracker.echo)
         tracker.summary(summary)
@@ -315,7 +310,7 @@ def sweep(
         raise ConfigError(f"--seed must be ≥ 0, got {seed}")
     plan = sweep_plan.plan([str(c) for c in configs], list(grids), list(bindings), samples, seed)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    flags = where(workers, scheduler) + _logged(wandb)
+    flags = where(workers, scheduler, wandb=wandb)
     with (
         # sweep.json is written once the cluster is reached too: a refused start leaves no trace
         sw.open_sweep(plan, None if out is None else str(out), flags, record=False) as opened,
@@ -323,7 +318,7 @@ def sweep(
         Progress(echo) as progress,
     ):
         try:
-            _wandb(opened.launch.wandb)  # refused in one line now if wandb is not installed
+            _wandb(opened.launch)  # refused in one line now if wandb is not installed
             rows = sw.run_sweep(opened, executor, progress)
         except (SchedulerLost, OSError) as err:
             raise _stopped(err, "Finished points and epochs are kept: re-run the same command "
