@@ -123,6 +123,11 @@ def _explain(err: Exception) -> str:
         where = match.group(2) if "," in match.group(2) else f"the bindings, {match.group(2)}"
         return (f"{match.group(1)!r} ({where}) is not a value: every number of an experiment "
                 "is finite, written as a Python literal such as 0.001")  # fmt: skip
+    match = re.search(r"Failed to parse token '([^']*)' \(([^)]*)\)", text)
+    if match and text.startswith("malformed node"):  # gin's words for "not a literal"
+        where = match.group(2) if "," in match.group(2) else f"the bindings, {match.group(2)}"
+        return (f"{match.group(1)!r} ({where}) is not a value gin can read: a value is a Python "
+                "literal (0.001, 'text', (64, 64)) or a reference (@PPOLoss())")  # fmt: skip
     # Gin says "matching 'OpenEs'" for a binding's target and "matching reference
     # '@ppo/EPGLos()'" for a value; the scope and the call are not part of the name.
     match = re.search(r"No configurable matching (?:reference )?'@?([\w./]+)", text)
@@ -146,7 +151,28 @@ def _explain(err: Exception) -> str:
         close = difflib.get_close_matches(match.group(2), params)
         text += f"\nDid you mean {', '.join(close)}?" if close else ""
         text += f"\nIts parameters: {', '.join(params)}" if params else ""
-    return text
+    return _one_line(text)
+
+
+def _one_line(text: str) -> str:
+    """Gin's message, where it is (a file's line or a binding, from the lines gin adds) and the
+    hints above, on one line."""
+    head, *rest = [x.strip() for x in text.splitlines() if x.strip()]
+    where, hints = "", []
+    for i, line in enumerate(rest):
+        place = re.match(r'In file "([^"]+)", line (\d+)', line)
+        given = re.match(r"In bindings string line \d+", line)
+        source = rest[i + 1] if i + 1 < len(rest) else ""
+        if place:
+            where = f" ({place[1]}, line {place[2]}: {source})"
+        elif given:
+            where = f" (the binding {source})"
+        elif line.startswith(("Did you mean", "Known ", "Its parameters")):
+            hints.append(line.rstrip("?.") + ("?" if line.endswith("?") else ""))
+    if not (where or hints):
+        return " ".join([head, *rest])
+    return f"{head.rstrip('.')}{where}." + "".join(f" {h}" + ("" if h.endswith("?") else ".")
+                                                  for h in hints)  # fmt: skip
 
 
 def _parameters(configurable: str) -> list[str]:
