@@ -246,3 +246,12 @@ def test_a_run_without_the_recorded_config_still_resumes(run, runs):
     out = resume(run, "-b", "Experiment.epochs = 4")
     assert out.returncode == 0, out.stderr
     assert untimed(run) == untimed(runs["four"])
+
+
+def test_resume_cannot_move_a_run_and_says_to_copy_it(run, tmp_path):
+    before, elsewhere = snapshot(run), tmp_path / "elsewhere"
+    out = resume(run, "--run-dir", str(elsewhere))
+    assert out.returncode == 2, out.stdout + out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert "copy the directory and resume the copy" in line and "Traceback" not in line
+    assert snapshot(run) == before and not elsewhere.exists()

@@ -117,11 +117,17 @@ def _check_resume_bindings(bindings: Sequence[str]) -> tuple[str, ...]:
                 extend.append(f"{name} = {st.value!r}")
             elif name == RUN_DIR or not is_where(name):
                 changed.append(name)
+    if changed == [RUN_DIR]:
+        raise config.ConfigError(
+            "--resume continues a run in its own directory; --run-dir (Launch.run_dir) cannot "
+            "move it: copy the directory and resume the copy"
+        )
     if changed:
         raise config.ConfigError(
             f"--resume continues a run as it was configured; it cannot change "
-            f"{', '.join(changed)} (it may set {', '.join(EXTEND)} and where it runs: Launch "
-            "and the cluster's bindings). Start a new run to try other settings."
+            f"{', '.join(changed)} (it may set {', '.join(EXTEND)} and where it runs: the "
+            "cluster's bindings and Launch's but its run_dir). Start a new run to try other "
+            "settings."
         )
     return tuple(extend)
 
