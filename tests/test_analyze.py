@@ -252,7 +252,8 @@ def epgkit(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("kind", analyze.ANALYSES)
 def test_each_analysis_writes_its_figure_and_json_through_the_cli(tmp_path, kind):
     out = tmp_path / "analysis"
-    args = ["analyze", kind, "zoo:pointgoal", "--runs", "2", "--steps", "128", "--seed", "3"]
+    args = ["analyze", kind, "zoo:pointgoal", "--runs", "2", "--steps", "128", "--seed", "3",
+            "-b", "InnerLoop.lr = 0.002"]  # fmt: skip
     done = epgkit(*args, "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert f"wrote {out / (kind + '.png')}" in done.stdout
@@ -260,6 +261,7 @@ def test_each_analysis_writes_its_figure_and_json_through_the_cli(tmp_path, kind
     data = json.loads((out / f"{kind}.json").read_text())
     assert data["env_id"] == "epgkit/PointGoal-v0" and data["runs"] == 2 and data["seed"] == 3
     assert data["steps"] == 128 and len(data["task_seeds"]) == 2
+    assert data["bindings"] == ["InnerLoop.lr = 0.002"] and data["lr"] == 0.002
     if kind == "sensitivity":
         assert np.array(data["matrix"]).shape == (len(data["features"]), 64)
         assert data["positions"][-1] == 0 and "mem" in data["window_total"]

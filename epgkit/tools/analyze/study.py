@@ -94,7 +94,9 @@ def prepare(
         "source_epoch": source.meta.get("epoch"),
         "runs": runs,
         "seed": seed,
+        "bindings": list(bindings),  # on top of the loss's recorded config: to redo the study
         "steps": learned.steps,
+        "lr": learned.lr,
         "update_every": learned.update_every,
         "buffer_size": learned.buffer_size,
         "task_seeds": [j.task_seed for j in jobs],
