@@ -297,6 +297,16 @@ def test_summary_puts_points_without_a_finite_fitness_last(tmp_path):
     assert "| – | – | – |" in (tmp_path / "summary.md").read_text()
 
 
+def test_summary_warns_when_points_ran_different_numbers_of_epochs(tmp_path):
+    sweep, rows = run(tmp_path, ["OpenES.sigma=[0.02, 0.05]"])
+    assert "Points ran" not in summary.table(sweep, rows)
+    stopped = sweep.point_dir(sweep.points[0]) / "metrics.jsonl"
+    stopped.write_text(stopped.read_text().splitlines(keepends=True)[0])  # as if stopped early
+    rows = summary.summarize(sweep)
+    assert sorted(r.epochs for r in rows) == [1, 2]
+    assert "Points ran 1 to 2 epochs: compare final objectives only" in summary.table(sweep, rows)
+
+
 def test_wandb_offline_groups_the_points_of_a_sweep(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     for var in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):

@@ -132,7 +132,8 @@ def table(sweep: Sweep, rows: list[Row]) -> str:
         + (f" (sampled, seed {p.seed})" if p.samples is not None else "")
         + ". Objective: what the ES maximized, the final returns' mean unless"
         + " Experiment.fitness_curve > 0. Sorted by final objective, best first;"
-        + " wall time is the sum of the epochs'.",
+        + " wall time is the sum of the epochs'."
+        + _uneven([r.epochs for r in rows if r.epochs]),
         "",
         "| # | "
         + " | ".join(a.binding for a in p.axes)
@@ -153,6 +154,15 @@ def table(sweep: Sweep, rows: list[Row]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "![fitness of every point](fitness.png)"]
     return "\n".join(lines)
+
+
+def _uneven(epochs: list[int]) -> str:
+    """A warning when points ran different numbers of epochs (one stopped, or resumed with
+    more), whose final objectives the ranking would otherwise compare as equals."""
+    if len(set(epochs)) < 2:
+        return ""
+    return (f" Points ran {min(epochs)} to {max(epochs)} epochs: compare final objectives only"
+            " between points of as many epochs.")  # fmt: skip
 
 
 def _fmt(x: float | None) -> str:
