@@ -119,8 +119,8 @@ def _check_resume_bindings(bindings: Sequence[str]) -> tuple[str, ...]:
                 changed.append(name)
     if changed == [RUN_DIR]:
         raise config.ConfigError(
-            "--resume continues a run in its own directory; --run-dir (Launch.run_dir) cannot "
-            "move it: copy the directory and resume the copy"
+            "--resume continues a run in its own directory and cannot change Launch.run_dir "
+            "(--run-dir): copy the directory and resume the copy"
         )
     if changed:
         raise config.ConfigError(
