@@ -255,3 +255,11 @@ def test_resume_cannot_move_a_run_and_says_to_copy_it(run, tmp_path):
     (line,) = out.stderr.strip().splitlines()
     assert "copy the directory and resume the copy" in line and "Traceback" not in line
     assert snapshot(run) == before and not elsewhere.exists()
+
+
+def test_the_epoch_line_counts_the_time_of_the_epochs_before_the_resume(run):
+    out = resume(run, "-b", "Experiment.epochs = 4")
+    assert out.returncode == 0, out.stderr
+    (line,) = [x for x in out.stdout.splitlines() if x.startswith("epoch    4/4")]
+    spent = sum(m["wall_s"] for m in RunDir(run).metrics())  # four epochs, three of them earlier
+    assert line.endswith(f"({spent:5.0f} s total)"), line

@@ -297,15 +297,18 @@ def run_evolution(
     if isinstance(size, int) and (note := idle_workers(exp.inner_loops, exp.batch_size, size)):
         echo(f"epgkit: note: {note}")
     started = time.perf_counter()
+    # The run's time in epochs, counting those of earlier sessions when it was resumed.
+    spent = 0.0
 
     def report(m: dict) -> None:
-        elapsed = time.perf_counter() - started
+        nonlocal spent
+        spent += m["wall_s"]
         echo(
             f"epoch {m['epoch'] + 1:>4}/{exp.epochs}  fitness {m['fitness_mean']:9.2f}"
             f" ± {m['fitness_std']:7.2f}  max {m['fitness_max']:9.2f}  "
             + (f"curve {m['curve_mean']:9.2f}  " if "curve_mean" in m else "")
             + f"α {m['alpha']:.2f}  failed {m['failures']}  {m['wall_s']:5.1f} s  "
-            f"({elapsed:5.0f} s total)"
+            f"({spent:5.0f} s total)"
         )
         plot_fitness([run.path], run.path / "plots" / "fitness.png")
         on_epoch(m)
@@ -313,6 +316,7 @@ def run_evolution(
     # Logs that disagree with the checkpoint are refused; those a crash cut short are completed
     # from it (see epgkit.run.resume for every moment a kill can leave).
     plan_repair(run.path, run.checkpoint()).apply()
+    spent = sum(m["wall_s"] for m in run.metrics())
     state = evolve(exp, run, executor, report, meta, prepared.phi0)
     took = f"done in {time.perf_counter() - started:.0f} s"
     if (run.path / BEST_LOSS).exists():
