@@ -570,3 +570,49 @@ def test_render_without_gl_says_why_in_one_line_before_training(tmp_path, hopper
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith(f"epgkit: error: no frames: cannot render with MUJOCO_GL={backend!r}")
     assert "trained on" not in out.stdout and not gif.exists()
+
+
+# Views write their figures anywhere but into another command's directory: a run's files (and
+# its plots/) have one writer, and a training's output is complete as it stands.
+INTO_A_RUN = {
+    "render into the run": ("render", "zoo:pointgoal", "--out", "{d}/policy.gif"),
+    "render over its fitness plot": ("render", "zoo:pointgoal", "--out", "{d}/plots/fitness.png"),
+    "analyze into the run": ("analyze", "kl", "zoo:pointgoal", "--runs", "1", "--out", "{d}"),
+    "plot into its plots": ("plot", "{d}", "--out", "{d}/plots/other.png"),
+    "envs show into the run": ("envs", "show", "epgkit/PointGoal-v0", "--out", "{d}/tasks.png"),
+}
+
+
+@pytest.mark.parametrize("owner", ["evolution", "training"])
+@pytest.mark.parametrize("args", INTO_A_RUN.values(), ids=INTO_A_RUN.keys())
+def test_views_refuse_to_write_into_a_run_or_a_training(tmp_path, hopper_run, owner, args):
+    run = Path(shutil.copytree(hopper_run, tmp_path / "run"))
+    if owner == "training":  # what a finished `epgkit train` leaves besides its figures
+        (run / "checkpoint.pt").unlink()
+        (run / "meta.json").unlink()
+        (run / "summary.json").write_text("{}")
+    before = snapshot(run)
+    out = epgkit(*(a.format(d=run) for a in args))
+    assert out.returncode == 2, out.stdout + out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert "choose a place outside it" in line and "Traceback" not in line, line
+    assert snapshot(run) == before
+
+
+def test_plot_redraws_a_runs_own_figure_only_while_no_one_evolves_it(tmp_path, hopper_run):
+    from epgkit.run.lock import DirLock
+
+    run = Path(shutil.copytree(hopper_run, tmp_path / "run"))
+    before = snapshot(run)
+    # As a running `epgkit evolve` holds it (reading the lock file here would drop the lock:
+    # POSIX record locks go with any descriptor of the file the process closes).
+    with DirLock(run):
+        busy = epgkit("plot", str(run))
+    assert busy.returncode == 2 and "is in use by PID" in busy.stderr, busy.stderr
+    assert snapshot(run) == before
+    (run / "plots" / "fitness.png").unlink()
+    done = epgkit("plot", str(run))
+    assert done.returncode == 0, done.stderr
+    assert (run / "plots" / "fitness.png").stat().st_size > 5_000 and not (run / "lock").exists()
+    twice = epgkit("plot", str(run), f"{run}/", "--out", str(tmp_path / "two.png"))
+    assert twice.returncode == 2 and "given twice" in twice.stderr

@@ -176,6 +176,9 @@ def plot(
     debug: Debug = False,
 ) -> None:
     """Plot ES fitness against epoch for one or several runs (Figure 20 style)."""
+    from contextlib import nullcontext
+
+    from epgkit.run.lock import DirLock, check_outside_runs
     from epgkit.run.paths import check_file, exists, figure_suffixes
     from epgkit.run.plotting import plot_fitness
     from epgkit.run.rundir import METRICS, RunDirError
@@ -184,7 +187,13 @@ def plot(
         for d in run_dirs:
             if not (exists(d, "run directory") and (Path(d) / METRICS).is_file()):
                 raise RunDirError(f"{d}: not an epgkit run directory (no {METRICS})")
-        target = out or (str(Path(run_dirs[0]) / "plots" / "fitness.png") if len(run_dirs) == 1
-                         else "fitness.png")  # fmt: skip
+        if len({Path(d).resolve() for d in run_dirs}) < len(run_dirs):
+            raise RunDirError(f"a run directory is given twice: {' '.join(run_dirs)}")
+        own = out is None and len(run_dirs) == 1  # the run's own plot, which evolve refreshes
+        target = str(Path(run_dirs[0]) / "plots" / "fitness.png") if own else out or "fitness.png"
         check_file(target, "--out", figure_suffixes())
-        typer.echo(str(plot_fitness(run_dirs, target)))
+        if not own:
+            check_outside_runs(Path(target).parent, "--out")
+        # A run being evolved is refused (Busy names who holds it): one writer per run.
+        with DirLock(run_dirs[0]) if own else nullcontext():
+            typer.echo(str(plot_fitness(run_dirs, target)))

@@ -28,6 +28,7 @@ def render(
     """Train a fresh policy with the loss on a held-out task, then render an episode of it."""
     from epgkit.method.inner_loop import checked, run_batch
     from epgkit.run import train as tt
+    from epgkit.run.lock import check_outside_runs
     from epgkit.run.paths import check_file
     from epgkit.run.sources import load_source
     from epgkit.tools.envshow import mujoco_gl_problem
@@ -35,6 +36,7 @@ def render(
 
     with user_errors(debug):
         check_file(out, "--out", (".gif", ".webp", ".png"))  # what Pillow animates
+        check_outside_runs(Path(out).parent, "--out")
         mujoco_gl_problem()  # before the env is built: a broken GL backend breaks `import mujoco`
         source_ = load_source(source)
         loops = tt.methods(tt.build(source_, binding or []), [], env, steps)
@@ -71,12 +73,14 @@ def envs_show(
     import json
 
     from epgkit.envs.ids import takes_task_seed
+    from epgkit.run.lock import check_outside_runs
     from epgkit.run.paths import check_file, figure_suffixes
     from epgkit.tools.envshow import show_tasks
 
     with user_errors(debug):
         target = Path(out or f"{env_id.replace('/', '_').replace(':', '_')}_tasks.png")
         check_file(target, "--out", figure_suffixes())
+        check_outside_runs(target.parent, "--out")
         task_list, message = show_tasks(env_id, tasks, target, seed=seed)
         family = takes_task_seed(env_id)
     for task in task_list:

@@ -30,7 +30,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from epgkit.run.rundir import RunDirError
+from epgkit.run.rundir import CHECKPOINT, METRICS, SUMMARY, RunDir, RunDirError
 
 try:
     import fcntl
@@ -124,6 +124,30 @@ def claim(parent: Path, name: str) -> tuple[Path, DirLock]:
             continue
         return path, lock
     raise AssertionError("unreachable")
+
+
+def check_outside_runs(folder: str | Path, what: str) -> None:
+    """Refuses an output written straight into an evolution's run directory (or its
+    ``plots/``), a training's output, or any directory a command holds (or held) the lock of:
+    their files have one writer, the command that made them. Their subfolders
+    (``RUN_DIR/train/…``, ``RUN_DIR/analyze/…``) are free.
+
+    Args:
+        folder: The folder the output's files go into (a file's parent).
+        what: How the user gave it, for the message (``--out``).
+
+    Raises:
+        RunDirError: One sentence naming that directory.
+    """
+    folder = Path(folder).resolve()
+    for owner in (folder, folder.parent) if folder.name == "plots" else (folder,):
+        marks = (LOCK, SUMMARY, CHECKPOINT, METRICS)
+        if RunDir(owner).is_run() or any((owner / name).exists() for name in marks):
+            raise RunDirError(
+                f"{what} would write into {owner}, which holds a run or a training whose "
+                "files only the command that made it writes: choose a place outside it (a "
+                "new subfolder of it is fine)"
+            )
 
 
 def holder(path: Path) -> dict[str, Any] | None:

@@ -24,6 +24,7 @@ from epgkit.errors import ConfigError
 from epgkit.method.experiment import Experiment
 from epgkit.method.inner_loop import InnerLoop, Job, Result, UpdateView
 from epgkit.run import train as tt
+from epgkit.run.lock import check_outside_runs
 from epgkit.run.paths import check_dir, naming
 from epgkit.run.rundir import RunDirError, json_safe
 from epgkit.run.sources import load_source
@@ -82,6 +83,7 @@ def prepare(
         out = str(base / "analyze" / time.strftime("%Y%m%d-%H%M%S"))
     path = Path(out)
     check_dir(path, "--out")  # a file there, a read-only place, a name too long
+    check_outside_runs(path, "--out")
     if (path / f"{kind}.json").exists():
         raise RunDirError(f"{path} already holds a {kind} analysis; choose another --out")
     jobs = tt.test_jobs(source.phi, runs, seed)
