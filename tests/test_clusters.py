@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from pathlib import Path
 
 import gin
 import pytest
@@ -133,3 +135,15 @@ def test_every_registered_clusters_defaults_pass_its_own_checks(name):
 
     required = {"Scheduler": {"address": "tcp://127.0.0.1:8786"}}  # fields without a default
     assert checks.problems(registered("cluster")[name](**required.get(name, {}))) == []
+
+
+def test_slurm_without_sbatch_is_one_line_before_anything_is_written(tmp_path):
+    run = tmp_path / "run"
+    # This Python's folder alone on PATH: no sbatch, whatever this machine has installed.
+    env = {"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "epgkit.cli", "evolve", "quickstart", "debug.gin",
+                          "clusters/slurm.gin", "--run-dir", str(run)],
+                         capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert out.returncode == 2, out.stdout + out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert "sbatch, which is not on this machine's PATH" in line and not run.exists()

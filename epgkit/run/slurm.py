@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 import sys
 import warnings
 from collections.abc import Iterator
@@ -123,6 +124,14 @@ class SlurmCluster:
                 "SlurmCluster needs dask-jobqueue, which is not installed: "
                 "pip install 'epgkit[slurm]'"
             ) from None
+        # dask-jobqueue submits from a background thread: without sbatch, the run would log
+        # its failures and wait worker_timeout seconds for workers that never come.
+        if shutil.which("sbatch") is None:
+            raise ConfigError(
+                "SlurmCluster submits its workers with sbatch, which is not on this machine's "
+                "PATH: run from a SLURM login node, or pick another cluster (--workers N runs "
+                "here)"
+            )
         from dask.distributed import Client
 
         quiet_dask()
