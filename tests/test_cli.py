@@ -616,3 +616,24 @@ def test_plot_redraws_a_runs_own_figure_only_while_no_one_evolves_it(tmp_path, h
     assert (run / "plots" / "fitness.png").stat().st_size > 5_000 and not (run / "lock").exists()
     twice = epgkit("plot", str(run), f"{run}/", "--out", str(tmp_path / "two.png"))
     assert twice.returncode == 2 and "given twice" in twice.stderr
+
+
+@pytest.mark.parametrize("interrupted", [True, False])
+def test_ctrl_c_while_a_module_initializes_is_one_line_and_exit_130(monkeypatch, capsys,
+                                                                    interrupted):  # fmt: skip
+    import epgkit.cli as cli
+
+    def app(*args, **kwargs):  # what torch's import gives when Ctrl-C lands in its C init
+        try:
+            raise KeyboardInterrupt if interrupted else ValueError("a bug")
+        except (KeyboardInterrupt, ValueError):
+            raise ImportError("initialization failed")  # noqa: B904 (as the C init raises it)
+
+    monkeypatch.setattr(cli, "app", app)
+    if not interrupted:  # any other error is left to surface, traceback and all
+        with pytest.raises(ImportError):
+            cli.main(["list"])
+        return
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["list"])
+    assert stop.value.code == 130 and capsys.readouterr().err == "epgkit: interrupted\n"

@@ -263,3 +263,20 @@ def test_the_epoch_line_counts_the_time_of_the_epochs_before_the_resume(run):
     (line,) = [x for x in out.stdout.splitlines() if x.startswith("epoch    4/4")]
     spent = sum(m["wall_s"] for m in RunDir(run).metrics())  # four epochs, three of them earlier
     assert line.endswith(f"({spent:5.0f} s total)"), line
+
+
+def test_a_run_stopped_before_its_config_says_to_start_it_again_and_can_be(tmp_path):
+    # What Ctrl-C leaves in the second before a run writes its config: the log and plots/.
+    run = tmp_path / "run"
+    (run / "plots").mkdir(parents=True)
+    (run / "log.txt").write_text("")
+    before = snapshot(run)
+    out = resume(run)
+    assert out.returncode == 2, out.stdout + out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert "stopped before it wrote its config" in line and f"--run-dir {run}" in line, line
+    assert snapshot(run) == before
+    again = cli("evolve", "gin/quickstart.gin", "gin/debug.gin", "--run-dir", str(run),
+                "--workers", "0")  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    assert RunDir(run).is_run() and len(RunDir(run).metrics()) == 2

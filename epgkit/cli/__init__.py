@@ -31,6 +31,15 @@ def _click_errors(name: str) -> tuple[type[BaseException], ...]:
     return tuple(kinds)
 
 
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from or while handling."""
+    seen: list[BaseException] = []
+    while err is not None and err not in seen:
+        seen.append(err)
+        err = err.__cause__ or err.__context__
+    return seen
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point.
 
@@ -57,4 +66,10 @@ def main(argv: list[str] | None = None) -> None:
     except abort:  # Ctrl-C, which click turns into Abort: as click shows it
         typer.echo("Aborted!", err=True)
         sys.exit(1)
+    except BaseException as err:
+        # Ctrl-C while a C extension initializes surfaces as its ImportError: no traceback.
+        if not any(isinstance(e, KeyboardInterrupt) for e in _chain(err)):
+            raise
+        typer.echo("epgkit: interrupted", err=True)
+        sys.exit(130)
     sys.exit(code if isinstance(code, int) else 0)

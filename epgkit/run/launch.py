@@ -173,11 +173,15 @@ def _check_resumable(resume: str) -> None:
         raise RunDirError(f"--resume {resume}: no such directory")
     run = RunDir(resume)
     if not run.is_run():
-        what = (
-            "a test-time training's output, not an evolution"
-            if (run.path / SUMMARY).exists()
-            else "not an epgkit run directory"
-        )
+        if (run.path / SUMMARY).exists():
+            what = "a test-time training's output, not an evolution"
+        elif (run.path / "log.txt").exists() and not (run.path / "config.gin").exists():
+            what = (
+                "a run stopped before it wrote its config, so nothing to resume: start it "
+                f"again (`epgkit evolve CONFIG --run-dir {resume}` reuses the directory)"
+            )
+        else:
+            what = "not an epgkit run directory"
         raise RunDirError(
             f"--resume {resume}: {what} (a run that `epgkit evolve` started holds config.gin "
             f"and {META})"
