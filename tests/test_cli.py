@@ -637,3 +637,33 @@ def test_ctrl_c_while_a_module_initializes_is_one_line_and_exit_130(monkeypatch,
     with pytest.raises(SystemExit) as stop:
         cli.main(["list"])
     assert stop.value.code == 130 and capsys.readouterr().err == "epgkit: interrupted\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["evolve", "--resume", "runs/a", "--resume", "runs/b"], "--resume"),
+        (["evolve", "quickstart", "--seed=1", "--seed", "2"], "--seed"),
+        (["train", "zoo:pointgoal", "--out", "a", "--runs", "2", "--out", "b"], "--out"),
+        (["analyze", "kl", "zoo:pointgoal", "--runs", "1", "--runs", "2"], "--runs"),
+    ],
+)
+def test_an_option_given_twice_is_refused_not_the_last_kept(argv, option, capsys, tmp_path,
+                                                             monkeypatch):  # fmt: skip
+    import epgkit.cli as cli
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == f"epgkit: error: {option} is given twice; give it once\n"
+    assert list(tmp_path.iterdir()) == []  # nothing ran
+
+
+def test_options_that_take_several_values_may_be_repeated():
+    from epgkit.cli import _given_twice
+
+    argv = ["train", "zoo:pointgoal", "--baseline", "ppo", "--baseline", "dpo", "-b", "A = 1",
+            "--binding", "B = 2"]  # fmt: skip
+    assert _given_twice(argv) is None
+    assert _given_twice(["evolve", "quickstart", "--dashboard", "--dashboard"]) is None

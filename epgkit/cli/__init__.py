@@ -40,6 +40,24 @@ def _chain(err: BaseException) -> list[BaseException]:
     return seen
 
 
+def _given_twice(argv: list[str]) -> str | None:
+    """The first single-valued option ``argv`` gives twice (click would keep the last in
+    silence, so `--resume a --resume b` would resume b without a word)."""
+    import typer.main
+
+    command, args = typer.main.get_command(app), list(argv)
+    while args and args[0] in getattr(command, "commands", {}):
+        command = command.commands[args.pop(0)]
+    args = args[: args.index("--")] if "--" in args else args
+    for param in command.params:
+        if param.param_type_name != "option" or param.multiple or param.is_flag:
+            continue
+        given = [a for a in args if a in param.opts or a.split("=")[0] in param.opts]
+        if len(given) > 1:
+            return param.opts[0]
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point.
 
@@ -54,6 +72,9 @@ def main(argv: list[str] | None = None) -> None:
     # shadow an installed package.
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.append(os.getcwd())
+    if twice := _given_twice(sys.argv[1:] if argv is None else argv):
+        typer.echo(f"epgkit: error: {twice} is given twice; give it once", err=True)
+        sys.exit(USAGE_ERROR)
     try:
         code = app(argv, standalone_mode=False, prog_name="epgkit")
     except no_args:  # typer has printed the help already
