@@ -280,3 +280,12 @@ def test_a_run_stopped_before_its_config_says_to_start_it_again_and_can_be(tmp_p
                 "--workers", "0")  # fmt: skip
     assert again.returncode == 0, again.stderr
     assert RunDir(run).is_run() and len(RunDir(run).metrics()) == 2
+
+
+def test_a_misspelt_binding_on_resume_gets_gins_hint_rather_than_cannot_change(run):
+    before = snapshot(run)
+    out = resume(run, "-b", "OpenES.sigmaa = 3")
+    assert out.returncode == 2, out.stdout + out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert "doesn't have a parameter named 'sigmaa'" in line and "Did you mean sigma?" in line
+    assert "cannot change" not in line and snapshot(run) == before

@@ -102,7 +102,7 @@ class Prepared:
 
 def _check_resume_bindings(bindings: Sequence[str]) -> tuple[str, ...]:
     """Refuses bindings that would change a resumed run; returns those to record."""
-    changed, extend = [], []
+    changed, extend, named = [], [], []
     for binding in map(upgrade, bindings):
         try:  # gin's own parser: multi-line values, scopes and comments are its business
             statements = list(ConfigParser(binding, ParserDelegate(skip_unknown=True)))
@@ -117,6 +117,10 @@ def _check_resume_bindings(bindings: Sequence[str]) -> tuple[str, ...]:
                 extend.append(f"{name} = {st.value!r}")
             elif name == RUN_DIR or not is_where(name):
                 changed.append(name)
+        if all(isinstance(st, BindingStatement) for st in statements):
+            named.append(binding)
+    if changed:  # refused below; a name gin does not know gets gin's message and hints first
+        config.parse([], named)
     if changed == [RUN_DIR]:
         raise config.ConfigError(
             "--resume continues a run in its own directory and cannot change Launch.run_dir "
