@@ -180,6 +180,7 @@ def refused(out: Done, code: int, message: str, nothing: Path) -> None:
             ["--scheduler", "tcp://127.0.0.1:1", "-b", "Scheduler.connect_timeout = 0.0"],
             "Scheduler: connect_timeout must be > 0 seconds",
         ),
+        (["--scheduler", "localhost"], "address 'localhost' is not a scheduler's address"),
         (["-b", "Launch.worker_timeout = 0.0"], "Launch: worker_timeout must be > 0 seconds"),
         (["-b", "InnerLoop.env_kwargs = (('speed', 1, 2),)"], "InnerLoop.env_kwargs must be"),
     ],

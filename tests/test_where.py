@@ -94,6 +94,8 @@ def test_in_process_starts_an_executor_of_this_process():
         (lambda: LocalCluster(0), "workers must be ≥ 1 .* @InProcess()"),
         (lambda: LocalCluster(1.5), "LocalCluster.workers must be an integer or None"),
         (lambda: Scheduler("tcp://h:1", 0.0), "connect_timeout must be > 0 seconds"),
+        (lambda: Scheduler("foo"), "'foo' is not a scheduler's address.*missing port number"),
+        (lambda: Scheduler("tcp://h:port"), "'tcp://h:port' is not a scheduler's address"),
         (lambda: Launch(worker_timeout=-1.0), "worker_timeout must be > 0 seconds"),
         (lambda: Launch(cluster="local"), "cluster must be a cluster"),
     ],

@@ -121,6 +121,17 @@ class Scheduler:
             raise ValueError(
                 f"Scheduler: connect_timeout must be > 0 seconds, got {self.connect_timeout}"
             )
+        from distributed.comm.addressing import parse_address, parse_host_port
+
+        try:  # now, rather than after connect_timeout seconds of trying to reach it
+            scheme, location = parse_address(self.address)
+            if scheme in ("tcp", "tls", "ws", "wss"):
+                parse_host_port(location)
+        except ValueError as err:
+            raise ValueError(
+                f"Scheduler: address {self.address!r} is not a scheduler's address, "
+                f"tcp://HOST:PORT ({err})"
+            ) from None
 
     def start(self, worker_timeout: float) -> contextlib.AbstractContextManager[Executor]:
         return remote(self.address, self.connect_timeout, worker_timeout)
