@@ -23,16 +23,14 @@ from epgkit.run import config, preflight
 from epgkit.run.cluster import Executor, Launch, local_processes
 from epgkit.run.dask_cluster import idle_workers
 from epgkit.run.lock import DirLock, claim
-from epgkit.run.paths import check_dir, exists, naming
+from epgkit.run.paths import check_dir, naming
 from epgkit.run.plotting import plot_fitness
 from epgkit.run.renamed import upgrade
-from epgkit.run.resume import check_config, plan_repair
+from epgkit.run.resume import check_config, check_resumable, plan_repair
 from epgkit.run.rundir import (
     BEST_LOSS,
     CHECKPOINT,
     LAST_LOSS,
-    META,
-    SUMMARY,
     RunDir,
     RunDirError,
 )
@@ -148,7 +146,7 @@ def prepare(
         Busy: Another process writes the run directory.
     """
     if resume is not None:
-        _check_resumable(resume)
+        check_resumable(resume)
         if configs:
             raise config.ConfigError(
                 "--resume takes its config from the run directory; give no config files"
@@ -168,29 +166,6 @@ def prepare(
         raise
     prepared.lock = held[0]
     return prepared
-
-
-def _check_resumable(resume: str) -> None:
-    """Refuses a ``--resume`` of anything but an evolution's run directory (a training's
-    output, a folder with a config.gin copied in), before its lock is taken."""
-    if not exists(resume, "--resume"):
-        raise RunDirError(f"--resume {resume}: no such directory")
-    run = RunDir(resume)
-    if not run.is_run():
-        if (run.path / SUMMARY).exists():
-            what = "a test-time training's output, not an evolution"
-        elif (run.path / "log.txt").exists() and not (run.path / "config.gin").exists():
-            what = (
-                "a run stopped before it wrote its config, so nothing to resume: start it "
-                f"again (`epgkit evolve CONFIG --run-dir {resume}` reuses the directory)"
-            )
-        else:
-            what = "not an epgkit run directory"
-        raise RunDirError(
-            f"--resume {resume}: {what} (a run that `epgkit evolve` started holds config.gin "
-            f"and {META})"
-        )
-    check_dir(resume, "--resume")  # a read-only place
 
 
 def _prepare(
@@ -305,8 +280,7 @@ def run_evolution(
     if isinstance(size, int) and (note := idle_workers(exp.inner_loops, exp.batch_size, size)):
         echo(f"epgkit: note: {note}")
     started = time.perf_counter()
-    # The run's time in epochs, counting those of earlier sessions when it was resumed.
-    spent = 0.0
+    spent = 0.0  # the run's time in epochs, those of earlier sessions too when it was resumed
 
     def report(m: dict) -> None:
         nonlocal spent

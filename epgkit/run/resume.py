@@ -43,13 +43,17 @@ from gin.config_parser import BindingStatement, ConfigParser
 from epgkit.errors import ConfigError
 from epgkit.method.evolve import load_state
 from epgkit.method.strategies import Strategy
+from epgkit.run.paths import check_dir, exists
 from epgkit.run.renamed import upgrade
 from epgkit.run.rundir import (
     CHECKPOINT,
     LOG_DIGESTS,
+    META,
     METRICS,
     OPERATIVE,
     RECORDS,
+    SUMMARY,
+    RunDir,
     RunDirError,
     digest,
     jsonl_rows,
@@ -253,3 +257,26 @@ def check_config(
             f"--resume {run_path}: {CHECKPOINT} holds a {type(strategy).__name__} state of "
             f"{strategy.mean(state).size:,} numbers but the loss has {phi_size:,}"
         )
+
+
+def check_resumable(resume: str) -> None:
+    """Refuses a ``--resume`` of anything but an evolution's run directory (a training's
+    output, a folder with a config.gin copied in), before its lock is taken."""
+    if not exists(resume, "--resume"):
+        raise RunDirError(f"--resume {resume}: no such directory")
+    run = RunDir(resume)
+    if not run.is_run():
+        if (run.path / SUMMARY).exists():
+            what = "a test-time training's output, not an evolution"
+        elif (run.path / "log.txt").exists() and not (run.path / "config.gin").exists():
+            what = (
+                "a run stopped before it wrote its config, so nothing to resume: start it "
+                f"again (`epgkit evolve CONFIG --run-dir {resume}` reuses the directory)"
+            )
+        else:
+            what = "not an epgkit run directory"
+        raise RunDirError(
+            f"--resume {resume}: {what} (a run that `epgkit evolve` started holds config.gin "
+            f"and {META})"
+        )
+    check_dir(resume, "--resume")  # a read-only place
