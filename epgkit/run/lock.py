@@ -139,9 +139,8 @@ def check_outside_runs(folder: str | Path, what: str) -> None:
     Raises:
         RunDirError: One sentence naming that directory.
     """
-    folder = Path(folder).resolve()
+    folder, marks = Path(folder).resolve(), (LOCK, SUMMARY, CHECKPOINT, METRICS)
     for owner in (folder, folder.parent) if folder.name == "plots" else (folder,):
-        marks = (LOCK, SUMMARY, CHECKPOINT, METRICS)
         if RunDir(owner).is_run() or any((owner / name).exists() for name in marks):
             raise RunDirError(
                 f"{what} would write into {owner}, which holds a run or a training whose "
