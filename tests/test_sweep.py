@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -225,6 +227,25 @@ def test_a_finished_sweep_run_again_runs_nothing(tmp_path):
     again = Counting()
     run(tmp_path, ["OpenES.sigma=[0.02]"], executor=again)
     assert again.calls == 0
+
+
+def test_a_point_resumed_past_the_sweep_is_finished_and_both_say_how_far_it_ran(tmp_path):
+    sweep, _ = run(tmp_path, ["OpenES.sigma=[0.02]"])
+    (point,) = sweep.points
+    extended = subprocess.run(
+        [sys.executable, "-m", "epgkit.cli", "evolve", "--resume", str(sweep.point_dir(point)),
+         "--workers", "0", "-b", "Experiment.epochs = 3"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert extended.returncode == 0, extended.stderr
+    said: list[str] = []
+    again = Counting()
+    plan = sp.plan(CONFIGS, ["OpenES.sigma=[0.02]"])
+    with Progress(said.append, live=False) as progress:
+        (row,) = sw.run_sweep(sw.open_sweep(plan, tmp_path, IN_PROCESS), again, progress)
+    assert again.calls == 0
+    assert f"point 1/1 {point.name}: finished (3/2 epochs), skipped" in said
+    assert (row.epochs, row.of) == (3, 2)
 
 
 def test_a_different_sweep_in_the_same_directory_is_refused(tmp_path):

@@ -179,10 +179,9 @@ def run_sweep(
     """
     sweep.create()
     with log_to(sweep.path):
-        done = [
-            min(epochs_done(sweep.point_dir(q)), e)
-            for q, e in zip(sweep.points, sweep.epochs, strict=True)
-        ]
+        # A point resumed by hand past the sweep's epochs counts as finished, not as more work.
+        ran = [epochs_done(sweep.point_dir(q)) for q in sweep.points]
+        done = [min(r, e) for r, e in zip(ran, sweep.epochs, strict=True)]
         finished = sum(d == e for d, e in zip(done, sweep.epochs, strict=True))
         progress.echo(
             f"epgkit: sweep of {len(sweep.points)} points ({finished} finished, "
@@ -191,10 +190,10 @@ def run_sweep(
         )
         total = progress.bar("sweep epochs", sum(sweep.epochs), sum(done))
         for i, (point, epochs, before) in enumerate(
-            zip(sweep.points, sweep.epochs, done, strict=True)
+            zip(sweep.points, sweep.epochs, ran, strict=True)
         ):
             where = f"point {i + 1}/{len(sweep.points)} {point.name}"
-            if before >= epochs:
+            if before >= epochs:  # the count the summary shows, past the sweep's if resumed on
                 progress.echo(f"{where}: finished ({before}/{epochs} epochs), skipped")
                 continue
             run_dir = sweep.point_dir(point)
