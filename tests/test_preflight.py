@@ -51,7 +51,7 @@ class Flaky(gym.Env):
         super().reset(seed=seed)
         if self.fail_in == "reset":
             self._fail(RuntimeError("reset exploded\\nand a second line"))
-        return np.zeros(2, np.float32), {}
+        return np.zeros(3 if self.fail_in == "shape" else 2, np.float32), {}
 
     def step(self, action):
         self.t += 1
@@ -70,6 +70,8 @@ import math
 
 import epgkit
 from epgkit.method.losses import ReinforceLoss
+from epgkit.method.policies import GaussianMLP
+from epgkit.method.strategies import OpenES
 
 
 @epgkit.register("loss")
@@ -93,6 +95,38 @@ class NaNLoss(ReinforceLoss):
 class RaisingLoss(ReinforceLoss):
     def __call__(self, batch, ret):
         raise KeyError("no column named 'advantage'")
+
+
+@epgkit.register("loss")
+@dataclasses.dataclass(frozen=True)
+class MisSizedLoss(ReinforceLoss):
+    """Its init_phi gives one number more than its phi_size says."""
+
+    def init_phi(self, ctx, rng):
+        return rng.normal(size=self.phi_size(ctx) + 1)
+
+
+@epgkit.register("policy")
+@dataclasses.dataclass(frozen=True)
+class BrokenPolicy(GaussianMLP):
+    def dist(self, theta, obs):
+        raise RuntimeError("no distribution today")
+
+
+@epgkit.register("strategy")
+@dataclasses.dataclass(frozen=True)
+class RaisingES(OpenES):
+    def ask(self, state, rng):
+        raise RuntimeError("no directions today")
+
+
+@epgkit.register("strategy")
+@dataclasses.dataclass(frozen=True)
+class NaNES(OpenES):
+    """Its step makes the mean φ NaN."""
+
+    def tell(self, state, noise, fitness):
+        return dataclasses.replace(state, phi=state.phi * math.nan)
 
 
 @epgkit.register("loss")
@@ -325,6 +359,25 @@ def test_a_sweep_checks_every_point_before_running_any(tmp_path):
             "env 'userenvs:Flaky-v0' failed in its constructor: ValueError: no such robot",
         ),
         (
+            [
+                "InnerLoop.env_id = 'userenvs:Flaky-v0'",
+                "InnerLoop.env_kwargs = (('fail_in', 'shape'),)",
+            ],
+            1,
+            "env 'userenvs:Flaky-v0' failed in reset: it returned an observation of shape (3,), "
+            "its observation_space says (2,)",
+        ),
+        (
+            ["import userlosses", "InnerLoop.loss = @MisSizedLoss()"],
+            1,
+            "loss MisSizedLoss: init_phi gives a φ of size 1, phi_size says 0",
+        ),
+        (
+            ["import userlosses", "InnerLoop.policy = @BrokenPolicy()"],
+            1,
+            "policy BrokenPolicy failed: RuntimeError: no distribution today (userlosses.py:",
+        ),
+        (
             ["import userlosses", "InnerLoop.loss = @SummedLoss()"],
             1,
             "loss SummedLoss returned a tensor of shape (1,); a loss returns one value per step "
@@ -428,3 +481,24 @@ def test_every_inner_loop_failing_stops_the_run_with_the_reason(user_dir):
     assert "every inner loop of epoch 1 failed, the first with non-finite observation or " \
         "reward at step 41" in last  # fmt: skip
     assert "epoch    1/" not in out.stdout and not (run / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize(
+    "strategy,message",
+    [
+        ("RaisingES", "strategy RaisingES failed: RuntimeError: no directions today (userlosses"),
+        ("NaNES", "strategy NaNES made its mean φ non-finite in tell, epoch 1"),
+    ],
+)
+def test_a_failing_strategy_is_named_in_one_line_before_its_epoch_is_kept(
+    user_dir, strategy, message
+):
+    run = user_dir / "run"
+    out = epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0",
+                 "-b", "import userlosses", "-b", f"Experiment.strategy = @{strategy}()",
+                 "-b", f"{strategy}.population = 2")  # fmt: skip
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith(f"epgkit: error: {message}"), line
+    assert not (run / "checkpoint.pt").exists()  # a fixed strategy resumes from the start

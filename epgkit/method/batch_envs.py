@@ -20,7 +20,7 @@ from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
 from epgkit.envs import task_of
 from epgkit.method.alive import Alive
 from epgkit.method.dims import Dims
-from epgkit.method.user_code import blame, blamed
+from epgkit.method.user_code import UserCodeError, blame, blamed
 
 # What gym.make wraps an env in: none changes a step, so `_core` may step beneath them.
 _PASSIVE_WRAPPERS = (TimeLimit, OrderEnforcing, PassiveEnvChecker)
@@ -73,11 +73,17 @@ class BatchEnvs:
         """Resets env i; a seeded reset goes through the wrappers, so that they start counting."""
         self.elapsed[i] = 0
         try:
-            if seed is not None:
-                return self.envs[i].reset(seed=seed)[0]
-            return self.cores[i].reset()[0]
+            env = self.envs[i] if seed is not None else self.cores[i]
+            obs = env.reset(seed=seed)[0]
         except Exception as err:  # noqa: BLE001  (whatever the user's env raises)
             raise blamed(self.name, "reset", err) from err
+        # Checked here, not in step's hot loop: there a wrong size fails the row assignment.
+        if np.shape(obs) != (self.dims.obs_dim,):
+            raise UserCodeError(
+                f"{self.name} failed in reset: it returned an observation of shape "
+                f"{np.shape(obs)}, its observation_space says ({self.dims.obs_dim},)"
+            )
+        return obs
 
     def reset_all(self, seeds: Sequence[int] | None = None) -> np.ndarray:
         """Resets every env (seeded if ``seeds``); the first observations, (K, obs_dim)."""

@@ -21,7 +21,7 @@ from epgkit.method.executor import Executor
 from epgkit.method.experiment import Experiment
 from epgkit.method.inner_loop import Job, Result, checked, run_batch
 from epgkit.method.strategies import Strategy
-from epgkit.method.user_code import UserCodeError
+from epgkit.method.user_code import UserCodeError, reported
 
 # Evolution draws task seeds below 2**31; test-time training draws them above (see train).
 TASK_SEED_LIMIT = 2**31
@@ -105,6 +105,19 @@ def _refuse_all_failed(results: list[Result], epoch: int) -> None:
     )
 
 
+def _refuse_bad_candidates(c: np.ndarray, size: int, strategy: Strategy, epoch: int) -> None:
+    """A strategy's candidates must be finite vectors of the loss's size: anything else would
+    fail every inner loop and be blamed on the loss."""
+    name = f"strategy {type(strategy).__name__}"
+    if c.ndim != 2 or c.shape[1] != size:
+        raise UserCodeError(
+            f"{name} proposed candidates of shape {c.shape} in epoch {epoch + 1}; the loss "
+            f"takes vectors of {size} numbers"
+        )
+    if not np.isfinite(c).all():
+        raise UserCodeError(f"{name} proposed a non-finite φ in epoch {epoch + 1}")
+
+
 def _stats(results: list[Result], curve_weight: float) -> dict[str, float]:
     """The final returns of the inner loops that did not fail; under a curve weight, also
     their learning curves' mean and the ES's objective's."""
@@ -179,11 +192,14 @@ def evolve(
     past = exp.past_init
     pool = past_init.load(ckpt or {}, exp.inner.theta_size()) if past is not None else None
 
+    user, size = {"strategy": strategy}, exp.inner.phi_size()
     for epoch in range(start, exp.epochs):
         t0 = time.perf_counter()
         rng = np.random.default_rng(np.random.SeedSequence([exp.seed, epoch, 0]))
-        draws = strategy.ask(state, rng)
-        candidates = strategy.candidates(state, draws).astype(np.float32)
+        with reported(user):
+            draws = strategy.ask(state, rng)
+            candidates = np.asarray(strategy.candidates(state, draws), np.float32)
+        _refuse_bad_candidates(candidates, size, strategy, epoch)
         jobs = epoch_jobs(exp, candidates, epoch)
         if pool is not None:  # Figure 12B: some inner loops start from past policies
             plan = past_init.plan(past, exp.seed, epoch, pool, strategy.shared_tasks(), len(jobs))
@@ -193,7 +209,13 @@ def evolve(
         fitness = candidate_fitness(results, len(candidates), exp.fitness_curve)
         # The mean the candidates surround, and the step sizes this tell uses.
         phi_evaluated, strategy_metrics = strategy.mean(state), strategy.metrics(state)
-        state = strategy.tell(state, draws, fitness)
+        with reported(user):
+            state = strategy.tell(state, draws, fitness)
+        if not np.isfinite(strategy.mean(state)).all():  # refused before it is checkpointed
+            raise UserCodeError(
+                f"strategy {type(strategy).__name__} made its mean φ non-finite in tell, "
+                f"epoch {epoch + 1}"
+            )
 
         env_steps += sum(r.env_steps for r in results)
         metrics = {

@@ -39,7 +39,7 @@ from epgkit.method.mlp import Params, flat_params, load_flat
 from epgkit.method.normalize import RunningNorm
 from epgkit.method.policies import actor, default_policy, fitting
 from epgkit.method.seeds import Streams
-from epgkit.method.user_code import UserCodeError, blame
+from epgkit.method.user_code import UserCodeError, blame, theirs
 from epgkit.method.window import Window
 from epgkit.registry import register
 
@@ -164,6 +164,10 @@ class InnerLoop:
         """Dimension of the evolved vector: the loss's φ, then θ₀ under ``evolve_init``."""
         ctx = self.context()
         return self.loss.phi_size(ctx) + (self._theta0(ctx).size if self.evolve_init else 0)
+
+    def parts(self) -> dict[str, Any]:
+        """The parts a user may replace, by role, to name the one that fails."""
+        return {"policy": self.policy, "loss": self.loss, "guidance loss": self.guide}
 
     def theta_size(self) -> int:
         """Numbers in the policy's flat θ (``mlp.flat_params``): EPG+I's θ₀, a past policy."""
@@ -307,8 +311,10 @@ def run_batch(
     torch.set_num_threads(1)
     try:
         return inner.run(jobs, keep_policy)
-    except UserCodeError as err:
-        return err
+    except Exception as err:  # noqa: BLE001  (epgkit's own errors are raised again below)
+        if (mine := theirs(err, inner.parts())) is None:
+            raise
+        return mine
 
 
 def checked(batches: Sequence[list[Result] | UserCodeError]) -> list[list[Result]]:

@@ -9,9 +9,10 @@ here, apart from the driver's gin plumbing, so that worker code can raise it.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
 
@@ -27,16 +28,22 @@ class UserCodeError(RuntimeError):
     error. A right command whose code fails: the CLI exits with code 1, without a traceback."""
 
 
-def _origin(tb: TracebackType | None) -> str:
-    """``file:line`` of the innermost frame outside Python's and the installed libraries and
+def _user_frame(tb: TracebackType | None) -> tuple[str, int] | None:
+    """(path, line) of the innermost frame outside Python's and the installed libraries and
     outside epgkit's own modules (so the user's line when the error went through theirs)."""
-    where = ""
+    found = None
     while tb is not None:
         path = os.path.realpath(tb.tb_frame.f_code.co_filename)
         if not path.startswith((*_LIBRARIES, _EPGKIT)) and not path.startswith("<"):
-            where = f"{os.path.basename(path)}:{tb.tb_lineno}"
+            found = (path, tb.tb_lineno)
         tb = tb.tb_next
-    return where
+    return found
+
+
+def _origin(tb: TracebackType | None) -> str:
+    """``file:line`` of the user's innermost frame (``_user_frame``), or ""."""
+    frame = _user_frame(tb)
+    return "" if frame is None else f"{os.path.basename(frame[0])}:{frame[1]}"
 
 
 def describe(err: BaseException) -> str:
@@ -61,3 +68,38 @@ def blame(who: str, doing: str) -> Iterator[None]:
         yield
     except Exception as err:  # noqa: BLE001  (whatever the user's code raises)
         raise blamed(who, doing, err) from err
+
+
+def _defined_in(obj: object) -> str | None:
+    try:
+        return os.path.realpath(inspect.getfile(type(obj)))
+    except (TypeError, OSError):  # a class of __main__ in a notebook, or a built-in
+        return None
+
+
+def theirs(err: Exception, parts: Mapping[str, object]) -> UserCodeError | None:
+    """``err`` as the one-line error of whichever of ``parts`` (e.g. ``{"policy": ...}``) it
+    was raised in, when it was raised in the user's code; None when it was not (an error of
+    epgkit's own keeps its traceback). A frame in a file that defines none of ``parts`` is
+    still the user's: the error then names the file alone."""
+    if isinstance(err, UserCodeError):
+        return err
+    frame = _user_frame(err.__traceback__)
+    if frame is None:
+        return None
+    for role, part in parts.items():
+        if part is not None and _defined_in(part) == frame[0]:
+            return UserCodeError(f"{role} {type(part).__name__} failed: {describe(err)}")
+    return UserCodeError(f"your code failed in an inner loop: {describe(err)}")
+
+
+@contextmanager
+def reported(parts: Mapping[str, object]) -> Iterator[None]:
+    """Raises what the user's code raises inside as ``theirs`` names it; epgkit's own errors
+    pass unchanged."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001  (epgkit's own errors are raised again)
+        if (mine := theirs(err, parts)) is None:
+            raise
+        raise mine from err

@@ -27,7 +27,7 @@ from epgkit.errors import ConfigError
 from epgkit.method import checks
 from epgkit.method.dims import Dims
 from epgkit.method.inner_loop import InnerLoop, Job
-from epgkit.method.user_code import UserCodeError, blame, blamed
+from epgkit.method.user_code import UserCodeError, blame, blamed, reported
 
 FLOAT = 4  # bytes of a float32
 #: Steps of a tiny run's evaluation episode: enough to exercise reset and step.
@@ -46,13 +46,16 @@ def phi_size(inner: InnerLoop) -> int:
     """The size of ``inner``'s evolved vector (φ, and θ₀ under ``evolve_init``); a loss whose
     own checks refuse the sizes is a config error, a loss that fails is named."""
     try:
-        return int(inner.phi_size())
+        size = int(inner.phi_size())
     except (ConfigError, UserCodeError, GymError):
         raise
     except ValueError as err:  # the loss's own check of the config (e.g. N too short)
         raise ConfigError(f"{type(inner.loss).__name__}: {err}") from None
     except Exception as err:  # noqa: BLE001  (whatever the user's loss raises)
         raise blamed(f"loss {type(inner.loss).__name__}", "phi_size", err) from err
+    if size < 0:
+        raise UserCodeError(f"loss {type(inner.loss).__name__}: phi_size gives {size} numbers")
+    return size
 
 
 # --- memory ---------------------------------------------------------------------------------
@@ -157,7 +160,8 @@ def check_code(inner: InnerLoop, phi: np.ndarray, guided: bool, which: str) -> N
     if guided and inner.guide is not None:
         runs.append((1.0, f"guidance loss {type(inner.guide).__name__}"))
     for alpha, who in runs:
-        (result,) = tiny.run([Job(phi, alpha, task_seed=0, seed=0)])
+        with reported(inner.parts()):
+            (result,) = tiny.run([Job(phi, alpha, task_seed=0, seed=0)])
         if result.failed in _WHY:
             raise UserCodeError(
                 f"{who} gives {_WHY[result.failed]} on the first update of one inner loop "
@@ -183,6 +187,11 @@ def check_experiment(exp: Any, local: int) -> Checked:
     rng = np.random.default_rng(np.random.SeedSequence([exp.seed, 0]))  # as evolve draws φ
     with blame(f"loss {type(exp.inner.loss).__name__}", "init_phi"):
         phi0 = exp.inner.init_phi(rng)
+    if np.size(phi0) != size:  # the ES would perturb one size and the loss read another
+        raise UserCodeError(
+            f"loss {type(exp.inner.loss).__name__}: init_phi gives a φ of size {np.size(phi0)}, "
+            f"phi_size says {size}"
+        )
     check_code(exp.inner, phi0, exp.alpha(0) > 0, "φ from its init_phi")
     return Checked(dims, size)
 
