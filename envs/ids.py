@@ -9,8 +9,10 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import pickle
 
 import gymnasium as gym
+from gymnasium.envs.registration import EnvSpec
 
 from epgkit.envs import registered
 from epgkit.errors import ConfigError
@@ -74,3 +76,22 @@ def close_env_ids(name: str) -> str:
     if close:
         return f" Close registered ids: {', '.join(close)}."
     return f" epgkit's task families: {', '.join(registered())} (see `epgkit list envs`)."
+
+
+def shipped_spec(env_id: str) -> EnvSpec | None:
+    """The registration of ``env_id`` to send with an inner loop to another process, which has
+    not run the config's imports (``import my_envs`` runs in the driver only): the spec of a
+    ``Name-v0`` id registered here, None for a ``module:Name-v0`` id (the receiver imports the
+    module) or a spec that cannot be pickled (an entry point made by a lambda)."""
+    spec = None if ":" in env_id else gym.registry.get(env_id)
+    try:
+        pickle.dumps(spec)
+    except Exception:  # noqa: BLE001  (whatever an entry point's pickling raises)
+        return None
+    return spec
+
+
+def register_shipped(spec: EnvSpec | None) -> None:
+    """Registers a spec sent by ``shipped_spec`` unless this process knows the id already."""
+    if spec is not None:
+        gym.registry.setdefault(spec.id, spec)

@@ -36,6 +36,16 @@ def register(kind: str) -> Callable[[T], T]:
 
     def decorate(obj: T) -> T:
         name = obj.__name__  # type: ignore[attr-defined]
+        for other_kind, names in _INDEX.items():
+            if name in names:  # gin's own message would only suggest its interactive mode
+                other = names[name]
+                where = (
+                    f"{getattr(other, '__module__', '?')}.{getattr(other, '__qualname__', name)}"
+                )
+                raise ValueError(
+                    f"a {other_kind} named {name!r} is registered already ({where}); a config "
+                    f"names components by class name alone, so give this {kind} another name"
+                )
         registered = gin.register(obj, module=f"epgkit.{kind}")
         _INDEX[kind][name] = registered
         return registered

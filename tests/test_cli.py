@@ -180,6 +180,15 @@ def test_list_imports_a_users_module_to_show_what_it_registers(tmp_path):
     missing = epgkit("list", "losses", "--import", "no_such_module", env=env)
     assert missing.returncode == 2 and "no_such_module" in missing.stderr
     assert "Traceback" not in missing.stderr
+    (tmp_path / "my_envs.py").write_text(
+        "import gymnasium as gym\n"
+        "from gymnasium.envs.classic_control import PendulumEnv\n"
+        "class Swing(PendulumEnv): pass\n"
+        "gym.register('Swing-v0', entry_point=Swing)\n"
+    )
+    envs = epgkit("list", "envs", "--import", "my_envs", env=env).stdout.splitlines()
+    assert any(line.split() == ["Swing-v0", "my_envs:Swing"] for line in envs), envs
+    assert "Pendulum-v1" not in " ".join(envs)  # gymnasium's own envs are not listed
 
 
 @pytest.mark.parametrize(

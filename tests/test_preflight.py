@@ -139,6 +139,19 @@ class TypedLoss(ReinforceLoss):
 
 BROKEN_MODULE = "import math\n\nSCALE = math.sqrt(-1)\n"
 
+CLASHING_MODULE = """
+import dataclasses
+
+import epgkit
+from epgkit.method.losses import ReinforceLoss
+
+
+@epgkit.register("loss")
+@dataclasses.dataclass(frozen=True)
+class PPOLoss(ReinforceLoss):
+    \"\"\"A user's loss named as a built-in.\"\"\"
+"""
+
 
 @dataclass
 class Done:
@@ -174,8 +187,10 @@ def user_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "userenvs.py").write_text(USER_ENVS)
     (tmp_path / "userlosses.py").write_text(USER_LOSSES)
     (tmp_path / "broken.py").write_text(BROKEN_MODULE)
+    (tmp_path / "clashing.py").write_text(CLASHING_MODULE)
     monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("broken", None)  # it must fail again, as in a fresh process
+    for module in ("broken", "clashing"):  # each must fail again, as in a fresh process
+        sys.modules.pop(module, None)
     return tmp_path
 
 
@@ -410,6 +425,19 @@ def test_a_sweep_checks_every_point_before_running_any(tmp_path):
             "ValueError: math domain error (broken.py:3)",
         ),
         (
+            ["import clashing"],
+            2,
+            "ValueError: a loss named 'PPOLoss' is registered already "
+            "(epgkit.method.losses.policy_gradient.PPOLoss); a config names components by class "
+            "name alone, so give this loss another name (clashing.py:",
+        ),
+        (
+            ["InnerLoop.loss = @UserLoss()"],
+            2,
+            "A component of your own is known once its module is imported: `import MODULE` in "
+            "the config, or -b 'import MODULE'",
+        ),
+        (
             ["import broken"],
             2,
             "a module the config imports raised an error when imported: ValueError: math domain "
@@ -468,6 +496,32 @@ def test_an_env_failing_later_on_a_dask_worker_stops_the_run_once_without_retrie
     assert log.read_text().count("raised") == 2  # one per batch: no retry
     # The run stays resumable: nothing of the failed epoch was written.
     assert (run / "config.gin").is_file() and not (run / "checkpoint.pt").exists()
+
+
+def test_an_env_registered_by_a_config_import_runs_on_dask_workers_too(user_dir):
+    # `import userenvs` runs in the driver only; the workers get the registration with the loop.
+    run = user_dir / "run"
+    out = subprocess_epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "1",
+                            "-b", "import userenvs", "-b", "InnerLoop.env_id = 'Flaky-v0'",
+                            cwd=user_dir)  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_training_that_failed_leaves_its_out_free_for_the_fixed_command(user_dir):
+    run, out_dir = user_dir / "run", user_dir / "t"
+    flaky = ["-b", "InnerLoop.env_id = 'userenvs:Flaky-v0'"]
+    assert epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "0", *flaky).returncode == 0
+    train = ["train", str(run), "--runs", "1", "--workers", "0", "--out", str(out_dir)]
+    # It passes the check of one update, then its env raises at step 60.
+    failed = epgkit(*train, "-b", "InnerLoop.env_kwargs = (('fail_in', 'step'), ('after', 60))")
+    assert failed.returncode == 1 and "failed in step" in failed.stderr, failed.stderr
+    assert sorted(p.name for p in out_dir.iterdir()) == ["log.txt"]
+    fixed = epgkit(*train)
+    assert fixed.returncode == 0, fixed.stderr
+    log = (out_dir / "log.txt").read_text()
+    assert "training stopped: UserCodeError" in log and log.count("\n") > 1  # kept, added to
+    assert (out_dir / "summary.json").is_file()
 
 
 def test_every_inner_loop_failing_stops_the_run_with_the_reason(user_dir):

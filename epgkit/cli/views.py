@@ -113,12 +113,15 @@ def list_(
     """List the registered components, environments and shipped configs."""
     import importlib
 
+    import gymnasium as gym
+
     from epgkit.components import registered
     from epgkit.errors import ConfigError
     from epgkit.method.user_code import describe
     from epgkit.run.config import available
 
     kinds = ["losses", "policies", "strategies", "clusters", "envs", "configs", "zoo"]
+    before = set(gym.registry)  # what the user's modules add is listed with epgkit's envs
     with user_errors(False):
         if what is not None and what not in kinds:
             raise ConfigError(f"cannot list {what!r}; choose one of {', '.join(kinds)}")
@@ -138,12 +141,12 @@ def list_(
                 doc = (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
                 typer.echo(f"  {name:<16} {doc}")
         elif kind == "envs":
-            import gymnasium as gym
-
             from epgkit.envs import registered as envs
 
-            for env_id in envs():
+            for env_id in sorted(set(envs()) | (set(gym.registry) - before)):
                 entry = gym.spec(env_id).entry_point
+                if callable(entry):  # registered with the class itself
+                    entry = f"{entry.__module__}:{entry.__qualname__}"
                 typer.echo(f"  {env_id:<32} {entry}")
         elif kind == "zoo":
             from epgkit.run.zoo import entries

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import epgkit.envs  # noqa: F401  (registers the task families on Dask workers too)
-from epgkit.envs.ids import takes_task_seed
+from epgkit.envs.ids import register_shipped, shipped_spec, takes_task_seed
 from epgkit.errors import ConfigError
 from epgkit.method import checks
 from epgkit.method.alive import Alive
@@ -39,7 +39,7 @@ from epgkit.method.mlp import Params, flat_params, load_flat
 from epgkit.method.normalize import RunningNorm
 from epgkit.method.policies import actor, default_policy, fitting
 from epgkit.method.seeds import Streams
-from epgkit.method.user_code import UserCodeError, blame, theirs
+from epgkit.method.user_code import UserCodeError, blame, inner_loop_parts, theirs
 from epgkit.method.window import Window
 from epgkit.registry import register
 
@@ -121,6 +121,13 @@ class InnerLoop:
         ]
         checks.refuse("InnerLoop", problems)
 
+    def __getstate__(self) -> dict[str, Any]:  # the env's registration travels with the loop
+        return {**self.__dict__, "_env_spec": shipped_spec(self.env_id)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        register_shipped(state.pop("_env_spec", None))
+        self.__dict__.update(state)
+
     def make_env(self, task_seed: int) -> gym.Env:
         """The env of one task; envs that are not task families ignore the task seed."""
         kwargs = dict(self.env_kwargs)
@@ -164,10 +171,6 @@ class InnerLoop:
         """Dimension of the evolved vector: the loss's φ, then θ₀ under ``evolve_init``."""
         ctx = self.context()
         return self.loss.phi_size(ctx) + (self._theta0(ctx).size if self.evolve_init else 0)
-
-    def parts(self) -> dict[str, Any]:
-        """The parts a user may replace, by role, to name the one that fails."""
-        return {"policy": self.policy, "loss": self.loss, "guidance loss": self.guide}
 
     def theta_size(self) -> int:
         """Numbers in the policy's flat θ (``mlp.flat_params``): EPG+I's θ₀, a past policy."""
@@ -312,7 +315,7 @@ def run_batch(
     try:
         return inner.run(jobs, keep_policy)
     except Exception as err:  # noqa: BLE001  (epgkit's own errors are raised again below)
-        if (mine := theirs(err, inner.parts())) is None:
+        if (mine := theirs(err, inner_loop_parts(inner))) is None:
             raise
         return mine
 

@@ -9,18 +9,28 @@ here, apart from the driver's gin plumbing, so that worker code can raise it.
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import os
 import sysconfig
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
+from typing import Any
 
 _LIBRARIES = tuple(
     os.path.realpath(p) + os.sep
     for p in {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
 )
-_EPGKIT = os.path.dirname(os.path.dirname(os.path.realpath(__file__))) + os.sep
+# epgkit's own files: the package, and its task families (envs/ beside it in a checkout).
+_ENVS = importlib.util.find_spec("epgkit.envs")
+_EPGKIT = tuple(
+    os.path.realpath(p) + os.sep
+    for p in [
+        os.path.dirname(os.path.dirname(__file__)),
+        *((_ENVS and _ENVS.submodule_search_locations) or []),
+    ]
+)
 
 
 class UserCodeError(RuntimeError):
@@ -34,7 +44,7 @@ def _user_frame(tb: TracebackType | None) -> tuple[str, int] | None:
     found = None
     while tb is not None:
         path = os.path.realpath(tb.tb_frame.f_code.co_filename)
-        if not path.startswith((*_LIBRARIES, _EPGKIT)) and not path.startswith("<"):
+        if not path.startswith((*_LIBRARIES, *_EPGKIT)) and not path.startswith("<"):
             found = (path, tb.tb_lineno)
         tb = tb.tb_next
     return found
@@ -103,3 +113,8 @@ def reported(parts: Mapping[str, object]) -> Iterator[None]:
         if (mine := theirs(err, parts)) is None:
             raise
         raise mine from err
+
+
+def inner_loop_parts(loop: Any) -> dict[str, Any]:
+    """The parts of an inner loop a user may replace, by role, for ``theirs`` to name."""
+    return {"policy": loop.policy, "loss": loop.loss, "guidance loss": loop.guide}

@@ -145,6 +145,8 @@ def _explain(err: Exception) -> str:
             text += f"\nKnown configurables: {', '.join(ROOTS)}; " + "; ".join(
                 f"{_PLURALS[kind]}: {', '.join(names)}" for kind, names in known.items() if names
             )
+        text += "\nA component of your own is known once its module is imported: `import MODULE`"
+        text += " in the config, or -b 'import MODULE'"
     match = re.search(r"Configurable '(\w+)' doesn't have a parameter named '(\w+)'", text)
     if match:
         params = _parameters(match.group(1))
@@ -167,7 +169,7 @@ def _one_line(text: str) -> str:
             where = f" ({place[1]}, line {place[2]}: {source})"
         elif given:
             where = f" (the binding {source})"
-        elif line.startswith(("Did you mean", "Known ", "Its parameters")):
+        elif line.startswith(("Did you mean", "Known ", "Its parameters", "A component of")):
             hints.append(line.rstrip("?.") + ("?" if line.endswith("?") else ""))
     if not (where or hints):
         return " ".join([head, *rest])

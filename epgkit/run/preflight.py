@@ -27,7 +27,13 @@ from epgkit.errors import ConfigError
 from epgkit.method import checks
 from epgkit.method.dims import Dims
 from epgkit.method.inner_loop import InnerLoop, Job
-from epgkit.method.user_code import UserCodeError, blame, blamed, reported
+from epgkit.method.user_code import (
+    UserCodeError,
+    blame,
+    blamed,
+    inner_loop_parts,
+    reported,
+)
 
 FLOAT = 4  # bytes of a float32
 #: Steps of a tiny run's evaluation episode: enough to exercise reset and step.
@@ -160,7 +166,7 @@ def check_code(inner: InnerLoop, phi: np.ndarray, guided: bool, which: str) -> N
     if guided and inner.guide is not None:
         runs.append((1.0, f"guidance loss {type(inner.guide).__name__}"))
     for alpha, who in runs:
-        with reported(inner.parts()):
+        with reported(inner_loop_parts(inner)):
             (result,) = tiny.run([Job(phi, alpha, task_seed=0, seed=0)])
         if result.failed in _WHY:
             raise UserCodeError(

@@ -22,6 +22,7 @@ from epgkit.run import config, preflight
 from epgkit.run.cluster import Executor, Launch, local_processes
 from epgkit.run.lock import LOCK, DirLock, claim
 from epgkit.run.paths import check_dir
+from epgkit.run.progress import LOG
 from epgkit.run.rundir import SUMMARY, RunDir, RunDirError, atomic_write_text
 from epgkit.run.sources import Source, load_source
 from epgkit.run.train import (
@@ -87,7 +88,7 @@ def _open_out(out: Path) -> DirLock:
                 f"--out {out} holds an evolution's run; a training writes into a new or empty "
                 "directory (by default RUN_DIR/train/<time>): choose another --out"
             )
-        if others:
+        if others and others != [LOG]:  # a log alone is a failed training's: it is appended to
             shown = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
             raise RunDirError(
                 f"--out {out} is not empty ({shown}); a training writes into a new or empty "

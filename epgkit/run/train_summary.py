@@ -172,6 +172,11 @@ def table(summary: dict[str, Any]) -> str:
     reach = methods.get(LEARNED, {}).get("steps_to_reach", {})
     for b in (b for b in methods if b != LEARNED and b in reach):
         target, budget = methods[b]["final_mean"], methods[LEARNED]["env_steps"]
-        at = "never" if reach[b] is None else f"at step {reach[b]:,}"
-        rows.append(f"{LEARNED} reaches {b}'s final mean ({target:.2f}) {at} of {budget:,}")
+        at = (
+            f"within {budget:,} steps"
+            if reach[b] is None
+            else f"at step {reach[b]:,} of {budget:,}"
+        )
+        verb = "never reaches" if reach[b] is None else "reaches"
+        rows.append(f"{LEARNED} {verb} {b}'s final mean ({target:.2f}) {at}")
     return "\n".join(rows)
