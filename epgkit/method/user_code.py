@@ -38,14 +38,22 @@ class UserCodeError(RuntimeError):
     error. A right command whose code fails: the CLI exits with code 1, without a traceback."""
 
 
+def is_users_file(path: str) -> bool:
+    """Whether ``path`` is the user's code: outside Python's and the installed libraries and
+    outside epgkit's own modules."""
+    if path.startswith("<"):  # <frozen ...>, <string>: not a file of theirs
+        return False
+    return not os.path.realpath(path).startswith((*_LIBRARIES, *_EPGKIT))
+
+
 def _user_frame(tb: TracebackType | None) -> tuple[str, int] | None:
-    """(path, line) of the innermost frame outside Python's and the installed libraries and
-    outside epgkit's own modules (so the user's line when the error went through theirs)."""
+    """(path, line) of the innermost frame in the user's code (so the user's line when the
+    error went through theirs)."""
     found = None
     while tb is not None:
-        path = os.path.realpath(tb.tb_frame.f_code.co_filename)
-        if not path.startswith((*_LIBRARIES, *_EPGKIT)) and not path.startswith("<"):
-            found = (path, tb.tb_lineno)
+        path = tb.tb_frame.f_code.co_filename
+        if is_users_file(path):
+            found = (os.path.realpath(path), tb.tb_lineno)
         tb = tb.tb_next
     return found
 

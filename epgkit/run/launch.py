@@ -18,8 +18,9 @@ from gin.config_parser import BindingStatement, ConfigParser
 
 from epgkit.method.evolve import evolve
 from epgkit.method.experiment import Experiment
+from epgkit.method.user_code import inner_loop_parts
 from epgkit.registry import index
-from epgkit.run import config, preflight
+from epgkit.run import config, preflight, user_modules
 from epgkit.run.cluster import Executor, Launch, local_processes
 from epgkit.run.dask_cluster import idle_workers
 from epgkit.run.lock import DirLock, claim
@@ -33,6 +34,7 @@ from epgkit.run.rundir import (
     LAST_LOSS,
     RunDir,
     RunDirError,
+    load_loss,
 )
 from epgkit.run.sources import load_source
 
@@ -69,6 +71,7 @@ class Prepared:
     extend: tuple[str, ...] = ()  # bindings a resume adds to the run's config.gin
     done: int = 0  # epochs the run has done already (its checkpoint's)
     phi0: np.ndarray | None = None  # Experiment.init_loss's φ, for a run without a checkpoint
+    warnings: tuple[str, ...] = ()  # about the user's code (epgkit.run.user_modules)
     lock: DirLock | None = None
 
     @property
@@ -221,6 +224,14 @@ def _prepare(
         "act_dim": checked.dims.act_dim,
         "operative_config": gin.operative_config_str(),
     }
+    last = RunDir(launch.run_dir).path / LAST_LOSS
+    recorded = load_loss(last)[1].get("user_modules", {}) if resume and last.exists() else None
+    meta["user_modules"], notes = user_modules.warnings(
+        gin.config_str(),
+        [exp.inner.env_id],
+        inner_loop_parts(exp.inner) | {"strategy": exp.strategy},
+        recorded,
+    )
     phi0 = None
     if exp.init_loss is not None and ckpt is None:
         phi0, meta["init_loss"] = _init_loss(exp.init_loss, meta)
@@ -231,7 +242,7 @@ def _prepare(
         )
     files = [str(p) for p in paths]
     return Prepared(exp, launch, run, meta, gin.config_str(), files, resume is not None, extend,
-                    done, phi0)  # fmt: skip
+                    done, phi0, tuple(notes))  # fmt: skip
 
 
 def _init_loss(name: str, meta: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
@@ -275,6 +286,8 @@ def run_evolution(
         f"{exp.inner.env_id} with {meta['policy']}: E={exp.epochs} W={exp.inner_loops} "
         f"V={exp.strategy.population} U={exp.inner.steps} on {where} → {run.path}"
     )
+    for warning in prepared.warnings:
+        echo(f"epgkit: warning: {warning}")
     # Local, SLURM and Kubernetes clusters say how many workers they will hold.
     size = getattr(cluster, "n_workers", None) or getattr(cluster, "workers", None)
     if isinstance(size, int) and (note := idle_workers(exp.inner_loops, exp.batch_size, size)):

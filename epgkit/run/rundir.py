@@ -254,6 +254,7 @@ class RunDir:
         (self.path / "plots").mkdir(parents=True, exist_ok=True)
         meta = {
             "argv": sys.argv,
+            "cwd": os.getcwd(),  # where relative config files and the user's modules were found
             "config_files": files,
             "versions": versions(),
             **git_state(),

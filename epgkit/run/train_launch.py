@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import gin
 
 from epgkit.method.experiment import Experiment
 from epgkit.method.inner_loop import InnerLoop, Job
-from epgkit.run import config, preflight
+from epgkit.run import config, preflight, user_modules
 from epgkit.run.cluster import Executor, Launch, local_processes
 from epgkit.run.lock import LOCK, DirLock, claim
 from epgkit.run.paths import check_dir
@@ -51,6 +51,8 @@ class Training:
     out: Path
     config: str  # every binding, as config.gin records it
     lock: DirLock  # held on ``out`` until ``close``
+    user_modules: dict[str, Any] = field(default_factory=dict)  # file and hash of the user's
+    warnings: tuple[str, ...] = ()  # the user's code changed since the loss was evolved
 
     @property
     def learned(self) -> InnerLoop:
@@ -132,7 +134,13 @@ def prepare_training(source_arg: str, bindings: Sequence[str] = ()) -> Training:
     else:
         out = Path(launch.run_dir)
         lock = _open_out(out)
-    return Training(source, exp, test, launch, loops, jobs, out, gin.config_str(), lock)
+    now, warnings = user_modules.warnings(
+        gin.config_str(), [loop.env_id for loop in loops.values()], {},
+        source.meta.get("user_modules", {}),
+    )  # fmt: skip
+    return Training(
+        source, exp, test, launch, loops, jobs, out, gin.config_str(), lock, now, tuple(warnings)
+    )
 
 
 def provenance(meta: dict[str, Any]) -> str:
@@ -157,10 +165,12 @@ def run_training(
         f"on {t.launch.where().describe()} → {t.out}"
     )
     echo(f"loss: {t.source.path}{provenance(t.source.meta)}")
+    for warning in t.warnings:
+        echo(f"epgkit: warning: {warning}")
     results = run_methods(t.loops, t.jobs, t.exp.batch_size, executor)
     info = {"source": str(t.source.path), "env_id": learned.env_id, "runs": t.test.runs,
             "seed": t.test.seed, "evolved_on": t.source.meta.get("env_id"),
-            "source_epoch": t.source.meta.get("epoch"),
+            "source_epoch": t.source.meta.get("epoch"), "user_modules": t.user_modules,
             "wall_s": time.perf_counter() - started}  # fmt: skip
     t.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(t.out / "config.gin", t.config)
