@@ -10,6 +10,7 @@ import difflib
 import importlib
 import inspect
 import pickle
+from collections.abc import Iterable, Mapping
 
 import gymnasium as gym
 from gymnasium.envs.registration import EnvSpec
@@ -26,6 +27,38 @@ def takes_task_seed(env_id: str) -> bool:
         ConfigError: ``env_id`` names a module that cannot be imported, is not registered, or
             its entry point cannot be loaded (messages name the id and close registered ids).
     """
+    parameters = _parameters(env_id)
+    return parameters is not None and "task_seed" in parameters
+
+
+def check_env_kwargs(env_id: str, names: Iterable[str]) -> None:
+    """Refuses ``InnerLoop.env_kwargs`` names the env's creator does not take (a misspelt
+    keyword is the config's mistake, not the env's failure).
+
+    Raises:
+        ConfigError: An unknown name, with the creator's parameters; or as ``takes_task_seed``.
+    """
+    parameters = _parameters(env_id)
+    if parameters is None or any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return  # any keyword may be right: the env itself says
+    spec_kwargs = gym.spec(env_id.rpartition(":")[2]).kwargs
+    unknown = [n for n in names if n not in parameters]
+    if unknown:
+        known = [p for p in parameters if p not in (*spec_kwargs, "self", "task_seed")]
+        raise ConfigError(
+            f"InnerLoop.env_kwargs: env {env_id!r} takes no {', '.join(map(repr, unknown))}"
+            + (f"; it takes {', '.join(known)}" if known else "")
+            + _close(unknown[0], known)
+        )
+
+
+def _close(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3)
+    return f". Did you mean {', '.join(close)}?" if close else ""
+
+
+def _parameters(env_id: str) -> Mapping[str, inspect.Parameter] | None:
+    """The parameters of ``env_id``'s creator (None when they cannot be read)."""
     module, _, name = env_id.rpartition(":")
     if module:  # gymnasium's "module:Name-v0" form: the module registers the env
         try:
@@ -64,9 +97,9 @@ def takes_task_seed(env_id: str) -> bool:
         if creator is None:
             raise ConfigError(f"env id {env_id!r}: its entry point {entry!r} does not exist")
     try:
-        return "task_seed" in inspect.signature(creator).parameters
+        return inspect.signature(creator).parameters
     except (TypeError, ValueError):
-        return False
+        return None
 
 
 def close_env_ids(name: str) -> str:

@@ -54,6 +54,29 @@ def test_unknown_configurable_names_file_line_and_close_names(tmp_path: Path):
     assert "bad.gin" in text and "4" in text and "OpenES" in text
 
 
+def test_a_bracket_left_open_is_blamed_on_its_own_file_or_binding(tmp_path: Path):
+    bad = tmp_path / "bad.gin"
+    bad.write_text("include 'quickstart.gin'\nInnerLoop.lr = (0.1\n")
+    with pytest.raises(config.ConfigError, match=f"^unbalanced brackets in {bad}: EOF"):
+        config.parse([bad, "debug.gin"])
+    with pytest.raises(config.ConfigError, match="^unbalanced brackets in the binding 'A = \\['"):
+        config.parse(["quickstart.gin"], ["InnerLoop.lr = 1", "A = ["])
+
+
+@pytest.mark.parametrize(
+    "bindings,message",
+    [
+        (["InnerLoop.lr = 1", "InnerLoop.steps = "], "(the binding 'InnerLoop.steps = ')"),
+        # Left open, it makes gin read on into the next binding, where it fails.
+        (["InnerLoop.lr = (1", "InnerLoop.steps = 64"], "(the binding 'InnerLoop.lr = (1')"),
+    ],
+)
+def test_a_binding_gin_cannot_read_is_named(bindings, message):
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(["quickstart.gin"], bindings)
+    assert str(err.value).endswith(message)
+
+
 @pytest.mark.parametrize(
     "binding,close,known",
     [

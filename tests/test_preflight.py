@@ -232,6 +232,11 @@ def refused(out: Done, code: int, message: str, nothing: Path) -> None:
         (["--scheduler", "localhost"], "address 'localhost' is not a scheduler's address"),
         (["-b", "Launch.worker_timeout = 0.0"], "Launch: worker_timeout must be > 0 seconds"),
         (["-b", "InnerLoop.env_kwargs = (('speed', 1, 2),)"], "InnerLoop.env_kwargs must be"),
+        (
+            ["-b", "InnerLoop.env_kwargs = (('goal_radus', 2.0),)"],
+            "InnerLoop.env_kwargs: env 'epgkit/PointGoal-v0' takes no 'goal_radus'; it takes "
+            "goal_radius, angle_low, angle_high, step_size, render_mode. Did you mean goal_radius?",
+        ),
     ],
 )
 def test_bad_values_are_refused_before_the_run_directory_is_created(tmp_path, args, message):

@@ -108,7 +108,7 @@ def theirs(err: Exception, parts: Mapping[str, object]) -> UserCodeError | None:
     for role, part in parts.items():
         if part is not None and _defined_in(part) == frame[0]:
             return UserCodeError(f"{role} {type(part).__name__} failed: {describe(err)}")
-    return UserCodeError(f"your code failed in an inner loop: {describe(err)}")
+    return UserCodeError(f"your code failed: {describe(err)}")
 
 
 @contextmanager

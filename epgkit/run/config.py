@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util  # gin 0.5 uses importlib.util without importing it; so do we
+import io
 import logging
 import re
 import tokenize
@@ -16,6 +17,7 @@ import gin
 
 import epgkit.run.kube  # noqa: F401  (the clusters register themselves here, in the driver:
 import epgkit.run.slurm  # noqa: F401  epgkit.components is what workers import too)
+from epgkit.envs.ids import check_env_kwargs
 from epgkit.errors import ConfigError
 from epgkit.method.experiment import Experiment
 from epgkit.method.inner_loop import InnerLoop
@@ -223,9 +225,8 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> list[Pat
     try:
         gin.parse_config_files_and_bindings([str(p) for p in paths], list(bindings))
     except tokenize.TokenError as err:
-        raise ConfigError(
-            f"unbalanced brackets in {', '.join(map(str, paths))} or the bindings: {err.args[0]}"
-        ) from None
+        where = _unbalanced(paths, bindings)
+        raise ConfigError(f"unbalanced brackets in {where}: {err.args[0]}") from None
     except RecursionError as err:
         raise ConfigError(_include_cycle(err, paths)) from None
     except Exception as err:
@@ -237,6 +238,13 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> list[Pat
                 f"a module the config imports raised an error when imported: {describe(err)}"
                 + (f" ({where})" if where else "")
             ) from None
+        if isinstance(err, SyntaxError) and err.filename is None and err.lineno:
+            # Gin parses the bindings as one text, a line each, and names no binding; one that
+            # leaves a bracket open makes gin read on into the next.
+            given = "\n".join(bindings).splitlines()[: err.lineno]
+            if given:
+                open_ = [b for b in given if not _balanced(b)]
+                raise ConfigError(f"{err.msg} (the binding {(open_ or given)[-1]!r})") from None
         if isinstance(err, ValueError | SyntaxError | ImportError | TypeError | OSError):
             raise ConfigError(_explain(err)) from None
         raise
@@ -251,6 +259,24 @@ def _raised_by_a_module(err: BaseException) -> bool:
             return True
         tb = tb.tb_next
     return False
+
+
+def _balanced(text: str) -> bool:
+    try:
+        list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except tokenize.TokenError:
+        return False
+    return True
+
+
+def _unbalanced(paths: Sequence[Path], bindings: Sequence[str]) -> str:
+    """Which of the files or bindings has brackets that do not close (all of them, when none
+    alone does: an included file)."""
+    texts = [(str(p), p.read_text()) for p in paths] + [(f"the binding {b!r}", b) for b in bindings]
+    return next(
+        (name for name, text in texts if not _balanced(text)),
+        f"{', '.join(map(str, paths))} or the bindings",
+    )
 
 
 def _include_cycle(err: RecursionError, paths: Sequence[Path]) -> str:
@@ -285,6 +311,8 @@ def with_policies(exp: Experiment) -> Experiment:
     without a policy of their own get the same one, so comparisons stay like for like.
     """
     loops = [exp.inner, *exp.baselines.values()]
+    for loop in loops:  # before an env is built with them
+        check_env_kwargs(loop.env_id, [name for name, _ in loop.env_kwargs])
     if all(loop.policy is not None for loop in loops):
         return exp
     policy = exp.inner.policy

@@ -224,7 +224,7 @@ def _prepare(
         "act_dim": checked.dims.act_dim,
         "operative_config": gin.operative_config_str(),
     }
-    last = RunDir(launch.run_dir).path / LAST_LOSS
+    last = Path(str(launch.run_dir)) / LAST_LOSS
     recorded = load_loss(last)[1].get("user_modules", {}) if resume and last.exists() else None
     meta["user_modules"], notes = user_modules.warnings(
         gin.config_str(),

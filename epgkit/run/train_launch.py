@@ -51,7 +51,7 @@ class Training:
     out: Path
     config: str  # every binding, as config.gin records it
     lock: DirLock  # held on ``out`` until ``close``
-    user_modules: dict[str, Any] = field(default_factory=dict)  # file and hash of the user's
+    user_modules: dict[str, Any] = field(default_factory=dict)  # theirs: file and SHA-256
     warnings: tuple[str, ...] = ()  # the user's code changed since the loss was evolved
 
     @property
