@@ -238,7 +238,12 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> list[Pat
                 f"a module the config imports raised an error when imported: {describe(err)}"
                 + (f" ({where})" if where else "")
             ) from None
-        if isinstance(err, SyntaxError) and err.filename is None and err.lineno:
+        if (
+            isinstance(err, SyntaxError)
+            and err.filename is None
+            and err.lineno
+            and "\n" not in err.msg
+        ):
             # Gin parses the bindings as one text, a line each, and names no binding; one that
             # leaves a bracket open makes gin read on into the next.
             given = "\n".join(bindings).splitlines()[: err.lineno]
