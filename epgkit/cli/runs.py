@@ -99,7 +99,13 @@ def train(
             help="Also train with this baseline, e.g. ppo (TestTime.baselines; repeatable)."
         ),
     ] = None,
-    out: Annotated[str | None, typer.Option(help="Output directory (Launch.run_dir).")] = None,
+    out: Annotated[
+        str | None,
+        typer.Option(
+            help="Output directory, new or empty (Launch.run_dir; default: RUN_DIR/train/<time> "
+            "or runs/train/<time>)."
+        ),
+    ] = None,
     binding: Bindings = None,
     workers: Annotated[
         int | None, typer.Option(help="Local Dask workers (LocalCluster.workers); 0 in-process.")
