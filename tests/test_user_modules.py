@@ -48,6 +48,7 @@ def test_the_imports_of_a_config_and_its_env_ids_are_found():
 
 
 def test_only_the_users_files_are_fingerprinted_and_a_change_is_said(tmp_path, monkeypatch):
+    tmp_path = tmp_path.resolve()  # as recorded: the real path
     (tmp_path / "mine.py").write_text("X = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     import mine  # noqa: F401  (fingerprint reads modules imported already)
@@ -72,7 +73,7 @@ def test_a_component_of_main_is_named():
 
 @pytest.fixture(scope="module")
 def evolved(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("user")
+    home = tmp_path_factory.mktemp("user").resolve()  # as recorded: the real path
     (home / "scaled.py").write_text(LOSS)
     out = epgkit("evolve", *QUICK, "--run-dir", "run", "--workers", "0", "-b", "import scaled",
                  "-b", "InnerLoop.loss = @ScaledLoss()", cwd=home)  # fmt: skip
@@ -90,7 +91,7 @@ def test_train_with_the_same_code_warns_of_nothing_and_records_it(evolved, tmp_p
 
 
 def test_train_and_resume_warn_when_the_users_module_holds_other_code(evolved, tmp_path):
-    other = tmp_path / "other"
+    other = tmp_path.resolve() / "other"
     other.mkdir()
     (other / "scaled.py").write_text(LOSS.replace("SCALE = 1.0", "SCALE = -1.0"))
     run = str(evolved / "run")
