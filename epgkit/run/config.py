@@ -238,18 +238,12 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> list[Pat
                 f"a module the config imports raised an error when imported: {describe(err)}"
                 + (f" ({where})" if where else "")
             ) from None
-        if (
-            isinstance(err, SyntaxError)
-            and err.filename is None
-            and err.lineno
-            and "\n" not in err.msg
-        ):
-            # Gin parses the bindings as one text, a line each, and names no binding; one that
-            # leaves a bracket open makes gin read on into the next.
-            given = "\n".join(bindings).splitlines()[: err.lineno]
-            if given:
-                open_ = [b for b in given if not _balanced(b)]
-                raise ConfigError(f"{err.msg} (the binding {(open_ or given)[-1]!r})") from None
+        # Gin parses the bindings as one text, a line each, and names no binding; one that
+        # leaves a bracket open makes gin read on into the next.
+        given = "\n".join(bindings).splitlines()[: getattr(err, "lineno", None) or 0]
+        if isinstance(err, SyntaxError) and not err.filename and given and "\n" not in err.msg:
+            open_ = [b for b in given if not _balanced(b)]
+            raise ConfigError(f"{err.msg} (the binding {(open_ or given)[-1]!r})") from None
         if isinstance(err, ValueError | SyntaxError | ImportError | TypeError | OSError):
             raise ConfigError(_explain(err)) from None
         raise
