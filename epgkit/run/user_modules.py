@@ -57,7 +57,7 @@ def changes(recorded: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
         if current["file"] == then.get("file"):
             what = f"({current['file']}) has changed since the loss was evolved with it"
         else:
-            what = f"is {current['file']}, another code than the {then.get('file')} of the loss"
+            what = f"is {current['file']}, not the loss's {then.get('file')}, and its code differs"
         said.append(f"module {name} {what}: results may differ")
     return said
 
