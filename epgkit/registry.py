@@ -37,11 +37,11 @@ def register(kind: str) -> Callable[[T], T]:
     def decorate(obj: T) -> T:
         name = obj.__name__  # type: ignore[attr-defined]
         for other_kind, names in _INDEX.items():
-            if name in names:  # gin's own message would only suggest its interactive mode
-                other = names[name]
-                where = (
-                    f"{getattr(other, '__module__', '?')}.{getattr(other, '__qualname__', name)}"
-                )
+            other = names.get(name)
+            where = f"{getattr(other, '__module__', '?')}.{getattr(other, '__qualname__', name)}"
+            # Another class of that name: gin's own message would only suggest its interactive
+            # mode. The same class defined again (a notebook's cell run twice) is gin's to judge.
+            if other is not None and where != f"{obj.__module__}.{obj.__qualname__}":
                 raise ValueError(
                     f"a {other_kind} named {name!r} is registered already ({where}); a config "
                     f"names components by class name alone, so give this {kind} another name"
