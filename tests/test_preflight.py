@@ -68,6 +68,8 @@ USER_LOSSES = '''
 import dataclasses
 import math
 
+import gin
+
 import epgkit
 from epgkit.method.losses import ReinforceLoss
 from epgkit.method.policies import GaussianMLP
@@ -106,7 +108,7 @@ class MisSizedLoss(ReinforceLoss):
         return rng.normal(size=self.phi_size(ctx) + 1)
 
 
-@epgkit.register("policy")
+@gin.register  # gin's alone: epgkit's index of policies would offer it for every Box env
 @dataclasses.dataclass(frozen=True)
 class BrokenPolicy(GaussianMLP):
     def dist(self, theta, obs):

@@ -192,7 +192,7 @@ def evolve(
     past = exp.past_init
     pool = past_init.load(ckpt or {}, exp.inner.theta_size()) if past is not None else None
 
-    user, size = {"strategy": strategy}, exp.inner.phi_size()
+    user, size = {"strategy": strategy}, np.size(strategy.mean(state))
     for epoch in range(start, exp.epochs):
         t0 = time.perf_counter()
         rng = np.random.default_rng(np.random.SeedSequence([exp.seed, epoch, 0]))

@@ -272,10 +272,8 @@ def _unbalanced(paths: Sequence[Path], bindings: Sequence[str]) -> str:
     """Which of the files or bindings has brackets that do not close (all of them, when none
     alone does: an included file)."""
     texts = [(str(p), p.read_text()) for p in paths] + [(f"the binding {b!r}", b) for b in bindings]
-    return next(
-        (name for name, text in texts if not _balanced(text)),
-        f"{', '.join(map(str, paths))} or the bindings",
-    )
+    open_ = [name for name, text in texts if not _balanced(text)]
+    return open_[0] if open_ else f"{', '.join(map(str, paths))} or the bindings"
 
 
 def _include_cycle(err: RecursionError, paths: Sequence[Path]) -> str:
@@ -300,6 +298,15 @@ def build(factory):
         raise ConfigError(_explain(err)) from None
 
 
+def experiment() -> Experiment:
+    """The parsed config's experiment as evolve, sweep and train run it: the ``env_kwargs``
+    checked before an env is built with them, then the default policies filled in."""
+    exp = build(Experiment)
+    for loop in [exp.inner, *exp.baselines.values()]:
+        check_env_kwargs(loop.env_id, [k for k, _ in loop.env_kwargs])
+    return with_policies(exp)
+
+
 def with_policies(exp: Experiment) -> Experiment:
     """``exp`` with a policy in every inner loop whose config names none.
 
@@ -307,11 +314,8 @@ def with_policies(exp: Experiment) -> Experiment:
     ``GaussianMLP`` for Box actions, ``CategoricalMLP`` for Discrete ones. It is built here,
     in the driver, through gin, so that its bindings (``GaussianMLP.hidden``,
     ``CategoricalMLP.hidden``) apply and the operative config records them. Baselines
-    without a policy of their own get the same one, so comparisons stay like for like.
-    """
+    without a policy of their own get the same one, so comparisons stay like for like."""
     loops = [exp.inner, *exp.baselines.values()]
-    for loop in loops:  # before an env is built with them
-        check_env_kwargs(loop.env_id, [name for name, _ in loop.env_kwargs])
     if all(loop.policy is not None for loop in loops):
         return exp
     policy = exp.inner.policy

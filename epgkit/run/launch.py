@@ -207,7 +207,7 @@ def _prepare(
         launch = config.build(Launch)
     launch = replace(launch, cluster=config.build(launch.where))
     # Built once; policy None: the env's action space chooses.
-    exp = config.with_policies(config.build(Experiment))
+    exp = config.experiment()
     if resume is not None and extend and exp.epochs <= done:
         raise config.ConfigError(
             f"--resume {resume}: the run has done {done} epochs already; "

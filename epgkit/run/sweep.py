@@ -21,7 +21,6 @@ from typing import Any
 
 from gymnasium.error import Error as GymError
 
-from epgkit.method.experiment import Experiment
 from epgkit.method.user_code import UserCodeError
 from epgkit.run import config, preflight
 from epgkit.run.cluster import Executor, Launch, local_processes
@@ -112,7 +111,7 @@ def open_sweep(
                 launch = config.build(Launch)
                 launch = replace(launch, cluster=config.build(launch.where))
             local = local_processes(launch.where())
-            exp = config.with_policies(config.build(Experiment))
+            exp = config.experiment()
             exps.append(exp)
             # Every point is checked before any runs; the env and loss run once per inner loop.
             if (exp.inner, exp.alpha(0) > 0) not in checked:

@@ -47,7 +47,7 @@ def build(source: Source, bindings: Sequence[str] = ()) -> Experiment:
     # left to the action space (None) is chosen as in evolution, from the evolution's env.
     operative = source.meta["operative_config"]
     config.parse([DEFAULT_BASELINES], [operative, "Launch.run_dir = None", *bindings])
-    return config.with_policies(config.build(Experiment))
+    return config.experiment()
 
 
 def methods(
