@@ -260,6 +260,23 @@ def test_an_existing_run_directory_is_refused_and_left_untouched(tmp_path):
     assert snapshot(run) == before
 
 
+@pytest.mark.parametrize(
+    "name, message",
+    [("notes.txt", "is not empty (notes.txt)"), ("sweep.json", "holds a sweep")],
+)
+def test_a_new_run_is_refused_a_folder_holding_anything_but_a_runs_leftovers(
+    tmp_path, name, message
+):
+    folder = tmp_path / "f"
+    folder.mkdir()
+    (folder / name).write_text("{}")
+    (folder / "log.txt").write_text("a sweep's log\n")
+    before = snapshot(folder)
+    out = epgkit("evolve", "quickstart", "gin/debug.gin", "--run-dir", str(folder))
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and snapshot(folder) == before
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("finished") / "r"
@@ -606,6 +623,21 @@ def test_views_refuse_to_write_into_a_run_or_a_training(tmp_path, hopper_run, ow
     (line,) = out.stderr.strip().splitlines()
     assert "choose a place outside it" in line and "Traceback" not in line, line
     assert snapshot(run) == before
+
+
+def test_views_refuse_to_write_into_a_sweeps_directory(tmp_path, hopper_run):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text("{}")
+    (sweep / "fitness.png").write_bytes(b"the sweep's own figure")
+    before = snapshot(sweep)
+    for args in [
+        ("plot", str(hopper_run), "--out", f"{sweep}/fitness.png"),
+        ("envs", "show", "epgkit/PointGoal-v0", "--out", f"{sweep}/tasks.png"),
+    ]:
+        out = epgkit(*args)
+        assert out.returncode == 2 and "holds a run, a sweep" in out.stderr, out.stderr
+    assert snapshot(sweep) == before
 
 
 def test_plot_redraws_a_runs_own_figure_only_while_no_one_evolves_it(tmp_path, hopper_run):

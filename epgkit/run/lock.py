@@ -30,7 +30,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from epgkit.run.rundir import CHECKPOINT, METRICS, SUMMARY, RunDir, RunDirError
+from epgkit.run.rundir import CHECKPOINT, METRICS, SUMMARY, SWEEP_JSON, RunDir, RunDirError
 
 try:
     import fcntl
@@ -139,11 +139,11 @@ def check_outside_runs(folder: str | Path, what: str) -> None:
     Raises:
         RunDirError: One sentence naming that directory.
     """
-    folder, marks = Path(folder).resolve(), (LOCK, SUMMARY, CHECKPOINT, METRICS)
+    folder, marks = Path(folder).resolve(), (LOCK, SUMMARY, SWEEP_JSON, CHECKPOINT, METRICS)
     for owner in (folder, folder.parent) if folder.name == "plots" else (folder,):
         if RunDir(owner).is_run() or any((owner / name).exists() for name in marks):
             raise RunDirError(
-                f"{what} would write into {owner}, which holds a run or a training whose "
+                f"{what} would write into {owner}, which holds a run, a sweep or a training whose "
                 "files only the command that made it writes: choose a place outside it (a "
                 "new subfolder of it is fine)"
             )

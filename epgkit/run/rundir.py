@@ -37,6 +37,8 @@ OPERATIVE = "operative_config.gin"
 META = "meta.json"
 #: What a test-time training writes beside its ``config.gin`` (not a run: nothing to resume).
 SUMMARY = "summary.json"
+#: What a sweep's directory holds (``epgkit.run.sweep``): not a run either.
+SWEEP_JSON = "sweep.json"
 
 #: What every checkpoint holds besides the strategy's state (whose keys the strategy checks when
 #: it loads them: ``phi``, ``m``, ``v``, ``step`` for OpenES): the epochs done, the best loss, and
@@ -48,6 +50,9 @@ CHECKPOINT_KEYS = {"epoch": int, "env_steps": int, "best_fitness": float,
 #: refuses a log edited anywhere, not only in the last epoch's lines. Runs checkpointed before
 #: it existed have none and resume without that check.
 LOG_DIGESTS = "log_digests"
+#: What a run stopped before it wrote its ``config.gin`` leaves (its lock, log and meta.json, the
+#: empty plots folder): the only folder besides a new or empty one that a new run starts in.
+LEFTOVERS = frozenset({"lock", "log.txt", META, "plots"})
 
 
 class RunDirError(ValueError):
@@ -237,7 +242,8 @@ class RunDir:
         return (self.path / "config.gin").is_file() and (self.path / META).is_file()
 
     def check_free(self) -> None:
-        """Refuses a folder that already holds a run (nothing there is touched)."""
+        """Refuses a folder that already holds a run, a sweep or anything else but what a run
+        stopped before its config left (nothing there is touched)."""
         if (self.path / SUMMARY).exists():
             raise RunDirError(
                 f"{self.path} holds a test-time training's output; choose another --run-dir"
@@ -246,6 +252,18 @@ class RunDir:
             raise RunDirError(
                 f"{self.path} already holds a run; pass --resume {self.path} to "
                 "continue it or choose another --run-dir"
+            )
+        others = sorted(p.name for p in self.path.iterdir()) if self.path.is_dir() else []
+        if SWEEP_JSON in others:
+            raise RunDirError(
+                f"{self.path} holds a sweep (re-running the sweep's command continues it); "
+                "choose another --run-dir"
+            )
+        if others := [name for name in others if name not in LEFTOVERS]:
+            shown = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
+            raise RunDirError(
+                f"{self.path} is not empty ({shown}); a run starts in a new or empty directory "
+                "so that it overwrites nothing: choose another --run-dir"
             )
 
     def create(self, config: str, files: list[str]) -> None:

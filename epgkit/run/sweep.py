@@ -28,13 +28,11 @@ from epgkit.run.launch import prepare, run_evolution
 from epgkit.run.lock import LOCK, DirLock
 from epgkit.run.paths import check_dir, naming
 from epgkit.run.progress import Progress, log_to
-from epgkit.run.rundir import CHECKPOINT, RunDir, RunDirError
+from epgkit.run.rundir import CHECKPOINT, SWEEP_JSON, RunDir, RunDirError
 from epgkit.run.sweep_plan import Plan, Point
 from epgkit.run.sweep_summary import Row, summarize, write_summary
 from epgkit.run.tracking import track_evolution
 from epgkit.run.wandb_log import WandbOptions
-
-SWEEP_JSON = "sweep.json"
 
 
 @dataclass(frozen=True)
