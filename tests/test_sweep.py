@@ -264,6 +264,28 @@ def test_a_different_sweep_in_the_same_directory_is_refused(tmp_path):
     assert (tmp_path / "sweep.json").read_text() == before
 
 
+def test_a_sweep_is_its_configs_content_not_their_paths_nor_its_bindings_spaces(tmp_path):
+    # Another install, or a moved checkout, holds the same config files at other paths.
+    elsewhere = tmp_path / "copy"
+    elsewhere.mkdir()
+    copies = []
+    for name in CONFIGS:
+        copy = elsewhere / Path(name).name
+        copy.write_text((config.resolve(name)).read_text())
+        copies.append(str(copy))
+    grid = ["OpenES.sigma=[0.02, 0.05]"]
+    first = sp.plan(CONFIGS, grid, ["Experiment.seed=1"])
+    second = sp.plan(copies, grid, ["Experiment.seed = 1"])
+    assert first.name() == second.name()
+    sw.open_sweep(first, tmp_path / "s", IN_PROCESS).close()
+    sw.open_sweep(second, tmp_path / "s", IN_PROCESS).close()  # the same sweep: it resumes
+    Path(copies[1]).write_text(Path(copies[1]).read_text() + "\nExperiment.epochs = 3\n")
+    edited = sp.plan(copies, grid, ["Experiment.seed = 1"])
+    assert edited.name() != first.name()
+    with pytest.raises(RunDirError, match="holds a different sweep .configs"):
+        sw.open_sweep(edited, tmp_path / "s", IN_PROCESS)
+
+
 def test_a_folder_that_is_not_a_sweep_is_refused(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(RunDirError, match="not a sweep directory"):

@@ -51,8 +51,9 @@ CHECKPOINT_KEYS = {"epoch": int, "env_steps": int, "best_fitness": float,
 #: it existed have none and resume without that check.
 LOG_DIGESTS = "log_digests"
 #: What a run stopped before it wrote its ``config.gin`` leaves (its lock, log and meta.json, the
-#: empty plots folder): the only folder besides a new or empty one that a new run starts in.
-LEFTOVERS = frozenset({"lock", "log.txt", META, "plots"})
+#: empty plots folder, W&B's folder under ``--wandb``, opened first): the only folder besides a
+#: new or empty one that a new run starts in.
+LEFTOVERS = frozenset({"lock", "log.txt", META, "plots", "wandb"})
 
 
 class RunDirError(ValueError):

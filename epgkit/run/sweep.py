@@ -128,7 +128,7 @@ def open_sweep(
     lock = DirLock(path).acquire()
     try:
         if spec.is_file():
-            _check_same(path, json.loads(spec.read_text()), p.identity())
+            _check_same(path, json.loads(spec.read_text()), p)
         elif any(q.name != LOCK for q in path.iterdir()):
             raise RunDirError(f"{path} exists and is not a sweep directory (no {SWEEP_JSON})")
         epochs = tuple(e.epochs for e in exps)
@@ -142,7 +142,10 @@ def open_sweep(
     return sweep
 
 
-def _check_same(path: Path, recorded: dict[str, Any], identity: dict[str, Any]) -> None:
+def _check_same(path: Path, recorded: dict[str, Any], p: Plan) -> None:
+    identity = p.identity()
+    if recorded.get("configs") == list(p.configs):  # an older sweep.json: configs by path
+        identity |= {"configs": list(p.configs), "bindings": list(p.bindings)}
     for key, value in identity.items():
         if recorded.get(key) != value:
             raise RunDirError(

@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -126,10 +127,12 @@ class Plan:
         return tuple(reversed(values))
 
     def identity(self) -> dict[str, Any]:
-        """What makes two sweeps the same sweep (recorded in sweep.json)."""
+        """What makes two sweeps the same sweep (recorded in sweep.json): each config file by
+        its name and content, not its path, so that the same command finds its sweep again from
+        another install or a moved checkout; the bindings as gin reads them, spaces aside."""
         return {
-            "configs": list(self.configs),
-            "bindings": list(self.bindings),
+            "configs": [_file_identity(c) for c in self.configs],
+            "bindings": [_spaced(b) for b in self.bindings],
             "grid": {a.binding: [repr(v) for v in a.values] for a in self.axes},
             "samples": self.samples,
             "seed": self.seed if self.samples is not None else None,
@@ -139,6 +142,21 @@ class Plan:
         """A short stable name from a hash of the identity: ``sweep-1a2b3c4d``."""
         digest = hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()
         return f"sweep-{digest[:8]}"
+
+
+def _file_identity(path: str) -> str:
+    """``name sha256:…`` of a config file."""
+    with open(path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    return f"{os.path.basename(path)} sha256:{digest[:16]}"
+
+
+def _spaced(binding: str) -> str:
+    """``a.b=1`` as ``a.b = 1``: one spelling of a binding whatever its spaces."""
+    name, eq, value = binding.partition("=")
+    if not eq or not BINDING_NAME.fullmatch(name.strip()):  # `include '…'`, `import …`
+        return binding.strip()
+    return f"{name.strip()} = {value.strip()}"
 
 
 def plan(
