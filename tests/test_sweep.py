@@ -208,6 +208,10 @@ def test_a_killed_sweep_resumes_without_redoing_finished_points(tmp_path, crash_
     first, second, third = (sweep.point_dir(p) for p in sweep.points)
     finished = {p: p.read_bytes() for p in [first / "metrics.jsonl", first / "inner_loops.jsonl"]}
     assert (second / "config.gin").is_file() and not third.exists()
+    # The summary of the stopped sweep counts the epochs its points checkpointed.
+    shown = {r["point"]: int(r["epochs_done"]) for r in csv.DictReader(
+        (tmp_path / "s" / "summary.csv").read_text().splitlines())}  # fmt: skip
+    assert shown == {first.name: 2, second.name: crash_after - 2, third.name: 0}
 
     again = Counting()
     run(tmp_path / "s", grids, executor=again)

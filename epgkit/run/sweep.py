@@ -213,14 +213,17 @@ def run_sweep(
                 )
             project = prepared.launch.wandb
             group = None if project is None else WandbOptions(project, group=sweep.name)
-            with (
-                prepared,  # holds the point's lock while it runs
-                track_evolution(
-                    prepared, progress, group, point.name, lambda m: total.update(advance=1), False
-                ) as tracker,
-            ):
-                run_evolution(prepared, tracker.wrap(executor), tracker.echo, tracker.epoch)
-            write_summary(sweep, summarize(sweep))
+            try:
+                with (
+                    prepared,  # holds the point's lock while it runs
+                    track_evolution(
+                        prepared, progress, group, point.name, lambda m: total.update(advance=1),
+                        False,
+                    ) as tracker,
+                ):  # fmt: skip
+                    run_evolution(prepared, tracker.wrap(executor), tracker.echo, tracker.epoch)
+            finally:  # stopped too: the summary shows the epochs this point checkpointed
+                write_summary(sweep, summarize(sweep))
         total.close()
         rows = summarize(sweep)
         write_summary(sweep, rows)
