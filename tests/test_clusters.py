@@ -106,6 +106,27 @@ def test_a_missing_package_is_one_line_naming_the_extra(cluster, blocked, extra,
     assert len(str(err.value).splitlines()) == 1 and f"pip install '{extra}'" in str(err.value)
 
 
+def test_kubernetes_that_cannot_create_the_cluster_is_one_line(monkeypatch):
+    import types
+
+    from epgkit.run.cluster import SchedulerUnreachable
+
+    def no_credentials(**options):  # what dask-kubernetes raises without a kubeconfig
+        raise ValueError("Unable to find valid credentials.\n\nTry creating a kubeconfig file.")
+
+    operator = types.ModuleType("dask_kubernetes.operator")
+    operator.KubeCluster = no_credentials
+    monkeypatch.setitem(sys.modules, "dask_kubernetes", types.ModuleType("dask_kubernetes"))
+    monkeypatch.setitem(sys.modules, "dask_kubernetes.operator", operator)
+    with (
+        pytest.raises(SchedulerUnreachable) as err,
+        KubeCluster(image="epgkit:test").start(worker_timeout=1.0),
+    ):
+        pass
+    (line,) = str(err.value).splitlines()
+    assert "could not create its Dask cluster: ValueError: Unable to find valid credentials" in line
+
+
 @pytest.mark.parametrize(
     "w,k,workers,best",
     [
@@ -147,3 +168,22 @@ def test_slurm_without_sbatch_is_one_line_before_anything_is_written(tmp_path):
     assert out.returncode == 2, out.stdout + out.stderr
     (line,) = out.stderr.strip().splitlines()
     assert "sbatch, which is not on this machine's PATH" in line and not run.exists()
+
+
+def test_slurm_that_would_not_take_a_job_is_one_line_before_anything_is_written(tmp_path):
+    pytest.importorskip("dask_jobqueue")
+    run, bin_dir = tmp_path / "run", tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"  # what sbatch says on a node that cannot reach the controller
+    sbatch.write_text("#!/bin/sh\ncat > /dev/null\necho 'sbatch: error: Batch job submission "
+                      "failed: Unable to contact slurm controller (connect failure)' >&2\n"
+                      "exit 1\n")  # fmt: skip
+    sbatch.chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "epgkit.cli", "evolve", "quickstart", "debug.gin",
+                          "clusters/slurm.gin", "--run-dir", str(run)],
+                         capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert out.returncode == 2, out.stdout + out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert "SLURM would not take a worker's job" in line, line
+    assert "Unable to contact slurm controller" in line and not run.exists()

@@ -17,7 +17,7 @@ from epgkit.errors import ConfigError
 from epgkit.method import checks
 from epgkit.method.executor import Executor
 from epgkit.registry import register
-from epgkit.run.dask_cluster import DaskExecutor, quiet_dask
+from epgkit.run.dask_cluster import DaskExecutor, SchedulerUnreachable, quiet_dask
 
 
 @register("cluster")
@@ -83,7 +83,14 @@ class KubeCluster:
         from dask.distributed import Client
 
         quiet_dask()
-        cluster = OperatorCluster(**options)
+        try:
+            cluster = OperatorCluster(**options)
+        except Exception as err:  # noqa: BLE001  (no credentials, no server, no operator: all alike)
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise SchedulerUnreachable(
+                f"KubeCluster could not create its Dask cluster: {type(err).__name__}: {detail} "
+                "(is kubectl configured for a cluster with the Dask operator installed?)"
+            ) from None
         try:
             with Client(cluster) as client:
                 yield DaskExecutor(client, worker_timeout=worker_timeout)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
+import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from epgkit.errors import ConfigError
 from epgkit.method import checks
 from epgkit.method.executor import Executor
 from epgkit.registry import register
-from epgkit.run.dask_cluster import DaskExecutor, quiet_dask
+from epgkit.run.dask_cluster import DaskExecutor, SchedulerUnreachable, quiet_dask
 
 #: Seconds before its walltime a worker retires on its own, so that SLURM never kills one in
 #: the middle of a task; its replacement job is asked for at once.
@@ -139,10 +140,46 @@ class SlurmCluster:
         warnings.filterwarnings("ignore", message="Port 8787 is already in use")
         cluster = SLURMCluster(**self.options())
         try:
+            _check_submission(cluster.job_script())
+        except BaseException:
+            _close(cluster)
+            raise
+        try:
             # Adaptive at a fixed size: a job that ended (walltime, preemption, a crash) is
             # replaced by a new submission instead of leaving the run short of workers.
             cluster.adapt(minimum_jobs=self.jobs, maximum_jobs=self.jobs)
             with Client(cluster) as client:
                 yield DaskExecutor(client, worker_timeout=worker_timeout)
         finally:
-            cluster.close()
+            _close(cluster)
+
+
+def _close(cluster: Any) -> None:
+    """Closes the cluster; dask-jobqueue's own failure to (seen: an ``AssertionError`` on a
+    cluster whose first submission failed) is a warning, not a traceback over the run's end."""
+    try:
+        cluster.close()
+    except Exception as err:  # noqa: BLE001  (the run's outcome matters more)
+        print(
+            f"epgkit: warning: closing the SLURM cluster failed ({type(err).__name__}); check "
+            "`squeue --me` for worker jobs left running",
+            file=sys.stderr,
+        )
+
+
+def _check_submission(script: str) -> None:
+    """Asks SLURM whether it would take a worker's job (``sbatch --test-only``, which submits
+    nothing): an unreachable controller, an unknown partition or account is one line here,
+    before the run directory is written, rather than a wait of ``worker_timeout`` for workers
+    that dask-jobqueue's background submissions never start."""
+    try:
+        out = subprocess.run(["sbatch", "--test-only"], input=script, capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise SchedulerUnreachable(f"SlurmCluster: sbatch --test-only failed: {err}") from None
+    if out.returncode != 0:
+        said = [x.strip() for x in out.stderr.splitlines() if x.strip()] or [out.stdout.strip()]
+        raise SchedulerUnreachable(
+            f"SlurmCluster: SLURM would not take a worker's job: {said[-1]} (checked with "
+            "sbatch --test-only; see the SlurmCluster bindings in gin/clusters/slurm.gin)"
+        )
