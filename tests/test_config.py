@@ -170,3 +170,12 @@ def test_an_include_cycle_is_named_in_one_message(tmp_path):
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
     assert result.stderr.strip() == f"epgkit: error: {caught.value}"
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("spelling", ["gin/debug.gin", "debug.gin"])
+def test_a_users_config_includes_a_shipped_one_from_any_folder(tmp_path, monkeypatch, spelling):
+    mine = tmp_path / "mine.gin"
+    mine.write_text(f"include 'gin/quickstart.gin'\ninclude '{spelling}'\n")
+    monkeypatch.chdir(tmp_path)  # no gin/ here: the shipped files are found by the package
+    config.parse([mine])
+    assert gin.query_parameter("Experiment.epochs") == 2  # debug.gin's, over quickstart.gin's

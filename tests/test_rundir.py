@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from epgkit.run.rundir import RunDirError, git_state, jsonl_rows
+from epgkit.run.provenance import git_state
+from epgkit.run.rundir import RunDirError, jsonl_rows
 
 
 def test_git_state_names_the_commit_and_whether_tracked_files_changed(tmp_path):

@@ -221,7 +221,8 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> list[Pat
     if not any(isinstance(f, _QuietIncludeMisses) for f in root.filters):
         root.addFilter(_QuietIncludeMisses())
     gin.clear_config()
-    gin.add_config_file_search_path(str(GIN_DIR))
+    for folder in (GIN_DIR, GIN_DIR.parent):  # `include 'gin/x.gin'` too, from any folder
+        gin.add_config_file_search_path(str(folder))
     try:
         gin.parse_config_files_and_bindings([str(p) for p in paths], list(bindings))
     except tokenize.TokenError as err:
@@ -253,11 +254,9 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> list[Pat
 def _raised_by_a_module(err: BaseException) -> bool:
     """Whether ``err`` was raised while a module's top-level code ran (an import)."""
     tb = err.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name == "<module>":
-            return True
+    while tb is not None and tb.tb_frame.f_code.co_name != "<module>":
         tb = tb.tb_next
-    return False
+    return tb is not None
 
 
 def _balanced(text: str) -> bool:

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from epgkit.run import provenance
 from epgkit.run.paths import naming
 
 METRICS = "metrics.jsonl"
@@ -161,14 +161,6 @@ def load_loss(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
     return obj["phi"].numpy().astype(np.float32), meta
 
 
-def _git(where: Path, *args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, cwd=where, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
 def jsonl_rows(path: Path, text: str | None = None) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) of every complete line of a JSON-lines file; blank lines skipped.
 
@@ -196,34 +188,6 @@ def jsonl_rows(path: Path, text: str | None = None) -> list[tuple[int, dict[str,
             raise RunDirError(f"{path}, line {number}: not a JSON object")
         rows.append((number, row))
     return rows
-
-
-def git_state(where: Path = Path(__file__).parent) -> dict[str, Any]:
-    """The commit of the checkout at ``where`` (epgkit's own by default) and whether its
-    tracked files differ from it; None outside a git checkout (e.g. installed from a wheel).
-    A dirty tree means the sha alone cannot reproduce the run."""
-    sha = _git(where, "rev-parse", "HEAD")
-    changes = _git(where, "status", "--porcelain", "--untracked-files=no") if sha else None
-    return {"git_sha": sha or None, "git_dirty": None if changes is None else bool(changes)}
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python and the libraries a result depends on."""
-    import dask
-    import gymnasium
-    import mujoco
-
-    import epgkit
-
-    return {
-        "python": platform.python_version(),
-        "epgkit": epgkit.__version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "gymnasium": gymnasium.__version__,
-        "mujoco": mujoco.__version__,
-        "dask": dask.__version__,
-    }
 
 
 class RunDir:
@@ -275,8 +239,8 @@ class RunDir:
             "argv": sys.argv,
             "cwd": os.getcwd(),  # where relative config files and the user's modules were found
             "config_files": files,
-            "versions": versions(),
-            **git_state(),
+            "versions": provenance.versions(),
+            **provenance.git_state(),
             "host": platform.node(),
         }
         atomic_write_text(self.path / META, json.dumps(meta, indent=2) + "\n")
