@@ -149,6 +149,27 @@ def dask_cli_cluster():
         proc.wait()
 
 
+def test_ctrl_c_with_local_workers_is_one_line_and_the_run_resumes(tmp_path, uninterrupted):
+    # A terminal's Ctrl-C reaches the whole process group: the driver and the Dask workers.
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        epgkit("evolve", *QUICK, "--run-dir", str(run), "--workers", "2"), cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while len(RunDir(run).metrics()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err == "", err  # no worker's traceback
+    assert out.strip().splitlines()[-1].startswith("epgkit: stopped; every finished epoch")
+    done = cli("evolve", "--resume", str(run), "--workers", "0")
+    assert done.returncode == 0, done.stderr
+    assert metrics(run) == uninterrupted
+
+
 @pytest.mark.slow  # starts Dask clusters and kills their processes: tens of seconds
 def test_a_dask_cli_cluster_gives_the_same_metrics_and_a_lost_scheduler_is_resumable(
     tmp_path, uninterrupted, dask_cli_cluster

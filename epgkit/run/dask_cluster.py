@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import signal
 import threading
 import time
 import warnings
@@ -236,16 +237,17 @@ def local(workers: int, worker_timeout: float, dashboard: bool = False) -> Itera
     # Dask's scheduler serves /health on port 8787 even without a dashboard, and warns when
     # another run holds that port; it then picks a free one, which is all we need.
     warnings.filterwarnings("ignore", message="Port 8787 is already in use")
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0" if dashboard else None,
-        # A worker's log goes to the user's terminal; what matters of it reaches the run as a
-        # result or a lost worker, while its ERRORs during our own shutdown (a heartbeat that
-        # finds the scheduler closing, on a busy machine) would only alarm.
-        silence_logs=logging.CRITICAL,
-    )
+    with _sigint_ignored():
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=":0" if dashboard else None,
+            # A worker's log goes to the user's terminal; what matters of it reaches the run as
+            # a result or a lost worker, while its ERRORs during our own shutdown (a heartbeat
+            # that finds the scheduler closing, on a busy machine) would only alarm.
+            silence_logs=logging.CRITICAL,
+        )
     client = Client(cluster)
     link = client.dashboard_link if dashboard else None
     try:
@@ -256,6 +258,21 @@ def local(workers: int, worker_timeout: float, dashboard: bool = False) -> Itera
         # and its "still alive after 4.0 seconds, killing" warning is no news to the user.
         logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
         cluster.close()
+
+
+@contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while the local cluster starts its processes, which keep that (a child
+    inherits an ignored signal): Ctrl-C reaches the whole process group, and the driver alone
+    should act on it, closing the cluster, instead of every worker printing its traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def idle_workers(inner_loops: int, batch_size: int, workers: int) -> str | None:
