@@ -182,3 +182,13 @@ def test_a_scheduler_that_stops_answering_stops_the_run_resumable(tmp_path, dask
     proc = evolve_on(address, run, "Scheduler.connect_timeout = 5", "Launch.worker_timeout = 5")
     scheduler.send_signal(signal.SIGSTOP)  # alive, connected, and silent
     stopped_resumable(proc, run, f"the Dask scheduler at {address} has not answered for 5 s")
+
+
+def test_an_address_of_another_scheme_is_named_as_such_without_a_wait():
+    from epgkit.run.cluster import SchedulerUnreachable
+    from epgkit.run.dask_cluster import _handshake
+
+    with pytest.raises(SchedulerUnreachable) as err:
+        _handshake("http://127.0.0.1:8786", timeout=30)
+    assert "is no Dask address: unknown address scheme 'http'" in str(err.value)
+    assert "within" not in str(err.value)  # refused at once, not after waiting 30 s

@@ -188,7 +188,8 @@ def _analyze(kind: str, source: str, env: str | None, runs: int, steps: int | No
         physics_only()
         study = analyze.prepare(kind, source, env, runs, steps, out, seed, bindings)
         typer.echo(f"epgkit: {kind} of {study.source.path}{provenance(study.source.meta)} on "
-                   f"{study.learned.env_id}: {runs} held-out tasks, U={study.learned.steps} "
+                   f"{study.learned.env_id}: {runs} held-out task{'s' * (runs != 1)}, "
+                   f"U={study.learned.steps} "
                    f"steps each → {study.out}")  # fmt: skip
         data = analyze.run(kind, study)
     typer.echo(analyze.headline(kind, data))

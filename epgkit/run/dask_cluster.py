@@ -167,6 +167,11 @@ def _handshake(address: str, timeout: float) -> None:
     if thread.is_alive() or failure:
         err = failure[0] if failure else TimeoutError()
         detail = str(err).splitlines()[0] if str(err) else "a server there does not speak Dask"
+        if "unknown address scheme" in detail:  # refused at once: no wait to speak of
+            raise SchedulerUnreachable(
+                f"{address} is no Dask address: {detail}; give the address of a running `dask "
+                "scheduler`, e.g. tcp://host:8786"
+            )
         raise SchedulerUnreachable(
             f"no Dask scheduler answered at {address} within {timeout:g} s ({detail}); "
             "give the address of a running `dask scheduler` (Scheduler.connect_timeout "
