@@ -4,7 +4,8 @@ Runs ``epgkit train SOURCE --runs 20 --seed S --baseline BASELINE`` once per tas
 already in OUT/sS is kept), and counts the task sets on which the loss's mean and median final
 returns are both above the baseline's ("mean+median"), and those on which, besides, the loss's
 mean learning curve reaches the baseline's final mean in at most half the steps ("all three",
-the issue's criteria). Writes OUT/passrate.json (one row per task set) and prints the counts.
+the issue's criteria). Writes OUT/passrate_FIRST-LAST.json (one row per task set) and prints
+the counts.
 
     python docs/results/robustness/passrate.py SOURCE FIRST LAST --baseline NAME --out OUT
         [--workers W] [-b BINDING ...]
@@ -59,7 +60,9 @@ def main() -> None:
     result = {"source": args.source, "baseline": args.baseline, "bindings": args.bindings,
               "seeds": [args.first, args.last], "mean_and_median": mm, "all_three": all3,
               "sets": n, "rows": rows}  # fmt: skip
-    Path(args.out, "passrate.json").write_text(json.dumps(result, indent=1) + "\n")
+    Path(args.out, f"passrate_{args.first}-{args.last}.json").write_text(
+        json.dumps(result, indent=1) + "\n"
+    )
     mean = statistics.mean
     given = "".join(f' -b "{b}"' for b in args.bindings)
     print(
