@@ -22,14 +22,14 @@ import subprocess
 from pathlib import Path
 
 
-def run(args: argparse.Namespace, bindings: list[str], seed: int) -> dict:
+def run(args: argparse.Namespace, seed: int) -> dict:
     """Train (unless done) on the 20 tasks of ``seed``; one row of the table."""
     out = Path(args.out) / f"s{seed}"
     if not (out / "summary.json").exists():
         command = ["epgkit", "train", args.source, "--runs", "20", "--seed", str(seed),
                    "--baseline", args.baseline, "--workers", str(args.workers),
                    "--out", str(out)]  # fmt: skip
-        for binding in bindings:
+        for binding in args.bindings:
             command += ["-b", binding]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     methods = json.loads((out / "summary.json").read_text())["methods"]
@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("-b", dest="bindings", action="append", default=[])
     args = parser.parse_args()
-    rows = [run(args, args.bindings, s) for s in range(args.first, args.last + 1)]
+    rows = [run(args, s) for s in range(args.first, args.last + 1)]
     n = len(rows)
     mm = sum(r["mean_and_median"] for r in rows)
     all3 = sum(r["all_three"] for r in rows)
