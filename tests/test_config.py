@@ -69,6 +69,16 @@ def test_a_bracket_left_open_is_blamed_on_its_own_file_or_binding(tmp_path: Path
         (["InnerLoop.lr = 1", "InnerLoop.steps = "], "(the binding 'InnerLoop.steps = ')"),
         # Left open, it makes gin read on into the next binding, where it fails.
         (["InnerLoop.lr = (1", "InnerLoop.steps = 64"], "(the binding 'InnerLoop.lr = (1')"),
+        # A recorded config comes as one binding of many lines, some of them brackets open
+        # only within it; the user's bad binding after it is the one named.
+        (
+            ["OpenES.sigma = (0.1,\n     0.2)\nInnerLoop.lr = 1", "-b"],
+            "(the binding '-b')",
+        ),
+        (
+            ["InnerLoop.lr = 1\nInnerLoop.steps 64\nOpenES.sigma = 2"],
+            "(the binding 'InnerLoop.steps 64')",
+        ),
     ],
 )
 def test_a_binding_gin_cannot_read_is_named(bindings, message):
