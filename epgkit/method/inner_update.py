@@ -24,7 +24,7 @@ from epgkit.method.losses import Batch, History, Loss, LossContext, Update
 from epgkit.method.losses.base import check_interface, init_state, needs_logp, prepare
 from epgkit.method.mlp import Params
 from epgkit.method.policies import Policy
-from epgkit.method.user_code import UserCodeError, blame, blamed
+from epgkit.method.user_code import UserCodeError, blame, blamed, where_defined
 
 
 @dataclass(frozen=True)
@@ -184,7 +184,8 @@ class Learner:
             got = (f"a tensor of shape {tuple(steps.shape)}" if isinstance(steps, torch.Tensor)
                    else f"a {type(steps).__name__}")  # fmt: skip
             raise UserCodeError(
-                f"{who} returned {got}; a loss returns one value per step of the minibatch, "
+                f"{who} returned {got}{where_defined(type(loss).__call__)}; a loss returns one "
+                "value per step of the minibatch, "
                 f"a tensor of shape {tuple(batch.rows.shape)} (inner loops × steps)"
             )
         return steps

@@ -88,6 +88,19 @@ def blame(who: str, doing: str) -> Iterator[None]:
         raise blamed(who, doing, err) from err
 
 
+def where_defined(function: object) -> str:
+    """`` (file:line)`` of a function or method of the user's, to point at it; "" for epgkit's
+    own or one without a source file (a notebook's, a built-in)."""
+    function = inspect.unwrap(getattr(function, "__func__", function))
+    try:
+        path, line = inspect.getsourcefile(function), inspect.getsourcelines(function)[1]
+    except (TypeError, OSError):
+        return ""
+    if path is None or not is_users_file(path):
+        return ""
+    return f" ({os.path.basename(path)}:{line})"
+
+
 def _defined_in(obj: object) -> str | None:
     try:
         return os.path.realpath(inspect.getfile(type(obj)))
