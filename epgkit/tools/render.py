@@ -102,6 +102,40 @@ class Episode:
         return line if self.x_moved is None else f"{line}, x moved {self.x_moved:+.2f}"
 
 
+def follow(env: Any) -> None:
+    """Points the camera of a MuJoCo env at the body that moves about: the one its camera config
+    names to track (``trackbodyid``: Hopper's and Walker's thigh), else, for a config that sets
+    no point to look at (HalfCheetah, Ant), the root body when it is free to travel.
+
+    Gymnasium renders through a free camera, which ignores ``trackbodyid``: a policy that runs
+    further than about a metre leaves the picture. The camera keeps its distance, angles and
+    height; only the point it looks at follows the body along the ground. A fixed arm or a
+    scene with its own view (Reacher, Fetch) is left as it is; so is the first frame, rendered
+    before the viewer exists, when the body is still where the camera looks."""
+    base = getattr(env, "unwrapped", env)
+    renderer = getattr(base, "mujoco_renderer", None)
+    viewer = getattr(renderer, "viewer", None)
+    if viewer is None:
+        return
+    config = getattr(renderer, "default_cam_config", None) or {}
+    body = config.get("trackbodyid")
+    if body is None and "lookat" not in config and _root_travels(base.model):
+        body = 1
+    if isinstance(body, int) and body > 0:  # 0: the world
+        viewer.cam.lookat[:2] = base.data.xpos[body][:2]
+
+
+def _root_travels(model: Any) -> bool:
+    """Whether the first body under the world hangs on a free or sliding joint (a robot that
+    walks or runs, not an arm on a fixed base)."""
+    import mujoco
+
+    if model.nbody < 2 or model.body_jntnum[1] == 0:
+        return False
+    kinds = model.jnt_type[model.body_jntadr[1] : model.body_jntadr[1] + model.body_jntnum[1]]
+    return bool(np.isin(kinds, [mujoco.mjtJoint.mjJNT_FREE, mujoco.mjtJoint.mjJNT_SLIDE]).any())
+
+
 def render_episode(
     inner: InnerLoop,
     policy: dict[str, np.ndarray],
@@ -126,6 +160,7 @@ def render_episode(
             if t % every == 0 and reason is None:
                 with quiet_failed_viewers():
                     try:
+                        follow(env)
                         frames.append(np.asarray(env.render()))
                     except Exception as err:  # no GL shows as EGLError, FatalError, ImportError
                         reason = "no frames: " + render_failure(
