@@ -11,7 +11,7 @@ no part of the body touches the floor) that end in a landing, not in the fall th
 episode. A forward dive is ≈ 100 steps and ≈ 1 m, a leap or two; a gait hops every stride.
 
     python docs/results/locomotion/gait.py SOURCE SEED BASELINE_GIN [--runs N] [--steps U]
-        [--only METHOD] [-b BINDING ...]
+        [--only METHOD] [--per-task] [-b BINDING ...]
 """
 
 from __future__ import annotations
@@ -31,22 +31,24 @@ def airborne(data) -> bool:
     return not any(0 in pair for pair in pairs)
 
 
-def hops(flying: list[bool]) -> int:
-    """Flight phases of at least 2 steps that end on the floor: not the drop from the starting
-    pose (the body starts a little above the floor), nor a phase still in the air when the
-    episode ends (the fall, or the time limit)."""
-    count, run, start = 0, 0, 0
+def flights(flying: list[bool]) -> list[int]:
+    """Lengths (steps) of the hops: flight phases of at least 2 steps that end on the floor; not
+    the drop from the starting pose (the body starts a little above the floor), nor a phase
+    still in the air when the episode ends (the fall, or the time limit)."""
+    hops, run, start = [], 0, 0
     for t, up in enumerate(flying):
         if up:
             start, run = (t if run == 0 else start), run + 1
             continue
-        count, run = count + (run >= 2 and start > 0), 0
-    return count
+        if run >= 2 and start > 0:
+            hops.append(run)
+        run = 0
+    return hops
 
 
-def episode(loop, policy, task_seed: int) -> tuple[float, int, float, float, int]:
-    """Return, length, x distance, mean x speed and hops of one episode of ``policy``'s mean
-    action (None: zero action)."""
+def episode(loop, policy, task_seed: int) -> tuple[float, int, float, float, list[int]]:
+    """Return, length, x distance, mean x speed and hops (``flights``) of one episode of
+    ``policy``'s mean action (None: zero action)."""
     env = loop.make_env(task_seed)
     dims = loop.dims()
     act = mean_action(loop, policy) if policy is not None else lambda obs: np.zeros(dims.act_dim)
@@ -59,7 +61,7 @@ def episode(loop, policy, task_seed: int) -> tuple[float, int, float, float, int
     moved = float(info["x_position"] - x0)
     speed = moved / (steps * env.unwrapped.dt)
     env.close()
-    return total, steps, moved, speed, hops(flying)
+    return total, steps, moved, speed, flights(flying)
 
 
 def main() -> None:
@@ -70,6 +72,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--only", default=None, help="train only this method (epg or ppo)")
+    parser.add_argument("--per-task", action="store_true", help="also each episode's hops")
     parser.add_argument("-b", "--binding", action="append", default=[], help="a gin binding")
     args = parser.parse_args()
     source = load_source(args.source)
@@ -82,6 +85,12 @@ def main() -> None:
     for name, results in tt.trained_policies(chosen, jobs, exp.batch_size).items():
         rows[name] = [(r.fitness, *episode(chosen[name], r.policy, r.task_seed)) for r in results]
     rows["zero action"] = [(np.nan, *episode(any_loop, None, j.task_seed)) for j in jobs]
+    if args.per_task:
+        for name, r in rows.items():
+            for job, (_, _, length, moved, _, hops) in zip(jobs, r, strict=True):
+                print(f"{name:12} task {job.task_seed:10d}: {length:4d} steps, {moved:+.2f} m, "
+                      f"hops of {hops} steps")  # fmt: skip
+    rows = {name: [(*x[:5], len(x[5])) for x in r] for name, r in rows.items()}
     print(f"U = {any_loop.steps:,} steps, {len(jobs)} tasks of seed {args.seed}")
     print("method        final return  mean-action return  length (median)  x metres (median)"
           "  speed m/s  1,000 steps  hops")  # fmt: skip
