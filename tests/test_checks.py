@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any
 
 import pytest
@@ -57,6 +58,26 @@ def test_values_of_the_declared_type_pass(change):
 def test_values_of_another_type_are_named_with_what_is_allowed(change, message):
     (problem,) = checks.problems(Sample(**change))
     assert problem.startswith(message)
+
+
+@pytest.mark.parametrize(
+    "binding,message",
+    [
+        ("InnerLoop.loss = @EPGLoss", "InnerLoop.loss = @EPGLoss passes the class itself"),
+        ("InnerLoop.guide = @PPOLoss", "InnerLoop.guide = @PPOLoss passes the class itself"),
+        ("InnerLoop.policy = @GaussianMLP", "write @GaussianMLP() (with the brackets"),
+        ("Experiment.strategy = @OpenES", "Experiment.strategy = @OpenES passes the class"),
+    ],
+)
+def test_a_component_bound_without_brackets_is_named_with_the_fix(binding, message):
+    # Gin passes the class itself when the reference has no (); it used to fail later, in
+    # the loss's methods, as a TypeError that blamed the loss (or the ES population).
+    from epgkit.errors import ConfigError
+    from epgkit.run import config
+
+    config.parse(["quickstart.gin", "debug.gin"], [binding])
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        config.experiment()
 
 
 def test_check_all_walks_nested_components_and_names_every_problem():

@@ -96,12 +96,20 @@ def _fits(value: Any, hint: Any) -> bool:
 
 
 def problems(obj: Any) -> list[str]:
-    """One sentence per field of the dataclass ``obj`` whose value its annotation refuses."""
+    """One sentence per field of the dataclass ``obj`` whose value its annotation refuses, or
+    that holds a class where a component belongs."""
     name = type(obj).__name__
-    return [
+    found = [
         f"{name}.{field} must be {_item(hint)}, got {getattr(obj, field)!r}"
         for field, hint in _hints(type(obj)).items()
         if not _fits(getattr(obj, field), hint)
+    ]
+    # `@EPGLoss` without brackets: gin passes the class, which fails later blaming the loss.
+    return found + [
+        f"{name}.{f.name} = @{cls.__name__} passes the class itself; write "
+        f"@{cls.__name__}() (with the brackets, gin builds one)"
+        for f in dataclasses.fields(obj)
+        if isinstance(cls := getattr(obj, f.name), type)
     ]
 
 
