@@ -189,3 +189,13 @@ def test_a_users_config_includes_a_shipped_one_from_any_folder(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)  # no gin/ here: the shipped files are found by the package
     config.parse([mine])
     assert gin.query_parameter("Experiment.epochs") == 2  # debug.gin's, over quickstart.gin's
+
+
+def test_a_binding_in_a_scope_nothing_calls_is_refused_naming_the_close_one():
+    # Gin takes any scope: `ppoo/InnerLoop.lr` was silently a binding of nothing.
+    with pytest.raises(config.ConfigError) as err:
+        config.parse(["quickstart.gin"], ["ppoo/InnerLoop.lr = 0.05"])
+    text = str(err.value)
+    assert "'ppoo/InnerLoop.lr = 0.05'" in text and "did you mean 'ppo'?" in text
+    config.parse(["quickstart.gin"], ["ppo/InnerLoop.lr = 0.05"])  # the scope the config calls
+    assert gin.query_parameter("ppo/InnerLoop.lr") == 0.05

@@ -277,6 +277,29 @@ def test_steps_to_reach_finds_the_first_step_where_the_mean_curve_gets_there():
     assert tt.steps_to_reach(runs, 5.0) is None
 
 
+def test_the_budgets_end_is_judged_by_the_evaluation_and_a_fall_back_is_said():
+    # As `curve` writes them: the last update's training episode and the evaluation share
+    # the last step; a training episode above the target does not make the evaluation reach it.
+    def run(returns, final):
+        points = [{"env_step": 10 * (i + 1), "return": r} for i, r in enumerate(returns)]
+        return [*points, {"env_step": points[-1]["env_step"], "return": final, "final": True}]
+
+    assert tt.steps_to_reach([run([-5.0, 0.0], -2.0)], -1.0) is None
+    assert tt.steps_to_reach([run([-5.0, 0.0], -0.5)], -1.0) == 20
+    methods = {
+        "epg": {"final_mean": -2.0, "env_steps": 20, "steps_to_reach": {"ppo": 10},
+                "probability_of_improvement": {}, "final_median": -2.0,
+                "final_iqr": [-2.0, -2.0], "final_iqm": -2.0, "final_iqm_ci": [-2.0, -2.0],
+                "failures": 0},
+        "ppo": {"final_mean": -1.0, "env_steps": 20, "steps_to_reach": {},
+                "probability_of_improvement": {}, "final_median": -1.0,
+                "final_iqr": [-1.0, -1.0], "final_iqm": -1.0, "final_iqm_ci": [-1.0, -1.0],
+                "failures": 0},
+    }  # fmt: skip
+    text = tt.table({"methods": methods})
+    assert "reaches ppo's final mean (-1.00) at step 10 of 20, then ends below it (-2.00)" in text
+
+
 def test_tasks_won_count_strict_wins_on_tasks_where_both_runs_finished():
     def summary(finals):
         return {"finals": finals, "task_seeds": list(range(len(finals)))}

@@ -26,6 +26,7 @@ from epgkit.run.config_errors import (
     include_cycle,
     raised_by_a_module,
     unbalanced,
+    unused_scopes,
 )
 from epgkit.run.renamed import upgrade
 
@@ -126,6 +127,8 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> list[Pat
         if isinstance(err, ValueError | SyntaxError | ImportError | TypeError | OSError):
             raise ConfigError(explain(err)) from None
         raise
+    if (unused := unused_scopes(bindings)) is not None:
+        raise ConfigError(unused)
     return paths
 
 

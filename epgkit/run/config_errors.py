@@ -191,3 +191,32 @@ def include_cycle(err: RecursionError, paths: Sequence[Path]) -> str:
                 "itself, directly or through others"
             )
     return f"gin includes nest too deeply under {', '.join(map(str, paths))} (an include cycle?)"
+
+
+def unused_scopes(bindings: Sequence[str]) -> str | None:
+    """One line for a binding whose scope nothing in the parsed config calls (``ppoo/`` for
+    ``ppo/``), or None. Gin takes any scope silently: its values would reach nothing."""
+    used: set[str] = set()
+    todo = [v for params in gin.config._CONFIG.values() for v in params.values()]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, gin.config.ConfigurableReference):
+            used.update(value.scopes)
+        elif isinstance(value, dict):
+            todo.extend(value.values())
+        elif isinstance(value, list | tuple):
+            todo.extend(value)
+    for binding in bindings:
+        for line in binding.splitlines():
+            found = re.match(r"\s*([\w./]+)/[\w.]+\s*=", line)
+            scopes = found[1].split("/") if found else []
+            if unknown := [s for s in scopes if s not in used]:
+                known = ", ".join(sorted(used - {""})) or "none"
+                close = difflib.get_close_matches(unknown[0], used)
+                return (
+                    f"the binding {line.strip()!r}: nothing in this config is called in scope "
+                    f"{unknown[0]!r}, so the value would reach nothing"
+                    + (f"; did you mean {close[0]!r}?" if close else "")
+                    + f" Scopes in use: {known}"
+                )
+    return None
