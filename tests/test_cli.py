@@ -312,6 +312,27 @@ def test_a_training_writes_only_into_a_new_or_empty_folder(tmp_path, finished_ru
     assert again.returncode == 2 and "already holds a test-time training" in again.stderr
 
 
+def test_a_training_stopped_before_its_summary_leaves_a_folder_the_same_command_reuses(
+    tmp_path, finished_run
+):
+    # A training writes config.gin just before its summary; stopped between the two, its
+    # folder was called an evolution's run and refused.
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    (stopped / "log.txt").write_text("2026-12-03 INFO epgkit: test-time training\n")
+    (stopped / "config.gin").write_text("TestTime.runs = 1\n")
+    out = epgkit("train", str(finished_run), "--runs", "1", "--workers", "0", "--out",
+                 str(stopped))  # fmt: skip
+    assert out.returncode == 0 and (stopped / "summary.json").is_file(), out.stderr
+    evolution = tmp_path / "evolution"  # an evolution's leftovers are still refused
+    evolution.mkdir()
+    for name in ("config.gin", "meta.json"):
+        (evolution / name).write_text((finished_run / name).read_text())
+    out = epgkit("train", str(finished_run), "--runs", "1", "--workers", "0", "--out",
+                 str(evolution))  # fmt: skip
+    assert out.returncode == 2 and "holds an evolution's run" in out.stderr, out.stderr
+
+
 def test_only_an_evolutions_run_directory_resumes(tmp_path, finished_run):
     training = tmp_path / "t"
     out = epgkit("train", str(finished_run), "--runs", "1", "--workers", "0", "--out",

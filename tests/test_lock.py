@@ -179,3 +179,26 @@ def test_sweep_refuses_a_sweep_or_a_point_in_use_and_resumes_once_free(tmp_path)
     assert again.returncode == 0, again.stderr
     assert "OpenES.sigma=0.01: finished" in again.stdout
     assert epochs(point) == [0] and not (out / LOCK).exists() and not (point / LOCK).exists()
+
+
+def test_sigterm_stops_a_training_saying_so_and_releases_its_folder(tmp_path):
+    out = tmp_path / "t"
+    proc = start("train", "zoo:pointgoal", "--runs", "100000", "--workers", "0", "--out",
+                 str(out))  # fmt: skip
+    try:
+        deadline, log = time.time() + 120, out / "log.txt"
+        while not (log.is_file() and "test-time training on" in log.read_text()):
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.time() < deadline, "the training logged no progress in time"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert "stopped before the summary" in (out / "log.txt").read_text()
+    assert not (out / LOCK).exists()
+    again = cli("train", "zoo:pointgoal", "--runs", "1", "--steps", "64", "--workers", "0",
+                "--out", str(out))  # fmt: skip
+    assert again.returncode == 0 and (out / "summary.json").is_file(), again.stderr

@@ -122,7 +122,7 @@ def train(
     """Train fresh policies with an evolved loss on held-out tasks, against baselines."""
     from epgkit import api
 
-    with user_errors(debug):
+    with user_errors(debug), sigterm_unwinds():
         physics_only()
         api.train(source, binding or [], env=env, steps=steps, runs=runs, seed=seed,
                   baselines=baseline or [], out=out, workers=workers, scheduler=scheduler,

@@ -194,8 +194,9 @@ def include_cycle(err: RecursionError, paths: Sequence[Path]) -> str:
 
 
 def unused_scopes(bindings: Sequence[str]) -> str | None:
-    """One line for a binding whose scope nothing in the parsed config calls (``ppoo/`` for
-    ``ppo/``), or None. Gin takes any scope silently: its values would reach nothing."""
+    """One line for a binding of the user's whose scope nothing in the parsed config calls
+    (``ppoo/`` for ``ppo/``), or None. Gin takes any scope silently: its values would reach
+    nothing."""
     used: set[str] = set()
     todo = [v for params in gin.config._CONFIG.values() for v in params.values()]
     while todo:
@@ -207,6 +208,8 @@ def unused_scopes(bindings: Sequence[str]) -> str | None:
         elif isinstance(value, list | tuple):
             todo.extend(value)
     for binding in bindings:
+        if "\n" in binding.strip():  # a recorded config: all its baselines', used or not
+            continue
         for line in binding.splitlines():
             found = re.match(r"\s*([\w./]+)/[\w.]+\s*=", line)
             scopes = found[1].split("/") if found else []

@@ -76,6 +76,10 @@ def default_out(source: str) -> Path:
     return base / "train" / time.strftime("%Y%m%d-%H%M%S")
 
 
+#: What a training stopped before its summary leaves: reused, not refused.
+STOPPED_TRAINING = frozenset({LOG, "config.gin", "wandb"})
+
+
 def _open_out(out: Path) -> DirLock:
     """Locks a ``--out`` the user named, refused unless it is new or empty: a training never
     writes over another's output or into an evolution's run directory."""
@@ -85,12 +89,15 @@ def _open_out(out: Path) -> DirLock:
         others = sorted(p.name for p in out.iterdir() if p.name != LOCK)
         if (out / SUMMARY).exists():
             raise RunDirError(f"{out} already holds a test-time training; choose another --out")
-        if RunDir(out).holds_run():
+        run = RunDir(out)
+        if run.is_run() or (run.holds_run() and not (out / "config.gin").is_file()):
             raise RunDirError(
                 f"--out {out} holds an evolution's run; a training writes into a new or empty "
                 "directory (by default RUN_DIR/train/<time>): choose another --out"
             )
-        if others and others != [LOG]:  # a log alone is a failed training's: it is appended to
+        # A training stopped before its summary leaves its log and config.gin (an evolution
+        # writes meta.json before its config.gin): the same command takes the folder again.
+        if others and not set(others) <= STOPPED_TRAINING:
             shown = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
             raise RunDirError(
                 f"--out {out} is not empty ({shown}); a training writes into a new or empty "
