@@ -133,6 +133,25 @@ def test_failed_runs_are_left_out_of_the_statistics_and_counted():
         assert again["epg"][key] == epg[key] and again["ppo"][key] == ppo[key]
     with pytest.raises(ValueError, match="same tasks"):
         tt.improvement(epg, {**ppo, "task_seeds": ppo["task_seeds"][::-1]})
+    assert epg["failed_because"] == {"non-finite loss": 1}
+    assert "epg: 1 of 9 runs failed and are left out (1 × non-finite loss)" in tt.table(summary)
+
+
+def test_a_failed_runs_curve_ends_where_it_stopped_and_a_baseline_that_always_failed_is_said():
+    # Stopped after 2 of 4 updates: its last training return was carried to the end, into
+    # the mean curve, the IQR band and the steps to a baseline's final mean.
+    stopped = Result(0, 0, 100, 0, -math.inf, [], 0, {}, "non-finite loss",
+                     episodes=[(10, -3.0), (30, -1.0)], kl=[0.1, 0.2])  # fmt: skip
+    points = tt.curve(stopped, 16, 64)
+    assert [p["return"] for p in points[:2]] == [-3.0, -1.0]
+    assert all(math.isnan(p["return"]) for p in points[2:4]) and points[-1]["return"] == -math.inf
+    loop = SimpleNamespace(steps=64, update_every=16)
+    ok = Result(0, 0, 100, 0, 1.0, [], 0, {}, None)
+    methods = {"epg": tt.summarize([ok], loop), "ppo": tt.summarize([stopped], loop)}
+    methods["epg"]["steps_to_reach"] = {"ppo": None}
+    text = tt.table(tt.with_statistics({"methods": methods}))
+    assert "ppo has no final mean to reach: every run of it failed" in text
+    assert "never reaches ppo" not in text
 
 
 def test_train_from_a_run_dir_and_from_a_loss_file_through_the_cli(run_dir, tmp_path):

@@ -117,7 +117,8 @@ def plot_returns(
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(y, 0)
             q25, q75 = np.nanpercentile(y, 25, 0), np.nanpercentile(y, 75, 0)
-        label = f"{method} (n={len(runs)})"
+        finished = int(np.isfinite([pts[-1]["return"] for pts in runs]).sum())  # failed: NaN
+        label = f"{method} (n={finished}" + (f" of {len(runs)})" if finished < len(runs) else ")")
         if method in iqm:
             label += ", IQM {:.4g} [{:.4g}, {:.4g}]".format(*iqm[method])
         (line,) = ax.plot(x, mean, label=label)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,16 @@ LEARNED = "epg"
 
 def curve(result: Result, update_every: int, steps: int) -> list[dict[str, Any]]:
     """Return against env steps: after each update, the last finished training episode's
-    return; the final point is the trained policy's evaluation return (the fitness)."""
+    return; the final point is the trained policy's evaluation return (the fitness). A failed
+    run's curve is NaN from the update it stopped at: it is left out, not carried on."""
     points, episodes, i, last = [], result.episodes, 0, math.nan
     for u in range(steps // update_every):
         step = (u + 1) * update_every
         while i < len(episodes) and episodes[i][0] <= step:
             last = episodes[i][1]
             i += 1
+        if result.failed is not None and u >= len(result.kl):
+            last = math.nan
         kl = result.kl[u] if u < len(result.kl) else math.nan
         points.append({"update": u, "env_step": step, "return": last, "kl": kl})
     points.append({"update": None, "env_step": steps, "return": result.fitness, "kl": None,
@@ -55,6 +59,7 @@ def summarize(results: list[Result], loop: InnerLoop) -> dict[str, Any]:
         "final_iqr": [float(q25), float(q75)],
         "finals": [float(f) for f in finals],
         "failures": int(sum(r.failed is not None for r in results)),
+        "failed_because": dict(Counter(r.failed for r in results if r.failed is not None)),
         "env_steps": int(loop.steps),
         "update_every": loop.update_every,
         "task_seeds": [r.task_seed for r in results],
@@ -166,6 +171,11 @@ def table(summary: dict[str, Any]) -> str:
                     f"{iqm_ci:>28}{s['failures']:>8}")  # fmt: skip
     methods = summary["methods"]
     for m, s in methods.items():
+        if s["failures"]:
+            why = "; ".join(f"{n} × {reason}" for reason, n in s.get("failed_because", {}).items())
+            rows.append(f"{m}: {s['failures']} of {len(s['finals'])} runs failed and are left "
+                        f"out" + (f" ({why})" if why else ""))  # fmt: skip
+    for m, s in methods.items():
         for b, poi in s["probability_of_improvement"].items():
             lo, hi = poi["ci"]
             won = f"; ahead on {poi['tasks_won']} of {poi['tasks']} tasks" if "tasks" in poi else ""
@@ -176,6 +186,9 @@ def table(summary: dict[str, Any]) -> str:
     reach = methods.get(LEARNED, {}).get("steps_to_reach", {})
     for b in (b for b in methods if b != LEARNED and b in reach):
         target, budget = methods[b]["final_mean"], methods[LEARNED]["env_steps"]
+        if not math.isfinite(target):
+            rows.append(f"{b} has no final mean to reach: every run of it failed")
+            continue
         at = (
             f"within {budget:,} steps"
             if reach[b] is None
