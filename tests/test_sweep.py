@@ -233,6 +233,18 @@ def test_a_finished_sweep_run_again_runs_nothing(tmp_path):
     assert again.calls == 0
 
 
+def test_the_same_sweep_with_its_grids_in_another_order_runs_nothing_again(tmp_path):
+    grids = ["OpenES.sigma=[0.02, 0.05]", "InnerLoop.lr=[0.001]"]
+    first, _ = run(tmp_path, grids, ("Experiment.epochs = 1",))
+    folders = sorted(p.name for p in tmp_path.iterdir())
+    again = Counting()
+    second, rows = run(tmp_path, grids[::-1], ("Experiment.epochs = 1",), executor=again)
+    assert again.calls == 0  # every point found finished
+    assert [q.name for q in second.points] == [q.name for q in first.points]
+    assert sorted(p.name for p in tmp_path.iterdir()) == folders  # no folder added
+    assert len(rows) == 2
+
+
 def test_a_point_resumed_past_the_sweep_is_finished_and_both_say_how_far_it_ran(tmp_path):
     sweep, _ = run(tmp_path, ["OpenES.sigma=[0.02]"])
     (point,) = sweep.points

@@ -99,6 +99,7 @@ def open_sweep(
     cluster cannot be reached) leaves no trace once closed.
     """
     path = Path(out) if out is not None else default_out(p)
+    p = _in_recorded_order(p, path / SWEEP_JSON)
     points = p.points()
     exps, checked = [], []  # checked: (inner loop, guided) whose env and loss ran
     launch = None
@@ -140,6 +141,19 @@ def open_sweep(
         lock.release()
         raise
     return sweep
+
+
+def _in_recorded_order(p: Plan, spec: Path) -> Plan:
+    """``p`` with its grids in the order its sweep's ``sweep.json`` records: the same sweep
+    given with its ``--grid`` flags in another order keeps its points' names (and a sampled
+    sweep its points), so the finished ones are found. (``_check_same`` decides sameness.)"""
+    try:
+        recorded = list(json.loads(spec.read_text()).get("grid", {}))
+    except (OSError, ValueError, AttributeError):
+        return p
+    if sorted(recorded) != sorted(a.binding for a in p.axes):
+        return p
+    return replace(p, axes=tuple(sorted(p.axes, key=lambda a: recorded.index(a.binding))))
 
 
 def _check_same(path: Path, recorded: dict[str, Any], p: Plan) -> None:
