@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import subprocess
 import sys
 import time
@@ -243,6 +244,27 @@ def test_the_same_sweep_with_its_grids_in_another_order_runs_nothing_again(tmp_p
     assert [q.name for q in second.points] == [q.name for q in first.points]
     assert sorted(p.name for p in tmp_path.iterdir()) == folders  # no folder added
     assert len(rows) == 2
+
+
+def test_a_run_of_another_experiment_in_a_points_folder_is_refused(tmp_path):
+    # Started there by hand (or while the sweep ran other points), it was resumed or ranked
+    # as the point's own run.
+    from epgkit import api
+
+    grids, bindings = ["OpenES.sigma=[0.02, 0.05]"], ("Experiment.epochs = 1",)
+    sweep, _ = run(tmp_path, grids, bindings)
+    foreign = sweep.point_dir(sweep.points[1])
+    shutil.rmtree(foreign)
+    api.evolve(CONFIGS, ["OpenES.sigma = 0.05", "InnerLoop.lr = 0.01", *bindings, *IN_PROCESS],
+               run_dir=foreign, echo=lambda line: None)  # fmt: skip
+    with pytest.raises(RunDirError, match="holds a run of another experiment than this point"):
+        run(tmp_path, grids, bindings)
+    shutil.rmtree(foreign)  # the point's own run, resumed on past the sweep, is still its own
+    again = Counting()
+    run(tmp_path, grids, bindings, executor=again)
+    api.evolve(resume=foreign, bindings=["Experiment.epochs = 2"], echo=lambda line: None)
+    run(tmp_path, grids, bindings, executor=again)
+    assert again.calls == 1
 
 
 def test_a_point_resumed_past_the_sweep_is_finished_and_both_say_how_far_it_ran(tmp_path):

@@ -14,6 +14,7 @@ only on the seed and the state before it, a resumed point ends exactly as an uni
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 from gymnasium.error import Error as GymError
 
+from epgkit.method.experiment import Experiment
 from epgkit.method.user_code import UserCodeError
 from epgkit.run import config, preflight
 from epgkit.run.cluster import Executor, Launch, local_processes
@@ -130,6 +132,8 @@ def open_sweep(
     try:
         if spec.is_file():
             _check_same(path, json.loads(spec.read_text()), p)
+            for point, exp in zip(points, exps, strict=True):
+                _check_point(path / point.name, exp, flags, point.name)
         elif any(q.name != LOCK for q in path.iterdir()):
             raise RunDirError(f"{path} exists and is not a sweep directory (no {SWEEP_JSON})")
         epochs = tuple(e.epochs for e in exps)
@@ -141,6 +145,28 @@ def open_sweep(
         lock.release()
         raise
     return sweep
+
+
+def _check_point(run_dir: Path, exp: Experiment, flags: Sequence[str], name: str) -> None:
+    """Refuses a point's folder that holds a run of another experiment (one started there by
+    hand, or another sweep's): resumed, it would be ranked as this point. Epochs aside: a
+    point may have been resumed on past the sweep's."""
+    if not (run_dir / "config.gin").is_file():
+        return
+    config.parse([], [(run_dir / "config.gin").read_text(), *flags])
+    recorded = config.experiment()
+    same = replace(recorded, epochs=1) == replace(exp, epochs=1)
+    if not same:  # components of the user's that are not dataclasses compare by identity
+        same = _shown(replace(recorded, epochs=1)) == _shown(replace(exp, epochs=1))
+    if not same:
+        raise RunDirError(
+            f"sweep point {name}: {run_dir} holds a run of another experiment than this point's "
+            "(started there by hand?); move it away, then run the sweep again"
+        )
+
+
+def _shown(exp: Experiment) -> str:
+    return re.sub(r" at 0x[0-9a-f]+", "", repr(exp))
 
 
 def _in_recorded_order(p: Plan, spec: Path) -> Plan:
