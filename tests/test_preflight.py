@@ -115,6 +115,15 @@ class BrokenPolicy(GaussianMLP):
         raise RuntimeError("no distribution today")
 
 
+@gin.register
+@dataclasses.dataclass(frozen=True)
+class HalfPolicy(GaussianMLP):
+    """Its dist gives one column, not the dist_dim that the window holds."""
+
+    def dist(self, theta, obs):
+        return super().dist(theta, obs)[..., :1]
+
+
 @epgkit.register("strategy")
 @dataclasses.dataclass(frozen=True)
 class RaisingES(OpenES):
@@ -398,6 +407,12 @@ def test_a_sweep_checks_every_point_before_running_any(tmp_path):
             ["import userlosses", "InnerLoop.policy = @BrokenPolicy()"],
             1,
             "policy BrokenPolicy failed: RuntimeError: no distribution today (userlosses.py:",
+        ),
+        (
+            ["import userlosses", "InnerLoop.policy = @HalfPolicy()"],
+            1,
+            "policy HalfPolicy: dist gives a tensor of shape (1, 1, 1) for observations "
+            "(1, 1, obs_dim); its dist_dim says (1, 1, 4) (userlosses.py:",
         ),
         (
             ["import userlosses", "InnerLoop.loss = @SummedLoss()"],

@@ -33,6 +33,7 @@ from epgkit.method.user_code import (
     blamed,
     inner_loop_parts,
     reported,
+    where_defined,
 )
 
 FLOAT = 4  # bytes of a float32
@@ -148,6 +149,24 @@ _WHY = {
 }
 
 
+def check_policy_shape(inner: InnerLoop) -> None:
+    """Refuses a policy whose ``dist`` is not (K, T, dist_dim) as its ``dist_dim`` says: the
+    inner loop would fail writing it into its window, in epgkit's code, with a traceback."""
+    import torch
+
+    policy, dims = inner.policy, inner.dims()
+    name = f"policy {type(policy).__name__}"
+    with reported(inner_loop_parts(inner)):
+        theta = policy.init(dims, [np.random.default_rng(0)])
+        got = tuple(policy.dist(theta, torch.zeros(1, 1, dims.obs_dim)).shape)
+        want = (1, 1, policy.dist_dim(dims))
+    if got != want:
+        raise UserCodeError(
+            f"{name}: dist gives a tensor of shape {got} for observations (1, 1, obs_dim); its "
+            f"dist_dim says (1, 1, {want[2]}){where_defined(type(policy).dist)}"
+        )
+
+
 def check_code(inner: InnerLoop, phi: np.ndarray, guided: bool, which: str) -> None:
     """Runs ``inner`` for one update of M steps on one task, in this process: with the loss
     alone (α = 0), then, if ``guided``, with the guidance loss alone (α = 1).
@@ -165,6 +184,7 @@ def check_code(inner: InnerLoop, phi: np.ndarray, guided: bool, which: str) -> N
     runs = [(0.0, f"loss {type(inner.loss).__name__}")]
     if guided and inner.guide is not None:
         runs.append((1.0, f"guidance loss {type(inner.guide).__name__}"))
+    check_policy_shape(inner)
     for alpha, who in runs:
         with reported(inner_loop_parts(inner)):
             (result,) = tiny.run([Job(phi, alpha, task_seed=0, seed=0)])
