@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from epgkit.errors import ConfigError
 from epgkit.method.evolve import TASK_SEED_LIMIT
 from epgkit.method.executor import Serial
 from epgkit.method.inner_loop import Result
@@ -22,7 +23,7 @@ from epgkit.method.policies import GaussianMLP
 from epgkit.run import train as tt
 from epgkit.run.launch import prepare, run_evolution
 from epgkit.run.rundir import RunDirError, json_safe
-from epgkit.run.sources import load_source
+from epgkit.run.sources import Source, load_source
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -328,3 +329,17 @@ def test_tasks_won_count_strict_wins_on_tasks_where_both_runs_finished():
     improvement = tt.improvement(x, y)
     assert (improvement["tasks_won"], improvement["tasks"]) == (1, 3)
     assert (tt.improvement(y, x)["tasks_won"], tt.improvement(y, x)["tasks"]) == (1, 3)
+
+
+def test_a_loss_whose_users_module_is_not_importable_here_names_the_file_it_was_evolved_with():
+    # From another folder the recorded `import my_losses` failed as if the user had typed it.
+    source = load_source("zoo:pointgoal")
+    meta = {
+        **source.meta,
+        "operative_config": "import epgkit_no_such_module_here\n" + source.meta["operative_config"],
+        "user_modules": {
+            "epgkit_no_such_module_here": {"file": "/lab/epgkit_no_such_module_here.py"}
+        },
+    }
+    with pytest.raises(ConfigError, match="evolved with /lab/epgkit_no_such_module_here.py: run "):
+        tt.build(Source(source.phi, meta, source.path))

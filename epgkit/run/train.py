@@ -10,6 +10,7 @@ initial policy, with the same architecture, normalization and step budget.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +47,18 @@ def build(source: Source, bindings: Sequence[str] = ()) -> Experiment:
     # user's bindings, so theirs win. The evolution's run directory is not the test's. A policy
     # left to the action space (None) is chosen as in evolution, from the evolution's env.
     operative = source.meta["operative_config"]
-    config.parse([DEFAULT_BASELINES], [operative, "Launch.run_dir = None", *bindings])
+    try:
+        config.parse([DEFAULT_BASELINES], [operative, "Launch.run_dir = None", *bindings])
+    except config.ConfigError as err:
+        missing = re.search(r"No module named '([\w.]+)'", str(err))
+        recorded = source.meta.get("user_modules", {}).get(missing[1] if missing else "")
+        if recorded is None:
+            raise
+        raise config.ConfigError(
+            f"the loss's config imports {missing[1]}, which is not importable here; it was "
+            f"evolved with {recorded['file']}: run from that file's folder, or add the folder "
+            "to PYTHONPATH"
+        ) from None
     return config.experiment()
 
 
