@@ -243,6 +243,23 @@ def test_an_out_folder_that_holds_the_analysis_is_refused(tmp_path):
     assert prepare("gradients", "zoo:pointgoal", out=str(tmp_path)).out == tmp_path
 
 
+def test_an_analysis_stopped_before_its_json_is_done_again_in_the_same_folder(
+    tmp_path, monkeypatch
+):
+    # Stopped while plotting, it left a whole kl.json and no figure, and was refused after.
+    def stopped(data, path):
+        raise KeyboardInterrupt
+
+    study = prepare("kl", "zoo:pointgoal", runs=1, steps=64, out=str(tmp_path))
+    with monkeypatch.context() as patch:
+        patch.setattr(kl, "plot", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            analyze.run("kl", study)
+    assert not (tmp_path / "kl.json").exists()
+    analyze.run("kl", prepare("kl", "zoo:pointgoal", runs=1, steps=64, out=str(tmp_path)))
+    assert (tmp_path / "kl.json").is_file() and (tmp_path / "kl.png").is_file()
+
+
 # --- the command line -------------------------------------------------------------------------
 def epgkit(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "epgkit.cli", *args], capture_output=True,

@@ -160,8 +160,9 @@ def analyze(study: Study) -> dict[str, Any]:
         "paper": PAPER_RHO,
         "failed_runs": [r.failed for r in results if r.failed],
     }
-    write_json(study, "gradients", data)
+    # The figure first: the json marks a finished analysis (a stopped one is done again).
     plot(data, study.out / "gradients.png")
+    write_json(study, "gradients", data)
     return data
 
 

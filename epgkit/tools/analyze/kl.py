@@ -82,8 +82,9 @@ def analyze(study: Study) -> dict[str, Any]:
         "methods": methods,
         "initial_phi": note,
     }
-    write_json(study, "kl", data)
+    # The figure first: the json marks a finished analysis (a stopped one is done again).
     plot(data, study.out / "kl.png")
+    write_json(study, "kl", data)
     return data
 
 

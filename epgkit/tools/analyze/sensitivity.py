@@ -157,8 +157,9 @@ def analyze(study: Study, per_update: int = 8) -> dict[str, Any]:
         **observer.summary(study.learned.buffer_size),
         "failed_runs": [r.failed for r in results if r.failed],
     }
-    write_json(study, "sensitivity", data)
+    # The figure first: the json marks a finished analysis (a stopped one is done again).
     plot(data, study.out / "sensitivity.png")
+    write_json(study, "sensitivity", data)
     return data
 
 
