@@ -49,6 +49,12 @@ def explain(err: Exception) -> str:
     """Gin's message plus close names for an unknown configurable or parameter; one line for
     a required parameter left unset, and no "In call to configurable" trail."""
     text = str(err).strip()
+    match = re.search(r"No bindings specified for '([\w.]+)/gin.macro'", text)
+    if match:  # gin goes on to print the whole config
+        return (
+            f"the macro %{match[1]} is used but never defined: define it (-b "
+            f"'{match[1]} = 0.001' or a line in a config) or write the value itself"
+        )
     match = re.search(r"(\S+) set to `%gin.REQUIRED` but not subsequently overridden", text)
     if match:  # a parameter base.gin marks %gin.REQUIRED
         return _unset([match.group(1)])
