@@ -203,8 +203,8 @@ def test_a_binding_in_a_scope_nothing_calls_is_refused_naming_the_close_one():
 
 def test_an_undefined_macro_is_one_short_line():
     # Gin's message went on with the whole config, some 3,000 characters.
-    config.parse(["quickstart.gin"], ["InnerLoop.lr = %MY_LR"])
     with pytest.raises(config.ConfigError) as err:
+        config.parse(["quickstart.gin"], ["InnerLoop.lr = %MY_LR"])
         config.experiment()
     assert str(err.value).startswith("the macro %MY_LR is used but never defined")
     assert len(str(err.value)) < 200
