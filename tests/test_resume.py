@@ -117,6 +117,9 @@ def test_logs_written_twice_or_edited_are_refused_untouched(run):
     edited = json.loads(text[2]) | {"fitness_mean": 1e6}
     (run / "metrics.jsonl").write_text("".join([*text[:2], json.dumps(edited) + "\n"]))
     refused(run, "metrics.jsonl, line 3", "differs from what checkpoint.pt holds")
+    # The last line twice was "epoch 2 is beyond the 3 epochs", which it is not.
+    (run / "metrics.jsonl").write_text("".join([*text, text[-1]]))
+    refused(run, "metrics.jsonl, line 4", "a line of epoch 2 after the 3 epochs", "written twice")
 
 
 EDITED = {"metrics": ("metrics.jsonl", 0), "records": ("inner_loops.jsonl", W + 1)}

@@ -167,6 +167,11 @@ def _check(path: Path, rows: list, per_epoch: int, done: int, last: list[str]) -
         epoch = row.get("epoch")
         if not isinstance(epoch, int) or isinstance(epoch, bool):
             raise RunDirError(f"{path}, line {number}: not an epoch's line; cannot resume")
+        if k >= done * per_epoch and epoch < done:  # a line of a done epoch, once too many
+            raise RunDirError(
+                f"{path}, line {number}: a line of epoch {epoch} after the {done} epochs "
+                f"{CHECKPOINT} has done; the log was edited or written twice, cannot resume"
+            )
         if k >= done * per_epoch:
             raise RunDirError(
                 f"{path}, line {number}: epoch {epoch} is beyond the {done} epochs "
