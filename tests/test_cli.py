@@ -341,8 +341,13 @@ def test_only_an_evolutions_run_directory_resumes(tmp_path, finished_run):
     copied = tmp_path / "copied"
     copied.mkdir()
     shutil.copy(ROOT / "gin/quickstart.gin", copied / "config.gin")
+    sweep = tmp_path / "sweep"  # was "a run stopped before it wrote its config"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text("{}")
+    (sweep / "log.txt").write_text("")
     for folder, message in [(training, "a test-time training's output, not an evolution"),
-                            (copied, "not an epgkit run directory")]:  # fmt: skip
+                            (copied, "not an epgkit run directory"),
+                            (sweep, "a sweep's directory: re-run the sweep's own")]:  # fmt: skip
         before = snapshot(folder)
         out = epgkit("evolve", "--resume", str(folder), "--workers", "0")
         assert out.returncode == 2 and message in out.stderr, out.stderr

@@ -53,6 +53,7 @@ from epgkit.run.rundir import (
     OPERATIVE,
     RECORDS,
     SUMMARY,
+    SWEEP_JSON,
     RunDir,
     RunDirError,
     digest,
@@ -271,7 +272,12 @@ def check_resumable(resume: str) -> None:
         raise RunDirError(f"--resume {resume}: no such directory")
     run = RunDir(resume)
     if not run.is_run():
-        if (run.path / SUMMARY).exists():
+        if (run.path / SWEEP_JSON).exists():
+            what = (
+                "a sweep's directory: re-run the sweep's own command to resume it, or resume "
+                f"one of its points (`epgkit evolve --resume {resume}/POINT`)"
+            )
+        elif (run.path / SUMMARY).exists():
             what = "a test-time training's output, not an evolution"
         elif (run.path / "log.txt").exists() and not (run.path / "config.gin").exists():
             what = (
