@@ -283,6 +283,12 @@ def test_a_loss_that_does_not_fit_or_a_corrupt_file_is_refused(run_dir, tmp_path
         load_source(str(tmp_path / "nometa.pt"))
     with pytest.raises(RunDirError, match="no such"):
         load_source(str(tmp_path / "missing"))
+    early = tmp_path / "early"  # a run stopped before its first epoch ended
+    early.mkdir()
+    for name in ("config.gin", "meta.json"):
+        (early / name).write_text((run_dir / name).read_text())
+    with pytest.raises(RunDirError, match="finished no epoch yet.*evolve --resume"):
+        load_source(str(early))
 
 
 def test_steps_to_reach_finds_the_first_step_where_the_mean_curve_gets_there():

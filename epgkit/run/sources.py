@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from epgkit.run import zoo
-from epgkit.run.rundir import BEST_LOSS, LAST_LOSS, RunDirError, load_loss
+from epgkit.run.rundir import BEST_LOSS, LAST_LOSS, RunDir, RunDirError, load_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +37,11 @@ def load_source(source: str) -> Source:
                 path = path / name
                 break
         else:
+            if RunDir(path).is_run():  # stopped before its first epoch ended
+                raise RunDirError(
+                    f"{source} holds a run that has finished no epoch yet, so no loss to use: "
+                    f"continue it first (`epgkit evolve --resume {source}`)"
+                )
             raise RunDirError(f"{source} holds no {BEST_LOSS} or {LAST_LOSS}: not an epgkit run")
     elif not path.is_file():
         raise RunDirError(f"{source}: no such run directory or loss file")
