@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -685,9 +686,19 @@ def test_plot_redraws_a_runs_own_figure_only_while_no_one_evolves_it(tmp_path, h
     assert twice.returncode == 2 and "given twice" in twice.stderr
 
 
+@pytest.fixture
+def sigint_restored():
+    """main() ignores Ctrl-C once stopping; this process (and the commands the later tests
+    start, which inherit an ignored SIGINT) must get it back."""
+    previous = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("interrupted", [True, False])
-def test_ctrl_c_while_a_module_initializes_is_one_line_and_exit_130(monkeypatch, capsys,
-                                                                    interrupted):  # fmt: skip
+def test_ctrl_c_while_a_module_initializes_is_one_line_and_exit_130(
+    monkeypatch, capsys, interrupted, sigint_restored
+):
     import epgkit.cli as cli
 
     def app(*args, **kwargs):  # what torch's import gives when Ctrl-C lands in its C init
@@ -705,6 +716,22 @@ def test_ctrl_c_while_a_module_initializes_is_one_line_and_exit_130(monkeypatch,
     with pytest.raises(SystemExit) as stop:
         cli.main(["list"])
     assert stop.value.code == 130 and capsys.readouterr().err == "epgkit: interrupted\n"
+
+
+@pytest.mark.parametrize("code", [130, 0])
+def test_once_stopped_by_ctrl_c_more_ctrl_c_do_not_break_the_exits_clean_up(
+    monkeypatch, sigint_restored, code
+):
+    # A second Ctrl-C interrupted Dask's closing of its cluster at exit, with a traceback.
+    import epgkit.cli as cli
+
+    monkeypatch.setattr(cli, "app", lambda *args, **kwargs: code)  # typer's 130: a Ctrl-C
+    monkeypatch.setattr(cli, "_given_twice", lambda argv: None)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    with pytest.raises(SystemExit):
+        cli.main(["list"])
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    assert ignored == (code == 130)
 
 
 @pytest.mark.parametrize(

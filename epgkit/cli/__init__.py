@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+import threading
 
 import typer
 
@@ -58,6 +60,13 @@ def _given_twice(argv: list[str]) -> str | None:
     return None
 
 
+def _ignore_more_interrupts() -> None:
+    """Stopping already: a second Ctrl-C would only interrupt the exit's own clean-up (Dask
+    closes its clusters at exit) with a traceback of its own."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point.
 
@@ -85,12 +94,16 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"epgkit: error: {err.format_message()}{hint}", err=True)
         sys.exit(USAGE_ERROR)
     except abort:  # Ctrl-C, which click turns into Abort: as click shows it
+        _ignore_more_interrupts()
         typer.echo("Aborted!", err=True)
         sys.exit(1)
     except BaseException as err:
         # Ctrl-C while a C extension initializes surfaces as its ImportError: no traceback.
         if not any(isinstance(e, KeyboardInterrupt) for e in _chain(err)):
             raise
+        _ignore_more_interrupts()
         typer.echo("epgkit: interrupted", err=True)
         sys.exit(130)
+    if code == 130:  # typer's code for a Ctrl-C the command let through
+        _ignore_more_interrupts()
     sys.exit(code if isinstance(code, int) else 0)
