@@ -100,6 +100,8 @@ def test_summary_matches_the_curves_last_points_and_plots_are_written(run_dir, t
     assert "epg" in text and "reinforce" in text
     assert f"P(epg > reinforce) = {poi['epg']['reinforce']['p']:.2f}" in text
     assert f"ahead on {won} of 3 tasks" in text
+    # A baseline against those listed after it only: the other way round is 1 − that.
+    assert "P(ppo > reinforce) = " in text and "P(reinforce > ppo)" not in text
     for b in ("ppo", "reinforce"):
         reach = summary["methods"]["epg"]["steps_to_reach"][b]
         target = summary["methods"][b]["final_mean"]

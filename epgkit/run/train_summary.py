@@ -175,8 +175,11 @@ def table(summary: dict[str, Any]) -> str:
             why = "; ".join(f"{n} × {reason}" for reason, n in s.get("failed_because", {}).items())
             rows.append(f"{m}: {s['failures']} of {len(s['finals'])} runs failed and are left "
                         f"out" + (f" ({why})" if why else ""))  # fmt: skip
+    names = list(methods)
     for m, s in methods.items():
         for b, poi in s["probability_of_improvement"].items():
+            if m != LEARNED and names.index(b) < names.index(m):
+                continue  # 1 − P(b > m), printed already (summary.json keeps both)
             lo, hi = poi["ci"]
             won = f"; ahead on {poi['tasks_won']} of {poi['tasks']} tasks" if "tasks" in poi else ""
             rows.append(f"P({m} > {b}) = {poi['p']:.2f}, {CI_LEVEL:.0%} CI [{lo:.2f}, {hi:.2f}]"
