@@ -271,13 +271,7 @@ def train(
         Progress(echo) as progress,
         track_training(training.out, progress, total, _wandb(training.launch), ops) as tracker,
     ):
-        try:
-            summary = run_training(training, tracker.wrap(executor), tracker.echo)
-        except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (sigterm_unwinds)
-            if not (training.out / "summary.json").is_file():
-                tracker.echo(f"epgkit: stopped before the summary; the same command with "
-                             f"--out {training.out} starts the training again")  # fmt: skip
-            raise
+        summary = run_training(training, tracker.wrap(executor), tracker.echo)
         tracker.summary(summary)
     return Summary(training.out, json.loads((training.out / "summary.json").read_text()))
 

@@ -86,8 +86,11 @@ class _QuietIncludeMisses(logging.Filter):
         return not record.getMessage().startswith("Path not found")
 
 
-def parse(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> list[Path]:
-    """Clears gin and parses ``files`` then ``bindings`` (later ones win); returns the paths."""
+def parse(
+    files: Sequence[str | Path], bindings: Sequence[str] = (), *, scopes: bool = True
+) -> list[Path]:
+    """Clears gin and parses ``files`` then ``bindings`` (later ones win); returns the paths.
+    ``scopes``: refuse a binding in a scope nothing calls (off for bindings parsed alone)."""
     import epgkit.components  # noqa: F401  (registers every built-in configurable)
 
     paths = [resolve(str(f)) for f in files]
@@ -127,7 +130,7 @@ def parse(files: Sequence[str | Path], bindings: Sequence[str] = ()) -> list[Pat
         if isinstance(err, ValueError | SyntaxError | ImportError | TypeError | OSError):
             raise ConfigError(explain(err)) from None
         raise
-    if (unused := unused_scopes(bindings)) is not None:
+    if scopes and (unused := unused_scopes(bindings)) is not None:
         raise ConfigError(unused)
     return paths
 

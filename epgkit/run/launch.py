@@ -121,7 +121,7 @@ def _check_resume_bindings(bindings: Sequence[str]) -> tuple[str, ...]:
         if all(isinstance(st, BindingStatement) for st in statements):
             named.append(binding)
     if changed:  # refused below; a name gin does not know gets gin's message and hints first
-        config.parse([], named)
+        config.parse([], named, scopes=False)  # bindings alone: no scope is called
     if changed == [RUN_DIR]:
         raise config.ConfigError(
             "--resume continues a run in its own directory and cannot change Launch.run_dir "

@@ -174,7 +174,12 @@ def run_training(
     echo(f"loss: {t.source.path}{provenance(t.source.meta)}")
     for warning in t.warnings:
         echo(f"epgkit: warning: {warning}")
-    results = run_methods(t.loops, t.jobs, t.exp.batch_size, executor)
+    try:
+        results = run_methods(t.loops, t.jobs, t.exp.batch_size, executor)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, or SIGTERM (the CLI's sigterm_unwinds)
+        echo(f"epgkit: stopped before the summary; the same command with --out {t.out} "
+             "starts the training again")  # fmt: skip
+        raise
     info = {"source": str(t.source.path), "env_id": learned.env_id, "runs": t.test.runs,
             "seed": t.test.seed, "evolved_on": t.source.meta.get("env_id"),
             "source_epoch": t.source.meta.get("epoch"), "user_modules": t.user_modules,
