@@ -44,6 +44,19 @@ def wait_for_epochs(proc: subprocess.Popen, run: Path, epochs: int) -> None:
         time.sleep(0.05)
 
 
+def terminated(proc: subprocess.Popen) -> str:
+    """Stops ``proc`` with SIGTERM (killed if it does not stop) and returns its stderr; it
+    must have exited with SIGTERM's code, 143."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    return err
+
+
 def epochs(run: Path) -> list[int]:
     return [m["epoch"] for m in RunDir(run).metrics()]
 
@@ -59,12 +72,9 @@ def test_a_second_writer_is_refused_naming_the_holder_and_sigterm_releases_the_l
             assert out.returncode == 2, out.stderr
             (line,) = out.stderr.strip().splitlines()
             assert f"{run} is in use by PID {first.pid} on host {platform.node()} (since " in line
-        first.send_signal(signal.SIGTERM)
-        _, err = first.communicate(timeout=120)
     finally:
-        first.kill()
-        first.wait()
-    assert first.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+        err = terminated(first)
+    assert "Traceback" not in err, err
     said = (run / "log.txt").read_text()  # as on the terminal
     assert (
         f"stopped; every finished epoch is checkpointed: continue with `epgkit evolve "
@@ -191,12 +201,9 @@ def test_sigterm_stops_a_training_saying_so_and_releases_its_folder(tmp_path):
             assert proc.poll() is None, proc.stderr.read()
             assert time.time() < deadline, "the training logged no progress in time"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
     finally:
-        proc.kill()
-        proc.wait()
-    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+        err = terminated(proc)
+    assert "Traceback" not in err, err
     assert "stopped before the summary" in (out / "log.txt").read_text()
     assert not (out / LOCK).exists()
     again = cli("train", "zoo:pointgoal", "--runs", "1", "--steps", "64", "--workers", "0",
