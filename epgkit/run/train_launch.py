@@ -151,12 +151,13 @@ def prepare_training(source_arg: str, bindings: Sequence[str] = ()) -> Training:
 
 
 def provenance(meta: dict[str, Any]) -> str:
-    """Which φ a loss file holds, as ``evolve`` recorded it (``epoch`` counts ES steps)."""
+    """Which φ a loss file holds, as ``evolve`` recorded it: the mean φ after ``epoch`` epochs
+    (not as many ES steps: a fully guided epoch moves no φ)."""
     if "epoch" not in meta:
         return ""
     fitness = meta.get("fitness_mean")
     scored = "" if fitness is None else f", mean fitness {fitness:.2f} in the best unguided epoch"
-    return f" (φ after {meta['epoch']} ES steps{scored})"
+    return f" (φ after {meta['epoch']} epochs{scored})"
 
 
 def run_training(
