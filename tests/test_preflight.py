@@ -577,3 +577,15 @@ def test_a_failing_strategy_is_named_in_one_line_before_its_epoch_is_kept(
     (line,) = out.stderr.strip().splitlines()
     assert line.startswith(f"epgkit: error: {message}"), line
     assert not (run / "checkpoint.pt").exists()  # a fixed strategy resumes from the start
+
+
+def test_a_training_of_more_runs_than_memory_holds_is_refused_at_once(tmp_path):
+    # It made its jobs for minutes before anything was said.
+    from epgkit import api
+    from epgkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"the results of 1,000,000,000 runs × 1 methods"):
+        api.train("zoo:pointgoal", runs=10**9, out=tmp_path / "t", workers=0)
+    assert not (tmp_path / "t").exists()
+    api.train("zoo:pointgoal", runs=2, steps=64, out=tmp_path / "t", workers=0,
+              echo=lambda line: None)  # fmt: skip

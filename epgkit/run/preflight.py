@@ -37,6 +37,9 @@ from epgkit.method.user_code import (
 )
 
 FLOAT = 4  # bytes of a float32
+#: What a test-time training keeps per run and method, and per update of it (Python objects:
+#: the job, the result, a curve point as a dict); a rough lower bound, to refuse the absurd.
+RUN_BYTES, POINT_BYTES = 1_000, 300
 #: Steps of a tiny run's evaluation episode: enough to exercise reset and step.
 TINY_EVAL_STEPS = 5
 
@@ -229,6 +232,12 @@ def check_training(
     """Every check of a test-time training of ``loops`` (``learned`` trains with ``phi``;
     ``local`` batches run at once on this machine, 0 if its workers are elsewhere)."""
     check_values(dict(loops))
+    # The driver keeps every run's result, a curve point per update, until the summary; a
+    # --runs past memory would be found only after minutes of making its jobs.
+    kept = runs * sum(RUN_BYTES + POINT_BYTES * (loop.steps // loop.update_every)
+                      for loop in loops.values())  # fmt: skip
+    what = f"the results of {runs:,} runs × {len(loops)} methods"
+    refuse_if_too_big({}, 0, {what: kept}, "kept by this process until the summary")
     dims = loops[learned].dims()
     k = min(exp.batch_size, runs)
     if local:
