@@ -58,7 +58,8 @@ class Flaky(gym.Env):
         if self.fail_in == "step" and self.t > self.after:
             self._fail(ZeroDivisionError("division by zero"))
         value = math.nan if self.fail_in == "nan" and self.t > self.after else 0.0
-        return np.full(2, value, np.float32), -float(np.abs(action).sum()), False, False, {}
+        size = 1 if self.fail_in == "step_shape" else 2
+        return np.full(size, value, np.float32), -float(np.abs(action).sum()), False, False, {}
 
 
 gym.register("Flaky-v0", entry_point=Flaky, max_episode_steps=50)
@@ -396,6 +397,15 @@ def test_a_sweep_checks_every_point_before_running_any(tmp_path):
             ],
             1,
             "env 'userenvs:Flaky-v0' failed in reset: it returned an observation of shape (3,), "
+            "its observation_space says (2,)",
+        ),
+        (
+            [
+                "InnerLoop.env_id = 'userenvs:Flaky-v0'",
+                "InnerLoop.env_kwargs = (('fail_in', 'step_shape'),)",
+            ],
+            1,
+            "env 'userenvs:Flaky-v0' failed in step: it returned an observation of shape (1,), "
             "its observation_space says (2,)",
         ),
         (

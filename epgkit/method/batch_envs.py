@@ -97,15 +97,22 @@ class BatchEnvs:
         inner loop; its reward counts as 0 from then on and its observation stays."""
         env_act, out, done = self.actions(act), self.out, self.done
         cores, limits, elapsed = self.cores, self.limits, self.elapsed
-        ended = []
+        ended, o, n = [], None, self.dims.obs_dim
         try:  # costs nothing unless the env raises
             for i in alive.indices:  # the hot loop: one env step each, nothing else
                 o, r, term, trunc, _ = cores[i].step(env_act[i])
                 elapsed[i] += 1
+                if len(o) != n:  # a (1,) observation would broadcast into the row silently
+                    raise ValueError("wrong observation size")
                 out[i, :-1], out[i, -1] = o, r
                 if term or trunc or elapsed[i] == limits[i]:
                     ended.append(i)
         except Exception as err:  # noqa: BLE001  (whatever the user's env raises or returns)
+            if o is not None and np.shape(o) != (self.dims.obs_dim,):  # the row did not take it
+                raise UserCodeError(
+                    f"{self.name} failed in step: it returned an observation of shape "
+                    f"{np.shape(o)}, its observation_space says ({self.dims.obs_dim},)"
+                ) from err
             raise blamed(self.name, "step", err) from err
         if not math.isfinite(out.sum()):  # physics failure: stops that inner loop only
             bad = ~np.isfinite(out).all(1)
