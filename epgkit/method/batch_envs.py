@@ -102,11 +102,13 @@ class BatchEnvs:
             for i in alive.indices:  # the hot loop: one env step each, nothing else
                 o, r, term, trunc, _ = cores[i].step(env_act[i])
                 elapsed[i] += 1
-                if len(o) != n:  # a (1,) observation would broadcast into the row silently
-                    raise ValueError("wrong observation size")
                 out[i, :-1], out[i, -1] = o, r
                 if term or trunc or elapsed[i] == limits[i]:
                     ended.append(i)
+            # A (1,) observation broadcasts into its row silently; the envs are one class, so
+            # the last one's size, checked once a step rather than per env, finds it.
+            if o is not None and len(o) != n:
+                raise ValueError("wrong observation size")
         except Exception as err:  # noqa: BLE001  (whatever the user's env raises or returns)
             if o is not None and np.shape(o) != (self.dims.obs_dim,):  # the row did not take it
                 raise UserCodeError(
