@@ -225,7 +225,7 @@ def unused_scopes(bindings: Sequence[str]) -> str | None:
                 return (
                     f"the binding {line.strip()!r}: nothing in this config is called in scope "
                     f"{unknown[0]!r}, so the value would reach nothing"
-                    + (f"; did you mean {close[0]!r}?" if close else "")
+                    + (f"; did you mean {close[0]!r}?" if close else ".")
                     + f" Scopes in use: {known}"
                 )
     return None
